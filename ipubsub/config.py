@@ -1,0 +1,277 @@
+"""Typed, frozen configuration loaded from YAML.
+
+Every section is a frozen ``msgspec.Struct`` that rejects unknown keys, so a
+misspelt key stops the node at start-up instead of being silently ignored.
+Values carry their unit in their name (``*_seconds``, ``*_bytes``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "HashRingConfig",
+    "LimitsConfig",
+    "LogConfig",
+    "MatchConfig",
+    "NodeConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_address",
+]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+DAY_SECONDS = 86400
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is one line naming the key."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` accepted) into its parts.
+
+    Raises:
+        ValueError: the value is not ``HOST:PORT`` with a port in 1..65535.
+    """
+    match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", value)
+    if match is None or not match.group(1):
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    port = int(match.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535, got {port}")
+    return match.group(1), port
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeConfig(_Section):
+    """This node: its unique name, where it listens and how peers reach it."""
+
+    name: NonEmptyStr = "node-1"
+    listen: str = "127.0.0.1:8080"
+    advertise: str = ""
+    shutdown_grace_seconds: PositiveFloat = 5.0
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+    def __post_init__(self) -> None:
+        parse_address(self.listen)
+        if self.advertise:
+            parse_address(self.advertise)
+        else:
+            msgspec.structs.force_setattr(self, "advertise", self.listen)
+
+
+class ClusterConfig(_Section):
+    """Membership: seeds to join through and failure-detection timings."""
+
+    name: NonEmptyStr = "local"
+    seeds: list[str] = msgspec.field(default_factory=list)
+    secret: str = ""
+    heartbeat_interval_seconds: PositiveFloat = 0.5
+    suspect_after_seconds: PositiveFloat = 1.5
+    dead_after_seconds: PositiveFloat = 4.0
+    forget_dead_after_seconds: PositiveFloat = 600.0
+    peer_connect_timeout_seconds: PositiveFloat = 1.0
+    peer_request_timeout_seconds: PositiveFloat = 3.0
+    handoff_retry_seconds: PositiveFloat = 0.5
+
+    def __post_init__(self) -> None:
+        for seed in self.seeds:
+            parse_address(seed)
+        if not self.heartbeat_interval_seconds < self.suspect_after_seconds:
+            raise ValueError("suspect_after_seconds must exceed heartbeat_interval_seconds")
+        if not self.suspect_after_seconds <= self.dead_after_seconds:
+            raise ValueError("dead_after_seconds must be >= suspect_after_seconds")
+
+
+class HashRingConfig(_Section):
+    """Consistent-hash ring shape; every node of a cluster must agree on it."""
+
+    virtual_nodes: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 160
+
+
+class MatchConfig(_Section):
+    """Long-poll timeouts and idle-stream eviction."""
+
+    receive_default_timeout_seconds: NonNegativeInt = 30
+    receive_max_timeout_seconds: NonNegativeInt = 300
+    send_max_timeout_seconds: NonNegativeInt = 300
+    stream_idle_seconds: PositiveFloat = 300.0
+
+    def __post_init__(self) -> None:
+        if self.receive_default_timeout_seconds > self.receive_max_timeout_seconds:
+            raise ValueError(
+                "receive_default_timeout_seconds must be <= receive_max_timeout_seconds"
+            )
+
+
+class LimitsConfig(_Section):
+    """Size limits: per request, per stream and for the whole node."""
+
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64)] = 1 * MIB
+    max_stream_size: PositiveInt = 1_000_000
+    max_stream_bytes: PositiveInt = 64 * MIB
+    max_buffered_bytes: PositiveInt = 1 * GIB
+
+    def __post_init__(self) -> None:
+        if self.max_stream_bytes < self.max_message_bytes:
+            raise ValueError("max_stream_bytes must be >= max_message_bytes")
+        if self.max_buffered_bytes < self.max_stream_bytes:
+            raise ValueError("max_buffered_bytes must be >= max_stream_bytes")
+
+
+class SqliteConfig(_Section):
+    path: NonEmptyStr = "./ipubsub-data/ipubsub.db"
+    table: NonEmptyStr = "ipubsub_messages"
+
+
+class PostgresConfig(_Section):
+    dsn: NonEmptyStr = "postgresql://postgres@127.0.0.1:5432/test"
+    table: NonEmptyStr = "ipubsub_messages"
+    pool_size: PositiveInt = 8
+
+
+class MysqlConfig(_Section):
+    dsn: NonEmptyStr = "mysql://root@127.0.0.1:3306/test"
+    table: NonEmptyStr = "ipubsub_messages"
+    pool_size: PositiveInt = 8
+
+
+class CassandraConfig(_Section):
+    hosts: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1"])
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9042
+    keyspace: NonEmptyStr = "ipubsub"
+    table: NonEmptyStr = "messages"
+    replication_factor: PositiveInt = 1
+    username: str = ""
+    password: str = ""
+
+
+class MongodbConfig(_Section):
+    url: NonEmptyStr = "mongodb://127.0.0.1:27017"
+    database: NonEmptyStr = "ipubsub"
+    collection: NonEmptyStr = "messages"
+
+
+StorageBackend = Literal["none", "sqlite", "postgres", "mysql", "cassandra", "mongodb"]
+
+
+class StorageConfig(_Section):
+    """Durable log backend for ``writeToDB`` messages and its tuning."""
+
+    backend: StorageBackend = "sqlite"
+    max_ttl_seconds: PositiveInt = 365 * DAY_SECONDS
+    write_batch_max: PositiveInt = 512
+    sweep_interval_seconds: PositiveFloat = 10.0
+    sweep_batch: PositiveInt = 1000
+    reconnect_max_seconds: PositiveFloat = 5.0
+    operation_timeout_seconds: PositiveFloat = 5.0
+    sqlite: SqliteConfig = msgspec.field(default_factory=SqliteConfig)
+    postgres: PostgresConfig = msgspec.field(default_factory=PostgresConfig)
+    mysql: MysqlConfig = msgspec.field(default_factory=MysqlConfig)
+    cassandra: CassandraConfig = msgspec.field(default_factory=CassandraConfig)
+    mongodb: MongodbConfig = msgspec.field(default_factory=MongodbConfig)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+
+class Config(_Section):
+    """The whole node configuration. ``Config()`` is a working single node."""
+
+    node: NodeConfig = msgspec.field(default_factory=NodeConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    hash_ring: HashRingConfig = msgspec.field(default_factory=HashRingConfig)
+    match: MatchConfig = msgspec.field(default_factory=MatchConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Config:
+        """Build and validate a config from plain data (as parsed from YAML).
+
+        Raises:
+            ConfigError: an unknown key, a wrong type or an impossible value.
+        """
+        try:
+            return msgspec.convert(data, type=cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str | bytes, source: str = "config") -> Config:
+        """Parse YAML text into a validated config.
+
+        Raises:
+            ConfigError: the text is not YAML, or any value is invalid.
+        """
+        try:
+            data = msgspec.yaml.decode(text)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load the YAML file at ``path``, or the built-in defaults when ``None``.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return Config.from_yaml(text, source=str(path))
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$\.?(?P<path>[^`]*)`)?")
+_AT = re.compile(r"^(?P<msg>.*?) - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """Rewrite msgspec's message as ``key.path: what is wrong``."""
+    text = str(exc)
+    unknown = _UNKNOWN.fullmatch(text)
+    if unknown:
+        path = unknown.group("path") or ""
+        key = f"{path}.{unknown.group('key')}" if path else unknown.group("key")
+        return f"{_dotted(key)}: unknown key"
+    located = _AT.match(text)
+    if located:
+        return f"{_dotted(located.group('path'))}: {located.group('msg')}"
+    return text
+
+
+def _dotted(path: str) -> str:
+    return re.sub(r"\[(\d+)\]", r".\1", path) or "(top level)"

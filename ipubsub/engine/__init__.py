@@ -1,0 +1,21 @@
+"""In-memory streams and matching of senders with long-polling receivers.
+
+No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
+"""
+
+from .clock import Clock, ManualClock, SystemClock
+from .engine import DEFAULT_STREAM_SIZE, Engine, EngineStats, Released
+from .message import Message, format_timestamp, new_uuid
+
+__all__ = [
+    "DEFAULT_STREAM_SIZE",
+    "Clock",
+    "Engine",
+    "EngineStats",
+    "ManualClock",
+    "Message",
+    "Released",
+    "SystemClock",
+    "format_timestamp",
+    "new_uuid",
+]

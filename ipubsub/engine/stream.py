@@ -1,0 +1,170 @@
+"""One in-memory stream: its bounded buffer and its queues of waiters.
+
+The buffer is ``None`` while empty, a small list while short and a deque once
+long, so a million idle streams cost little memory while long streams keep
+O(1) operations at both ends.  Waiter queues hold futures and are cleaned
+lazily: a waiter that times out or is cancelled stays in its deque, already
+done, and is skipped when reached; ``live_*`` counts the ones still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Iterable
+
+from .message import Message
+
+__all__ = ["Stream"]
+
+_LIST_MAX = 32  # beyond this many buffered messages, switch the buffer to a deque
+
+
+class Stream:
+    """State of one stream. Mutated only by :class:`~ipubsub.engine.Engine`."""
+
+    __slots__ = (
+        "id",
+        "capacity",
+        "buffer",
+        "nbytes",
+        "handed_front",
+        "receivers",
+        "live_receivers",
+        "senders",
+        "live_senders",
+        "idle_since",
+        "idle_gen",
+    )
+
+    def __init__(self, stream_id: str, capacity: int | None) -> None:
+        self.id = stream_id
+        # None until the first send configures it (a receiver may arrive first).
+        self.capacity = capacity
+        self.buffer: list[Message] | deque[Message] | None = None
+        self.nbytes = 0
+        # How many messages at the front of the buffer came from a hand-off,
+        # so that a later hand-off batch goes behind them but ahead of local ones.
+        self.handed_front = 0
+        self.receivers: deque[asyncio.Future[Message | None]] | None = None
+        self.live_receivers = 0
+        self.senders: deque[tuple[asyncio.Future[bool | None], Message]] | None = None
+        self.live_senders = 0
+        self.idle_since = 0.0
+        self.idle_gen = -1
+
+    # -- buffer ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        buf = self.buffer
+        return 0 if buf is None else len(buf)
+
+    def push_back(self, msg: Message) -> None:
+        buf = self.buffer
+        if buf is None:
+            self.buffer = [msg]
+        else:
+            buf.append(msg)
+            if type(buf) is list and len(buf) > _LIST_MAX:
+                self.buffer = deque(buf)
+        self.nbytes += msg.size
+
+    def push_front(self, msg: Message) -> None:
+        self.insert_at(0, (msg,))
+
+    def insert_at(self, index: int, msgs: Iterable[Message]) -> int:
+        """Insert ``msgs`` in order starting at position ``index``; return how many."""
+        items = list(msgs)
+        if not items:
+            return 0
+        buf = self.buffer
+        if buf is None:
+            buf = self.buffer = []
+        if type(buf) is list:
+            buf[index:index] = items
+            if len(buf) > _LIST_MAX:
+                self.buffer = deque(buf)
+        else:
+            assert isinstance(buf, deque)
+            if index == 0:
+                buf.extendleft(reversed(items))
+            else:
+                buf.rotate(-index)
+                buf.extendleft(reversed(items))
+                buf.rotate(index)
+        self.nbytes += sum(m.size for m in items)
+        return len(items)
+
+    def pop_front(self) -> Message:
+        buf = self.buffer
+        assert buf is not None
+        msg = buf.pop(0) if type(buf) is list else buf.popleft()  # type: ignore[union-attr]
+        if not buf:
+            self.buffer = None
+            self.handed_front = 0
+        elif self.handed_front:
+            self.handed_front -= 1
+        self.nbytes -= msg.size
+        return msg
+
+    def peek_front(self) -> Message:
+        assert self.buffer is not None
+        return self.buffer[0]
+
+    def take_all(self) -> list[Message]:
+        """Remove and return every buffered message, oldest first."""
+        items = list(self.buffer) if self.buffer is not None else []
+        self.buffer = None
+        self.nbytes = 0
+        self.handed_front = 0
+        return items
+
+    # -- waiters -------------------------------------------------------------
+
+    def next_receiver(self) -> asyncio.Future[Message | None] | None:
+        """Pop the longest-waiting pending receiver, skipping departed ones."""
+        q = self.receivers
+        while q:
+            fut = q.popleft()
+            if not fut.done():
+                return fut
+        return None
+
+    def next_sender(self) -> tuple[asyncio.Future[bool | None], Message] | None:
+        """Pop the longest-blocked pending sender, skipping departed ones."""
+        q = self.senders
+        while q:
+            entry = q.popleft()
+            if not entry[0].done():
+                return entry
+        return None
+
+    def peek_sender(self) -> Message | None:
+        """The message of the longest-blocked pending sender, left in place."""
+        q = self.senders
+        while q:
+            fut, msg = q[0]
+            if not fut.done():
+                return msg
+            q.popleft()
+        return None
+
+    def compact(self) -> None:
+        """Drop departed waiters once they outnumber the live ones."""
+        q = self.receivers
+        if q is not None:
+            if self.live_receivers == 0:
+                self.receivers = None
+            elif len(q) > 2 * self.live_receivers + 16:
+                self.receivers = deque(f for f in q if not f.done())
+        s = self.senders
+        if s is not None:
+            if self.live_senders == 0:
+                self.senders = None
+            elif len(s) > 2 * self.live_senders + 16:
+                self.senders = deque(e for e in s if not e[0].done())
+
+    @property
+    def is_idle(self) -> bool:
+        """Empty and nobody waiting: a candidate for eviction."""
+        return self.buffer is None and self.live_receivers == 0 and self.live_senders == 0

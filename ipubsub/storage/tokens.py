@@ -1,0 +1,67 @@
+"""Resume tokens: opaque, URL-safe, versioned and checked.
+
+A token names a position in one stream's durable log.  Layout (version 1),
+base64url without padding::
+
+    version (1 byte = 1) | stream digest (8) | position (8, big-endian) | check (4)
+
+The stream digest makes a token from another stream detectable; the check
+(an unkeyed BLAKE2b of the rest) rejects typos and truncation.  Tokens are
+not secret and not signed: they only say where to resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+
+from ..errors import InvalidToken
+
+__all__ = ["decode_token", "encode_token"]
+
+_VERSION = 1
+_LAYOUT = struct.Struct(">B8sQ")
+_CHECK_BYTES = 4
+_TOKEN_BYTES = _LAYOUT.size + _CHECK_BYTES
+
+
+def _stream_digest(stream_id: str) -> bytes:
+    return hashlib.blake2b(stream_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _check(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_CHECK_BYTES, person=b"ipubsub-token").digest()
+
+
+def encode_token(stream_id: str, position: int) -> str:
+    """The token that resumes ``stream_id`` after ``position``."""
+    body = _LAYOUT.pack(_VERSION, _stream_digest(stream_id), position)
+    return base64.urlsafe_b64encode(body + _check(body)).rstrip(b"=").decode("ascii")
+
+
+def decode_token(token: str, stream_id: str) -> int:
+    """The position a token resumes after.
+
+    Raises:
+        InvalidToken: malformed, of an unknown version, corrupted, or issued
+            for another stream.
+    """
+    if not token or len(token) > 64 or not token.isascii():
+        raise InvalidToken("dbResumeToken is malformed", field="dbResumeToken")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("dbResumeToken is malformed (not base64url)", field="dbResumeToken") from None
+    if len(raw) != _TOKEN_BYTES or raw[0] != _VERSION:
+        raise InvalidToken("dbResumeToken is malformed or of an unknown version", field="dbResumeToken")
+    body, check = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
+    if _check(body) != check:
+        raise InvalidToken("dbResumeToken is corrupted (checksum mismatch)", field="dbResumeToken")
+    _, digest, position = _LAYOUT.unpack(body)
+    if digest != _stream_digest(stream_id):
+        raise InvalidToken(
+            f"dbResumeToken was issued for another stream, not {stream_id!r}", field="dbResumeToken"
+        )
+    return int(position)

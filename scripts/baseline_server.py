@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""A trivial aiohttp server answering the ipubsub routes without doing any work:
+the ceiling any aiohttp-based server can reach on this machine.
+
+    python scripts/baseline_server.py --port 18090
+
+``POST /api/v1/streams/send`` reads the body and answers a constant JSON;
+``GET /api/v1/streams/receive`` answers a constant message at once, or, with
+``--hold``, parks the request on a bare future until ``/release`` (a naive
+long poll, for the memory baseline of waiting polls).  Same settings as
+ipubsub: uvloop, no access log, handler cancellation on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from aiohttp import web
+
+SEND_REPLY = b'{"messageUuid":"00000000-0000-4000-8000-000000000000"}'
+RECEIVE_REPLY = (
+    b'{"messageUuid":"00000000-0000-4000-8000-000000000000","message":{"t":0},'
+    b'"timestamp":"2026-01-01T00:00:00.000000Z"}'
+)
+
+
+def build_app(hold: bool) -> web.Application:
+    waiters: list[asyncio.Future[None]] = []
+
+    async def send(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=SEND_REPLY, content_type="application/json")
+
+    async def receive(request: web.Request) -> web.Response:
+        if hold:
+            fut = asyncio.get_running_loop().create_future()
+            waiters.append(fut)
+            await fut
+        return web.Response(body=RECEIVE_REPLY, content_type="application/json")
+
+    async def release(request: web.Request) -> web.Response:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        waiters.clear()
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/streams/send", send)
+    app.router.add_get("/api/v1/streams/receive", receive)
+    app.router.add_post("/release", release)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def serve(port: int, hold: bool) -> None:
+    runner = web.AppRunner(build_app(hold), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
+    await site.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("--hold", action="store_true", help="park receives until POST /release")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        try:
+            runner.run(serve(args.port, args.hold))
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
