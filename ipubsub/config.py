@@ -229,7 +229,8 @@ class Config(_Section):
         try:
             data = msgspec.yaml.decode(text)
         except msgspec.DecodeError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+            detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
+            raise ConfigError(f"{source}: not valid YAML: {detail}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

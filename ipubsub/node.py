@@ -14,10 +14,12 @@ from aiohttp import web
 
 from . import __version__
 from .api.app import build_app, build_runner
+from .api.internal import InternalRoutes
+from .cluster.cluster import Cluster
 from .commands import Delivery, ReceiveCommand, Relayed, SendCommand, SendResult
 from .config import Config, parse_address
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
-from .errors import PersistenceNotConfigured
+from .errors import NodeDraining, PersistenceNotConfigured
 
 __all__ = ["Node"]
 
@@ -43,6 +45,7 @@ class Node:
             max_stream_bytes=config.limits.max_stream_bytes,
             max_buffered_bytes=config.limits.max_buffered_bytes,
         )
+        self.cluster = Cluster(config, self.engine)
         self.state = "new"
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -54,6 +57,7 @@ class Node:
     async def start(self) -> None:
         """Start background components (idle sweeper, storage, membership)."""
         self.engine.start()
+        await self.cluster.start()
         self.state = "running"
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
 
@@ -72,16 +76,18 @@ class Node:
 
     def http_extensions(self) -> list[Callable[[web.Application], None]]:
         """Extra route groups to mount (cluster internals, metrics)."""
-        return []
+        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to]
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
 
-        1. stop accepting connections;  2. leave the cluster ring;
-        3. hand buffered messages to their new owners;  4. release waiting
-        receivers and blocked senders (they get 424 and retry elsewhere);
-        5. let in-flight requests finish within ``node.shutdown_grace_seconds``;
-        6. close storage, peer sessions and background tasks.
+        1. report ``draining`` in /health;  2. leave the ring (peers stop
+        forwarding here at once);  3. stop accepting connections;  4. hand
+        buffered messages to their new owners;  5. release waiting receivers
+        and blocked senders (424: they retry and land on the new owner) and
+        end polls forwarded from here;  6. let in-flight requests finish
+        within ``node.shutdown_grace_seconds``;  7. hand off anything that
+        arrived meanwhile;  8. close storage, peer sessions, background tasks.
         """
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop())
@@ -91,67 +97,104 @@ class Node:
         if self.state == "new":
             self.state = "stopped"
             return
-        self.state = "draining"
+        grace = self.config.node.shutdown_grace_seconds
+        self.state = "draining"  # 1
         log.info("node %s shutting down", self.name)
+        await self.cluster.leave(timeout=min(2.0, grace))  # 2
         if self._site is not None:
-            await self._site.stop()  # 1
-        released = self.engine.release_waiters("node is shutting down")  # 4
+            await self._site.stop()  # 3
+        if not await self.cluster.handoff.drain(timeout=grace / 2):  # 4
+            log.warning("some buffered messages could not be handed off yet")
+        released = self.engine.release_waiters("node is shutting down")  # 5
+        await self.cluster.forwarder.release_polls(timeout=1.0)
         if released:
             log.info("released %d waiting calls", released)
         if self._runner is not None:
-            await self._runner.cleanup()  # 5
-        await self.engine.close()  # 6
+            await self._runner.cleanup()  # 6
+        if len(self.cluster.ring) and not await self.cluster.handoff.drain(timeout=1.0):  # 7
+            lost = self.engine.stats.buffered_messages + self.cluster.handoff.pending
+            log.error("%d buffered messages could not be handed off and are lost", lost)
+        await self.cluster.close(timeout=1.0)  # 8
+        await self.engine.close()
         self.state = "stopped"
         log.info("node %s stopped", self.name)
 
     # -- request flow --------------------------------------------------------
 
-    async def send(self, cmd: SendCommand, *, forwarded_by: str | None = None) -> SendResult | Relayed:
-        """Accept a message for its stream (memory or durable log).
+    async def send(
+        self, cmd: SendCommand, *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> SendResult | Relayed:
+        """Accept a message for its stream, here or through its owner.
+
+        A call forwarded by another node (``forwarded_by``) is always served
+        here, so that nodes whose views of the ring differ cannot loop.
 
         Raises:
             SendTimeout, StreamReleased, BufferFull, PersistenceNotConfigured,
             StorageUnavailable, OwnerUnavailable: see :mod:`ipubsub.errors`.
         """
+        stream_id = cmd.stream_id
+        if forwarded_by is None:
+            owner = self.cluster.owner(stream_id)
+            if owner != self.name and owner is not None:
+                relayed = await self.cluster.forward_send(cmd, owner, request_id)
+                if relayed is not None:
+                    return relayed
         if cmd.persist:
             raise PersistenceNotConfigured(
                 "persistence is not configured on this node (storage.backend: none)",
                 field="writeToDB",
             )
+        if self.state != "running" and not len(self.cluster.ring):
+            raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
         msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
         if cmd.blocking_timeout:
-            await self.engine.send(cmd.stream_id, msg, cmd.size, cmd.blocking_timeout)
+            await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout)
         else:
-            self.engine.send_nowait(cmd.stream_id, msg, cmd.size)
+            self.engine.send_nowait(stream_id, msg, cmd.size)
+        if forwarded_by is not None:
+            self.cluster.served_elsewhere_owned(stream_id)
         return SendResult(msg.uuid)
 
-    async def receive(self, cmd: ReceiveCommand, *, forwarded_by: str | None = None) -> Delivery | Relayed:
-        """Take the next message of a stream, or read the durable log.
+    async def receive(
+        self,
+        cmd: ReceiveCommand,
+        *,
+        forwarded_by: str | None = None,
+        poll_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Delivery | Relayed:
+        """Take the next message of a stream (here or through its owner), or
+        read the durable log.
 
         Raises:
             ReceiveTimeout, StreamReleased, InvalidToken,
             PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
+        stream_id = cmd.stream_id
+        if forwarded_by is None:
+            owner = self.cluster.owner(stream_id)
+            if owner != self.name and owner is not None:
+                relayed = await self.cluster.forward_receive(cmd, owner, request_id)
+                if relayed is not None:
+                    return relayed
         if cmd.from_db:
             raise PersistenceNotConfigured(
                 "persistence is not configured on this node (storage.backend: none)",
                 field="readFromDB",
             )
-        return Delivery(await self.engine.receive(cmd.stream_id, cmd.timeout))
+        if forwarded_by is not None:
+            self.cluster.served_elsewhere_owned(stream_id)
+        return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
     # -- views ---------------------------------------------------------------
 
     def owner_of(self, stream_id: str) -> tuple[str, str]:
         """Name and address of the node that owns ``stream_id``."""
-        return self.name, self.address
+        return self.cluster.owner_view(stream_id)
 
     def cluster_view(self) -> dict[str, object]:
-        return {
-            "self": self.name,
-            "cluster": self.config.cluster.name,
-            "members": [{"name": self.name, "address": self.address, "status": "alive"}],
-            "ringVersion": 1,
-        }
+        return self.cluster.view()
 
     def health(self) -> dict[str, object]:
         """Status and operator counters (``status`` is ``ok`` while serving)."""
@@ -168,6 +211,7 @@ class Node:
             "waitingReceivers": stats.waiting_receivers,
             "blockedSenders": stats.blocked_senders,
             "droppedMessages": stats.dropped_total,
+            "cluster": self.cluster.stats(),
             "counters": {
                 "accepted": stats.accepted_total,
                 "delivered": stats.delivered_total,

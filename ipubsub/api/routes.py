@@ -15,9 +15,10 @@ from .wire import check_stream_id, encode_delivery, encode_send_result, parse_re
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["FORWARDED_HEADER", "PublicRoutes", "REQUEST_ID_HEADER"]
+__all__ = ["FORWARDED_HEADER", "POLL_ID_HEADER", "PublicRoutes", "REQUEST_ID_HEADER", "relayed_response"]
 
 FORWARDED_HEADER = "X-IPubSub-Forwarded-By"
+POLL_ID_HEADER = "X-IPubSub-Poll-Id"
 REQUEST_ID_HEADER = "X-Request-Id"
 _JSON = "application/json"
 
@@ -54,15 +55,22 @@ class PublicRoutes:
 
     async def send(self, request: web.Request) -> web.Response:
         cmd = parse_send(await request.read(), self._config)
-        result = await self._node.send(cmd, forwarded_by=request.headers.get(FORWARDED_HEADER))
+        headers = request.headers
+        result = await self._node.send(
+            cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
+        )
         if type(result) is SendResult:
             return web.Response(body=encode_send_result(result), content_type=_JSON)
         return relayed_response(result)
 
     async def receive(self, request: web.Request) -> web.Response:
         cmd = parse_receive(request.query, self._config)
+        headers = request.headers
         result = await self._node.receive(
-            cmd, forwarded_by=request.headers.get(FORWARDED_HEADER)
+            cmd,
+            forwarded_by=headers.get(FORWARDED_HEADER),
+            poll_id=headers.get(POLL_ID_HEADER),
+            request_id=headers.get(REQUEST_ID_HEADER),
         )
         if type(result) is Delivery:
             return web.Response(body=encode_delivery(result), content_type=_JSON)

@@ -5,7 +5,7 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 
 from .clock import Clock, ManualClock, SystemClock
 from .engine import DEFAULT_STREAM_SIZE, Engine, EngineStats, Released
-from .message import Message, format_timestamp, new_uuid
+from .message import Message, format_timestamp, new_uuid, parse_timestamp
 
 __all__ = [
     "DEFAULT_STREAM_SIZE",
@@ -18,4 +18,5 @@ __all__ = [
     "SystemClock",
     "format_timestamp",
     "new_uuid",
+    "parse_timestamp",
 ]

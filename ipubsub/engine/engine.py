@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Iterator
 
 from ..errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
@@ -95,6 +95,10 @@ class Engine:
         self._gen = 0
         self._buckets: deque[tuple[float, list[Stream]]] = deque([(self._clock.monotonic(), [])])
         self._sweeper: asyncio.Task[None] | None = None
+        # Waiters of forwarded polls, by poll id, so the forwarding node can
+        # cancel them; and recently cancelled ids whose poll had not arrived.
+        self._tagged: dict[str, tuple[Stream, asyncio.Future[Message | None]]] = {}
+        self._cancelled_tags: OrderedDict[str, None] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -230,17 +234,22 @@ class Engine:
 
     # -- receiving -----------------------------------------------------------
 
-    async def receive(self, stream_id: str, timeout: float) -> Message:
+    async def receive(self, stream_id: str, timeout: float, tag: str | None = None) -> Message:
         """Take the oldest message of the stream, waiting up to ``timeout`` s.
 
         Waiting receivers are served first come, first served.  If the caller
         is cancelled after a message was handed to it, the message goes back
         to the front of the stream (or to the next waiting receiver).
 
+        ``tag`` names the waiter so that :meth:`release_tagged` can end it.
+
         Raises:
             ReceiveTimeout: nothing arrived in time.
-            StreamReleased: the stream moved away or the node is stopping.
+            StreamReleased: the stream moved away, the node is stopping, or
+                the tagged poll was cancelled.
         """
+        if tag is not None and tag in self._cancelled_tags:
+            raise StreamReleased(stream_id, "poll cancelled by the forwarding node")
         stream = self._streams.get(stream_id)
         if stream is not None:
             msg = self._take(stream)
@@ -259,6 +268,8 @@ class Engine:
         stream.live_receivers += 1
         self.stats.waiting_receivers += 1
         handle = loop.call_later(timeout, self._expire_receiver, stream, fut)
+        if tag is not None:
+            self._tagged[tag] = (stream, fut)
         try:
             result = await fut
         except asyncio.CancelledError:
@@ -271,6 +282,8 @@ class Engine:
             raise
         finally:
             handle.cancel()
+            if tag is not None:
+                self._tagged.pop(tag, None)
             if fut.cancelled():
                 stream.live_receivers -= 1
                 self.stats.waiting_receivers -= 1
@@ -297,6 +310,24 @@ class Engine:
         stream.push_front(msg)
         self.stats.buffered_messages += 1
         self.stats.buffered_bytes += msg.size
+
+    def release_tagged(self, tag: str, reason: str) -> bool:
+        """End the waiting receive tagged ``tag`` with :class:`StreamReleased`.
+        Returns False if no such receive waits (it was served, or has not
+        arrived yet: then it is refused when it does)."""
+        entry = self._tagged.pop(tag, None)
+        if entry is None or entry[1].done():
+            self._cancelled_tags[tag] = None
+            while len(self._cancelled_tags) > 10000:
+                self._cancelled_tags.popitem(last=False)
+            return False
+        stream, fut = entry
+        fut.set_result(Released(reason))  # type: ignore[arg-type]
+        stream.live_receivers -= 1
+        self.stats.waiting_receivers -= 1
+        self.stats.released_total += 1
+        self._settle(stream)
+        return True
 
     # -- hand-off and shutdown -------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import time
+from datetime import datetime
 
-__all__ = ["Message", "format_timestamp", "new_uuid"]
+__all__ = ["Message", "format_timestamp", "new_uuid", "parse_timestamp"]
 
 
 class Message:
@@ -51,6 +53,16 @@ def format_timestamp(timestamp_us: int) -> str:
         )
         _cached_second = seconds
     return f"{_cached_prefix}{micros:06d}Z"
+
+
+def parse_timestamp(text: str) -> int:
+    """Microseconds since the epoch of a timestamp written by :func:`format_timestamp`.
+
+    Raises:
+        ValueError: not in that format.
+    """
+    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return calendar.timegm(parsed.timetuple()) * 1_000_000 + parsed.microsecond
 
 
 # Consecutive messages mostly fall in the same second: format that part once.

@@ -1,0 +1,78 @@
+"""Internal endpoints nodes call on each other (``/internal/v1/...``):
+membership gossip, leave, hand-off, poll cancellation and requeue.  They
+require ``cluster.secret`` when one is configured (401 otherwise)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import Unauthorized
+from .errors import json_response
+
+if TYPE_CHECKING:
+    from ..cluster.cluster import Cluster
+
+__all__ = ["InternalRoutes"]
+
+SECRET_HEADER = "X-IPubSub-Secret"
+_JSON = "application/json"
+# Hand-off batches exceed the public body limit (limits.max_message_bytes).
+MAX_INTERNAL_BODY = 64 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class InternalRoutes:
+    def __init__(self, cluster: Cluster, secret: str) -> None:
+        self._cluster = cluster
+        self._secret = secret.encode()
+
+    def add_to(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/internal/v1/gossip", self._guard(self.gossip))
+        r.add_post("/internal/v1/leave", self._guard(self.leave))
+        r.add_post("/internal/v1/handoff", self._guard(self.handoff))
+        r.add_post("/internal/v1/polls/cancel", self._guard(self.cancel_poll))
+        r.add_post("/internal/v1/requeue", self._guard(self.requeue))
+
+    def _guard(self, handler: Handler) -> Handler:
+        if not self._secret:
+            return handler
+        secret = self._secret
+
+        async def guarded(request: web.Request) -> web.Response:
+            given = request.headers.get(SECRET_HEADER, "").encode()
+            if not hmac.compare_digest(given, secret):
+                raise Unauthorized("internal endpoints need the cluster secret (X-IPubSub-Secret)")
+            return await handler(request)
+
+        return guarded
+
+    @staticmethod
+    async def _body(request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > MAX_INTERNAL_BODY:
+            from ..errors import BadRequest
+
+            raise BadRequest(f"internal payload over {MAX_INTERNAL_BODY} bytes")
+        return await request.content.read()
+
+    async def gossip(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._cluster.on_gossip(await self._body(request)), content_type=_JSON)
+
+    async def leave(self, request: web.Request) -> web.Response:
+        self._cluster.on_leave(await self._body(request))
+        return json_response({"ok": True})
+
+    async def handoff(self, request: web.Request) -> web.Response:
+        count = self._cluster.on_handoff(await self._body(request))
+        return json_response({"ok": True, "messages": count})
+
+    async def cancel_poll(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._cluster.on_cancel_poll(await self._body(request)), content_type=_JSON)
+
+    async def requeue(self, request: web.Request) -> web.Response:
+        self._cluster.on_requeue(await self._body(request))
+        return json_response({"ok": True})

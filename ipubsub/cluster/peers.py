@@ -1,0 +1,121 @@
+"""HTTP calls from this node to its peers over one pooled keep-alive session."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import aiohttp
+
+from ..commands import Relayed
+
+__all__ = ["FORWARDED_HEADER", "POLL_ID_HEADER", "PeerClient", "PeerUnreachable", "SECRET_HEADER"]
+
+FORWARDED_HEADER = "X-IPubSub-Forwarded-By"
+POLL_ID_HEADER = "X-IPubSub-Poll-Id"
+SECRET_HEADER = "X-IPubSub-Secret"
+REQUEST_ID_HEADER = "X-Request-Id"
+
+# Connection-level failures: the peer did not (fully) answer.
+_UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+class PeerUnreachable(Exception):
+    """A peer could not be reached or dropped the connection mid-call."""
+
+    def __init__(self, address: str, cause: BaseException) -> None:
+        super().__init__(f"{address}: {type(cause).__name__}: {cause}".rstrip(": "))
+        self.address = address
+        # False when the connection was never made, so the call surely had no effect.
+        self.sent = not isinstance(cause, aiohttp.ClientConnectorError)
+
+
+class PeerClient:
+    """Owns the session used for forwarding and for internal cluster calls.
+
+    The connector has no connection limit: every forwarded long poll holds
+    one pooled connection for its whole duration.
+    """
+
+    def __init__(self, *, secret: str, connect_timeout: float, request_timeout: float) -> None:
+        self._secret = secret
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15.0, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("peer client is closed")
+        return self._session
+
+    async def call(
+        self, address: str, path: str, payload: bytes, *, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """POST an internal JSON payload; return status and body.
+
+        Raises:
+            PeerUnreachable: connection refused, reset or timed out.
+        """
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            headers[SECRET_HEADER] = self._secret
+        limit = aiohttp.ClientTimeout(
+            total=timeout or self._request_timeout, sock_connect=self._connect_timeout
+        )
+        try:
+            async with self.session.post(
+                f"http://{address}{path}", data=payload, headers=headers, timeout=limit
+            ) as resp:
+                return resp.status, await resp.read()
+        except _UNREACHABLE as exc:
+            raise PeerUnreachable(address, exc) from None
+
+    async def forward(
+        self,
+        address: str,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        read_timeout: float | None = None,
+    ) -> Relayed:
+        """Replay a public call on ``address``; return its answer unchanged.
+
+        A connection reset on a reused keep-alive socket (the peer restarted)
+        is retried once on a fresh connection.
+
+        Raises:
+            PeerUnreachable: the peer could not be reached.
+        """
+        limit = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self._connect_timeout,
+            sock_read=read_timeout or self._request_timeout,
+        )
+        url = f"http://{address}{path}"
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(
+                    method, url, params=params, data=body, headers=headers, timeout=limit
+                ) as resp:
+                    data = await resp.read()
+                    return Relayed(resp.status, data, resp.headers.get("Retry-After"))
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 2:
+                    raise PeerUnreachable(address, exc) from None
+            except _UNREACHABLE as exc:
+                raise PeerUnreachable(address, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,96 @@
+"""Payloads of the internal endpoints (``/internal/v1/...``) that nodes use
+between themselves: membership gossip, leave, hand-off, poll cancellation and
+requeue.  Message payloads travel as raw JSON, never re-encoded."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "CancelPoll",
+    "CancelPollReply",
+    "Gossip",
+    "HandedMessage",
+    "HandedStream",
+    "Handoff",
+    "Leave",
+    "MemberInfo",
+    "Requeue",
+    "decode",
+    "encode",
+]
+
+
+class MemberInfo(msgspec.Struct, frozen=True):
+    name: str
+    address: str
+    incarnation: int
+    status: str = "alive"
+
+
+class Gossip(msgspec.Struct, frozen=True):
+    """A heartbeat: the sender's identity and its view of the members."""
+
+    cluster: str
+    sender: MemberInfo
+    members: list[MemberInfo]
+
+
+class Leave(msgspec.Struct, frozen=True):
+    cluster: str
+    name: str
+    incarnation: int
+
+
+class HandedMessage(msgspec.Struct, frozen=True):
+    uuid: str
+    message: msgspec.Raw
+    timestampUs: int
+
+
+class HandedStream(msgspec.Struct, frozen=True):
+    streamId: str
+    capacity: int | None
+    messages: list[HandedMessage]
+
+
+class Handoff(msgspec.Struct, frozen=True):
+    """Buffered messages moving to a stream's new owner. ``batchId`` makes a
+    retried batch apply once."""
+
+    cluster: str
+    batchId: str
+    sender: str
+    streams: list[HandedStream]
+
+
+class CancelPoll(msgspec.Struct, frozen=True):
+    pollId: str
+
+
+class CancelPollReply(msgspec.Struct, frozen=True):
+    cancelled: bool
+
+
+class Requeue(msgspec.Struct, frozen=True):
+    """A message a forwarding node could not deliver, given back to the owner."""
+
+    streamId: str
+    message: HandedMessage
+
+
+encode = msgspec.json.Encoder().encode
+
+
+def decode(data: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
+    """Decode an internal payload.
+
+    Raises:
+        BadRequest: malformed payload.
+    """
+    from ..errors import BadRequest
+
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise BadRequest(f"malformed {kind.__name__} payload: {exc}") from None

@@ -1,0 +1,205 @@
+"""MySQL / MariaDB backend (aiomysql pool, InnoDB).
+
+Stream ids and uuids are stored UTF-8 encoded in ``VARBINARY`` columns, so
+no collation can merge ``"A"`` and ``"a"`` or drop trailing spaces (they are
+bound as utf8mb4 text; comparing text with a binary column compares bytes).
+Connections run with autocommit off and ``READ COMMITTED`` isolation, so each
+statement of an append sees rows committed by the writer that held the
+stream's counter lock before it.
+
+aiomysql inlines parameters into the SQL text, and aiomysql 0.3.2 cannot
+escape ``bytes`` with PyMySQL >= 1.2.3 (aio-libs/aiomysql#1080), so payloads
+are bound as hex text and decoded by ``UNHEX``.  The server's
+``max_allowed_packet`` must therefore exceed twice the largest message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+from urllib.parse import unquote, urlsplit
+
+try:
+    import aiomysql
+    import pymysql
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("the mysql backend needs aiomysql: pip install 'ipubsub[mysql]'") from exc
+
+from ..config import ConfigError, MysqlConfig
+from .sql import SqlConnection, SqlStore, url_location, url_password
+
+__all__ = ["MysqlStore", "parse_mysql_dsn"]
+
+_DUPLICATE_KEY, _LOCK_WAIT_TIMEOUT, _DEADLOCK = 1062, 1205, 1213
+
+
+def parse_mysql_dsn(dsn: str) -> dict[str, Any]:
+    """``mysql://user[:password]@host[:port]/database`` as aiomysql connect
+    arguments (port 3306 by default; user and password percent-decoded).
+
+    Raises:
+        ConfigError: the DSN does not have that shape.
+    """
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise ConfigError(f"storage.mysql.dsn: {exc}") from None
+    database = parts.path.lstrip("/")
+    if parts.scheme not in ("mysql", "mariadb") or not parts.hostname or not database or parts.query:
+        raise ConfigError(
+            "storage.mysql.dsn: expected mysql://user[:password]@host[:port]/database, "
+            f"got {url_location(dsn, 3306)!r} with scheme {parts.scheme!r}"
+        )
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+        "db": unquote(database),
+    }
+
+
+class _Connection:
+    def __init__(self, cursor: aiomysql.Cursor) -> None:
+        self._cursor = cursor
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
+        await self._cursor.execute(sql, args or None)
+        return await self._cursor.fetchall()  # type: ignore[no-any-return]
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        await self._cursor.execute(sql, args or None)
+        return max(self._cursor.rowcount, 0)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._cursor.executemany(sql, rows)
+
+
+class MysqlStore(SqlStore):
+    """Message log in MySQL/MariaDB tables ``{table}`` and ``{table}_streams``.
+
+    Args:
+        config: ``storage.mysql`` (``dsn``, ``table``, ``pool_size``).
+        operation_timeout_seconds: bound on every call, connecting included.
+
+    Raises:
+        ConfigError: the DSN or table name is invalid.
+    """
+
+    name = "mysql"
+    SCHEMA = (
+        # "already exists" notes would surface as Python warnings (aiomysql)
+        "SET SESSION sql_notes = 0",
+        "CREATE TABLE IF NOT EXISTS {t} (stream_id VARBINARY(256) NOT NULL,"
+        " position BIGINT NOT NULL, message_uuid VARBINARY(512) NOT NULL,"
+        " payload LONGBLOB NOT NULL, timestamp_us BIGINT NOT NULL, expires_at_us BIGINT NOT NULL,"
+        " PRIMARY KEY (stream_id, position), UNIQUE KEY {t}_uuid (stream_id, message_uuid),"
+        " KEY {t}_expires (expires_at_us)) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS {s} (stream_id VARBINARY(256) NOT NULL PRIMARY KEY,"
+        " last_position BIGINT NOT NULL) ENGINE=InnoDB",
+    )
+    # no RETURNING with ON DUPLICATE KEY: bump (locking the row), then read back
+    ALLOCATE = (
+        "INSERT INTO {s} (stream_id, last_position) VALUES (?, ?)"
+        " ON DUPLICATE KEY UPDATE last_position = last_position + ?"
+    )
+    INSERT = (
+        "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
+        " VALUES (?, ?, ?, UNHEX(?), ?, ?)"
+    )
+    COUNTER = "SELECT last_position FROM {s} WHERE stream_id = ?"
+    # MySQL rejects LIMIT inside an IN subquery, but allows it on DELETE
+    DELETE = "DELETE FROM {t} WHERE expires_at_us <= ? LIMIT ?"
+
+    def __init__(self, config: MysqlConfig, *, operation_timeout_seconds: float = 5.0) -> None:
+        super().__init__(
+            table=config.table,
+            table_key="storage.mysql.table",
+            where=f"mysql at {url_location(config.dsn, 3306)}",
+            timeout=operation_timeout_seconds,
+            errors=(pymysql.err.MySQLError,),
+            secret=url_password(config.dsn),
+        )
+        self._connect_args = parse_mysql_dsn(config.dsn)
+        self._pool_size = config.pool_size
+        self._pool: aiomysql.Pool | None = None
+
+    def _dialect(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _blob(self, payload: bytes) -> str:
+        return payload.hex()
+
+    def _text(self, value: Any) -> str:
+        return bytes(value).decode("utf-8")
+
+    async def _connect(self) -> None:
+        if self._pool is None:
+            self._pool = await aiomysql.create_pool(
+                minsize=0,
+                maxsize=self._pool_size,
+                connect_timeout=self._timeout,
+                autocommit=False,
+                charset="utf8mb4",
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                **self._connect_args,
+            )
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), self._timeout)
+        except TimeoutError:
+            pool.terminate()
+
+    @asynccontextmanager
+    async def _session(self, write: bool) -> AsyncIterator[SqlConnection]:
+        if self._pool is None:
+            raise self._not_open()
+        pool = self._pool
+        conn = await pool.acquire()
+        try:
+            async with conn.cursor() as cursor:
+                yield _Connection(cursor)
+            # a read also opened a transaction (autocommit is off): end it
+            await (conn.commit() if write else conn.rollback())
+        except BaseException as exc:
+            await self._recover(conn, exc)
+            raise
+        finally:
+            pool.release(conn)
+
+    async def _recover(self, conn: aiomysql.Connection, exc: BaseException) -> None:
+        """After a failed statement: roll back and keep the connection if the
+        server reported a plain SQL error, else close it (its state is unknown:
+        cancelled mid-query or the link broke) and drop idle ones too."""
+        link_error = isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError))
+        sql_error = isinstance(exc, pymysql.err.MySQLError) and not link_error
+        if sql_error or _errno(exc) in (_DEADLOCK, _LOCK_WAIT_TIMEOUT):
+            try:
+                await conn.rollback()
+                return
+            except (pymysql.err.MySQLError, OSError):
+                pass
+        conn.close()
+        if self._pool is not None and not isinstance(exc, asyncio.CancelledError):
+            await self._pool.clear()
+
+    async def _allocate(self, conn: SqlConnection, key: Any, count: int) -> int:
+        await conn.execute(self._sql(self.ALLOCATE), (key, count, count))
+        rows = await conn.fetch(self._sql(self.COUNTER), (key,))
+        return int(rows[0][0])
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        return _errno(exc) in (_DUPLICATE_KEY, _DEADLOCK)
+
+
+def _errno(exc: BaseException) -> int | None:
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None

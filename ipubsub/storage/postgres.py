@@ -1,0 +1,129 @@
+"""PostgreSQL backend (asyncpg pool).
+
+Several nodes may share one database and table: positions come from the
+per-stream counter row, locked by the append transaction (see
+:mod:`ipubsub.storage.sql`), so they are never duplicated and commit in
+order.  Stream ids and uuids are ``TEXT COLLATE "C"``: compared byte by
+byte, case-sensitive, trailing spaces kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("the postgres backend needs asyncpg: pip install 'ipubsub[postgres]'") from exc
+
+from ..config import PostgresConfig
+from .sql import SqlConnection, SqlStore, url_location, url_password
+
+__all__ = ["PostgresStore"]
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class _Connection:
+    def __init__(self, con: asyncpg.Connection) -> None:
+        self._con = con
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
+        return await self._con.fetch(sql, *args)  # type: ignore[no-any-return]
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        status = await self._con.execute(sql, *args)
+        tail = status.rpartition(" ")[2]  # "DELETE 3", "CREATE TABLE"
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._con.executemany(sql, rows)
+
+
+class PostgresStore(SqlStore):
+    """Message log in PostgreSQL tables ``{table}`` and ``{table}_streams``.
+
+    Args:
+        config: ``storage.postgres`` (``dsn``, ``table``, ``pool_size``).
+        operation_timeout_seconds: bound on every call, connecting included.
+    """
+
+    name = "postgres"
+    SCHEMA = (
+        # concurrent CREATE ... IF NOT EXISTS can still collide in the catalog
+        "SELECT pg_advisory_xact_lock(hashtext('ipubsub:{t}'))",
+        'CREATE TABLE IF NOT EXISTS {t} (stream_id TEXT COLLATE "C" NOT NULL,'
+        ' position BIGINT NOT NULL, message_uuid TEXT COLLATE "C" NOT NULL,'
+        " payload BYTEA NOT NULL, timestamp_us BIGINT NOT NULL, expires_at_us BIGINT NOT NULL,"
+        " PRIMARY KEY (stream_id, position), UNIQUE (stream_id, message_uuid))",
+        "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at_us)",
+        'CREATE TABLE IF NOT EXISTS {s} (stream_id TEXT COLLATE "C" PRIMARY KEY,'
+        " last_position BIGINT NOT NULL)",
+    )
+    EXISTING = (
+        "SELECT message_uuid, position, timestamp_us FROM {t}"
+        " WHERE stream_id = ? AND message_uuid = ANY(?::text[])"
+    )
+
+    def __init__(self, config: PostgresConfig, *, operation_timeout_seconds: float = 5.0) -> None:
+        super().__init__(
+            table=config.table,
+            table_key="storage.postgres.table",
+            where=f"postgres at {url_location(config.dsn, 5432)}",
+            timeout=operation_timeout_seconds,
+            errors=_DRIVER_ERRORS,
+            secret=url_password(config.dsn),
+        )
+        self._dsn = config.dsn
+        self._pool_size = config.pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    def _dialect(self, sql: str) -> str:
+        numbers = iter(range(1, 1000))
+        return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+    async def _connect(self) -> None:
+        if self._pool is None:
+            # min_size=0: creating the pool cannot fail half-way; the first
+            # statement (the schema) proves the server answers
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._timeout)
+        except (TimeoutError, *_DRIVER_ERRORS, OSError):
+            pool.terminate()
+
+    @asynccontextmanager
+    async def _session(self, write: bool) -> AsyncIterator[SqlConnection]:
+        if self._pool is None:
+            raise self._not_open()
+        async with self._pool.acquire() as con:
+            if not write:
+                yield _Connection(con)
+                return
+            async with con.transaction():
+                yield _Connection(con)
+
+    async def _find_existing(
+        self, conn: SqlConnection, key: Any, uuids: list[Any]
+    ) -> dict[str, tuple[int, int]]:
+        rows = await conn.fetch(self._sql(self.EXISTING), (key, uuids))
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, _RETRYABLE)

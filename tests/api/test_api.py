@@ -1,0 +1,319 @@
+"""The public HTTP API of one node: every status and every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import MakeClient
+
+pytestmark = pytest.mark.timeout(30)
+
+SEND = "/api/v1/streams/send"
+RECEIVE = "/api/v1/streams/receive"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+async def send(client: TestClient, body: Any, status: int = 200) -> dict[str, Any]:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    resp = await client.post(SEND, data=data)
+    payload = await resp.json()
+    assert resp.status == status, payload
+    assert resp.content_type == "application/json"
+    return payload
+
+
+async def receive(client: TestClient, stream: str, timeout: int | str = 0, status: int = 200, **extra: str) -> dict[str, Any]:
+    resp = await client.get(RECEIVE, params={"streamId": stream, "timeoutSeconds": str(timeout), **extra})
+    payload = await resp.json()
+    assert resp.status == status, payload
+    return payload
+
+
+async def test_root_names_the_service(client: TestClient) -> None:
+    resp = await client.get("/")
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["service"] == "iPubSub"
+    assert body["version"]
+
+
+async def test_health_reports_counters(client: TestClient) -> None:
+    await send(client, {"streamId": "h", "message": 1})
+    resp = await client.get("/health")
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["status"] == "ok"
+    assert body["streams"] == 1
+    assert body["bufferedMessages"] == 1
+    for key in ("waitingReceivers", "blockedSenders", "droppedMessages"):
+        assert body[key] == 0
+
+
+async def test_send_then_receive_round_trips_exactly(client: TestClient) -> None:
+    payloads = [42, -7, 1.5, 1e300, 12345678901234567890123, "text", "üñî ✓ 😀", None, True, [], {},
+                {"nested": {"list": [1, "2", {"x": None}]}}]
+    for i, payload in enumerate(payloads):
+        sent = await send(client, {"streamId": "rt", "message": payload, "messageUuid": f"id-{i}"})
+        assert sent == {"messageUuid": f"id-{i}"}
+    for i, payload in enumerate(payloads):
+        got = await receive(client, "rt")
+        assert got["messageUuid"] == f"id-{i}"
+        assert got["message"] == payload
+        assert type(got["message"]) is type(payload)
+        assert TIMESTAMP.match(got["timestamp"])
+
+
+async def test_exact_json_text_of_the_message_is_kept(client: TestClient) -> None:
+    await send(client, b'{"streamId": "raw", "message": {"a": 42, "b": 1.0, "c": 100000000000000000001}}')
+    resp = await client.get(RECEIVE, params={"streamId": "raw", "timeoutSeconds": "0"})
+    text = await resp.text()
+    assert '"message":{"a": 42, "b": 1.0, "c": 100000000000000000001}' in text
+
+
+async def test_server_generates_uuid4_when_absent(client: TestClient) -> None:
+    sent = await send(client, {"streamId": "g", "message": "x"})
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", sent["messageUuid"])
+
+
+async def test_any_string_is_a_valid_message_uuid(client: TestClient) -> None:
+    sent = await send(client, {"streamId": "g", "message": "x", "messageUuid": "not a uuid ✓"})
+    assert sent["messageUuid"] == "not a uuid ✓"
+
+
+async def test_unknown_fields_and_parameters_are_ignored(client: TestClient) -> None:
+    await send(client, {"streamId": "u", "message": 1, "somethingElse": [1, 2]})
+    got = await receive(client, "u", 0, other="x")
+    assert got["message"] == 1
+
+
+async def test_receive_times_out_with_424(client: TestClient) -> None:
+    body = await receive(client, "empty", 1, status=424)
+    assert "no message" in body["error"]
+    assert body["code"] == "receive_timeout"
+
+
+async def test_receive_without_timeout_uses_the_default(make_client: MakeClient) -> None:
+    client = await make_client({"match": {"receive_default_timeout_seconds": 1}})
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    resp = await client.get(RECEIVE, params={"streamId": "d"})
+    assert resp.status == 424
+    assert 0.8 <= loop.time() - start < 5
+
+
+async def test_long_poll_is_woken_by_a_send(client: TestClient) -> None:
+    poll = asyncio.create_task(receive(client, "wake", 10))
+    await asyncio.sleep(0.1)
+    await send(client, {"streamId": "wake", "message": "hi"})
+    got = await asyncio.wait_for(poll, 5)
+    assert got["message"] == "hi"
+
+
+async def test_circular_buffer_drops_oldest(client: TestClient) -> None:
+    for i in range(5):
+        await send(client, {"streamId": "c", "message": i, "inMemoryStreamSize": 3})
+    assert [(await receive(client, "c"))["message"] for _ in range(3)] == [2, 3, 4]
+    health = await (await client.get("/health")).json()
+    assert health["droppedMessages"] == 2
+
+
+async def test_blocking_send_times_out_with_424(client: TestClient) -> None:
+    await send(client, {"streamId": "b", "message": 1, "inMemoryStreamSize": 1})
+    body = await send(client, {"streamId": "b", "message": 2, "blockingSendTimeoutSeconds": 1}, status=424)
+    assert body["code"] == "send_timeout"
+    assert (await receive(client, "b"))["message"] == 1
+    await receive(client, "b", 0, status=424)
+
+
+async def test_blocking_send_is_admitted_when_room_frees(client: TestClient) -> None:
+    await send(client, {"streamId": "b2", "message": 1, "inMemoryStreamSize": 1})
+    blocked = asyncio.create_task(send(client, {"streamId": "b2", "message": 2, "blockingSendTimeoutSeconds": 10}))
+    await asyncio.sleep(0.2)
+    assert not blocked.done()
+    assert (await receive(client, "b2"))["message"] == 1
+    await asyncio.wait_for(blocked, 5)
+    assert (await receive(client, "b2"))["message"] == 2
+
+
+async def test_sync_match_answers_once_a_receiver_took_it(client: TestClient) -> None:
+    sender = asyncio.create_task(
+        send(client, {"streamId": "sync", "message": "m", "inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 10})
+    )
+    await asyncio.sleep(0.2)
+    assert not sender.done()
+    got = await receive(client, "sync", 5)
+    assert got["message"] == "m"
+    assert (await asyncio.wait_for(sender, 5))["messageUuid"] == got["messageUuid"]
+
+
+async def test_sync_match_times_out_with_424(client: TestClient) -> None:
+    body = await send(
+        client, {"streamId": "sync2", "message": "m", "inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 1}, status=424
+    )
+    assert "no receiver" in body["error"]
+
+
+async def test_disconnected_poller_never_takes_a_message(client: TestClient) -> None:
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {RECEIVE}?streamId=dc&timeoutSeconds=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    node = client.node  # type: ignore[attr-defined]
+    for _ in range(100):
+        if node.engine.stats.waiting_receivers == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert node.engine.stats.waiting_receivers == 1
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if node.engine.stats.waiting_receivers == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert node.engine.stats.waiting_receivers == 0
+    await send(client, {"streamId": "dc", "message": "kept"})
+    assert (await receive(client, "dc"))["message"] == "kept"
+
+
+async def test_disconnected_blocked_sender_does_not_enqueue(client: TestClient) -> None:
+    await send(client, {"streamId": "ds", "message": 1, "inMemoryStreamSize": 1})
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    body = json.dumps({"streamId": "ds", "message": 2, "blockingSendTimeoutSeconds": 30}).encode()
+    writer.write(f"POST {SEND} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    node = client.node  # type: ignore[attr-defined]
+    for _ in range(100):
+        if node.engine.stats.blocked_senders == 1:
+            break
+        await asyncio.sleep(0.02)
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if node.engine.stats.blocked_senders == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert node.engine.stats.blocked_senders == 0
+    assert (await receive(client, "ds"))["message"] == 1
+    await receive(client, "ds", 0, status=424)
+
+
+BAD_SENDS: list[tuple[Any, str]] = [
+    (b"", "empty"),
+    (b"not json", "not valid JSON"),
+    (b'{"streamId": "s", "message": 1', "not valid JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b'"text"', "JSON object"),
+    ({"message": 1}, "streamId"),
+    ({"streamId": "s"}, "message"),
+    ({"streamId": "", "message": 1}, "streamId"),
+    ({"streamId": "x" * 257, "message": 1}, "streamId"),
+    ({"streamId": "é" * 129, "message": 1}, "streamId"),
+    ({"streamId": 5, "message": 1}, "streamId"),
+    ({"streamId": None, "message": 1}, "streamId"),
+    ({"streamId": "a\u0000b", "message": 1}, "streamId"),
+    ({"streamId": "s", "message": 1, "messageUuid": ""}, "messageUuid"),
+    ({"streamId": "s", "message": 1, "messageUuid": "u" * 129}, "messageUuid"),
+    ({"streamId": "s", "message": 1, "messageUuid": 7}, "messageUuid"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": -1}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": 1.5}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": "10"}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": True}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": 10**7}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "inMemoryStreamSize": 0}, "inMemoryStreamSize"),
+    ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": -1}, "blockingSendTimeoutSeconds"),
+    ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": 10**6}, "blockingSendTimeoutSeconds"),
+    ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": "1"}, "blockingSendTimeoutSeconds"),
+    ({"streamId": "s", "message": 1, "writeToDB": "yes"}, "writeToDB"),
+    ({"streamId": "s", "message": 1, "dbTTLSeconds": 0}, "dbTTLSeconds"),
+    ({"streamId": "s", "message": 1, "dbTTLSeconds": 10**10}, "dbTTLSeconds"),
+    (b'{"streamId": "s", "message": "\xff"}', "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("body", "mentions"), BAD_SENDS, ids=[str(i) for i in range(len(BAD_SENDS))])
+async def test_bad_send_is_a_clear_400(client: TestClient, body: Any, mentions: str) -> None:
+    payload = await send(client, body, status=400)
+    assert mentions in payload["error"]
+    assert payload["code"] == "bad_request"
+
+
+BAD_RECEIVES: list[tuple[dict[str, str], str]] = [
+    ({}, "streamId"),
+    ({"streamId": ""}, "streamId"),
+    ({"streamId": "x" * 257}, "streamId"),
+    ({"streamId": "s", "timeoutSeconds": "abc"}, "timeoutSeconds"),
+    ({"streamId": "s", "timeoutSeconds": "-1"}, "timeoutSeconds"),
+    ({"streamId": "s", "timeoutSeconds": "1.5"}, "timeoutSeconds"),
+    ({"streamId": "s", "timeoutSeconds": "301"}, "timeoutSeconds"),
+    ({"streamId": "s", "timeoutSeconds": "99999999999999999999"}, "timeoutSeconds"),
+    ({"streamId": "s", "readFromDB": "maybe"}, "readFromDB"),
+    ({"streamId": "s", "dbResumeToken": "abc"}, "dbResumeToken"),
+]
+
+
+@pytest.mark.parametrize(("query", "mentions"), BAD_RECEIVES, ids=[str(i) for i in range(len(BAD_RECEIVES))])
+async def test_bad_receive_is_a_clear_400(client: TestClient, query: dict[str, str], mentions: str) -> None:
+    resp = await client.get(RECEIVE, params=query)
+    payload = await resp.json()
+    assert resp.status == 400, payload
+    assert mentions in payload["error"]
+
+
+async def test_body_over_the_limit_is_413(make_client: MakeClient) -> None:
+    client = await make_client({"limits": {"max_message_bytes": 1024}})
+    body = json.dumps({"streamId": "big", "message": "x" * 2000})
+    resp = await client.post(SEND, data=body)
+    payload = await resp.json()
+    assert resp.status == 413
+    assert "1024" in payload["error"]
+    ok = await client.post(SEND, data=json.dumps({"streamId": "big", "message": "x" * 900}))
+    assert ok.status == 200
+
+
+async def test_default_limit_accepts_a_message_just_under_one_mib(client: TestClient) -> None:
+    blob = "y" * (1024 * 1024 - 100)
+    await send(client, {"streamId": "mib", "message": blob})
+    assert (await receive(client, "mib"))["message"] == blob
+    resp = await client.post(SEND, data=json.dumps({"streamId": "mib", "message": "y" * (1024 * 1024)}))
+    assert resp.status == 413
+
+
+async def test_persistence_without_storage_is_a_400(client: TestClient) -> None:
+    body = await send(client, {"streamId": "p", "message": 1, "writeToDB": True}, status=400)
+    assert "not configured" in body["error"]
+    resp = await client.get(RECEIVE, params={"streamId": "p", "readFromDB": "true", "timeoutSeconds": "0"})
+    assert resp.status == 400
+    assert "not configured" in (await resp.json())["error"]
+
+
+async def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> None:
+    resp = await client.get("/api/v1/nope")
+    assert resp.status == 404
+    assert "error" in await resp.json()
+    resp = await client.get(SEND)
+    assert resp.status == 405
+    body = await resp.json()
+    assert "POST" in body["error"]
+
+
+async def test_node_stays_healthy_after_bad_input(client: TestClient) -> None:
+    for body, _ in BAD_SENDS:
+        await client.post(SEND, data=body if isinstance(body, bytes) else json.dumps(body))
+    resp = await client.get("/health")
+    assert resp.status == 200
+    await send(client, {"streamId": "fine", "message": 1})
+    assert (await receive(client, "fine"))["message"] == 1
+
+
+async def test_owner_and_cluster_views_of_a_single_node(client: TestClient) -> None:
+    owner = await (await client.get("/api/v1/streams/owner", params={"streamId": "x"})).json()
+    assert owner["node"] == "node-1"
+    view = await (await client.get("/api/v1/cluster")).json()
+    assert view["self"] == "node-1"
+    assert [m["status"] for m in view["members"]] == ["alive"]

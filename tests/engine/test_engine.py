@@ -1,0 +1,407 @@
+"""Unit tests of the stream engine: every mode, FIFO, timeouts, disconnects,
+eviction and counters.  No HTTP; waits are short and bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ipubsub.engine import Engine, ManualClock, Message
+from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def msg(n: int | str, payload: bytes | None = None) -> Message:
+    return Message(f"u{n}", payload if payload is not None else f'{{"n":"{n}"}}'.encode(), 1000 + len(str(n)))
+
+
+async def settle() -> None:
+    """Let every ready callback and task step run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine(clock=ManualClock(), idle_seconds=60)
+
+
+async def test_fifo_per_stream(engine: Engine) -> None:
+    for i in range(5):
+        engine.send_nowait("s", msg(i), 100)
+    got = [(await engine.receive("s", 0)).uuid for _ in range(5)]
+    assert got == ["u0", "u1", "u2", "u3", "u4"]
+    with pytest.raises(ReceiveTimeout):
+        await engine.receive("s", 0)
+
+
+async def test_streams_are_independent(engine: Engine) -> None:
+    engine.send_nowait("a", msg("a1"), 100)
+    engine.send_nowait("b", msg("b1"), 100)
+    assert (await engine.receive("b", 0)).uuid == "ub1"
+    assert (await engine.receive("a", 0)).uuid == "ua1"
+
+
+async def test_waiting_receivers_are_served_first_come_first_served(engine: Engine) -> None:
+    receivers = []
+    for _ in range(3):
+        receivers.append(asyncio.create_task(engine.receive("s", 5)))
+        await settle()
+    assert engine.stats.waiting_receivers == 3
+    for i in range(3):
+        engine.send_nowait("s", msg(i), 100)
+    got = [(await r).uuid for r in receivers]
+    assert got == ["u0", "u1", "u2"]
+    assert engine.stats.waiting_receivers == 0
+    assert engine.stats.buffered_messages == 0
+
+
+async def test_receive_waits_on_a_stream_that_does_not_exist_yet(engine: Engine) -> None:
+    task = asyncio.create_task(engine.receive("new", 5))
+    await settle()
+    assert "new" in engine
+    engine.send_nowait("new", msg(1), 7)
+    assert (await task).uuid == "u1"
+    assert engine.capacity("new") == 7
+
+
+async def test_receive_times_out(engine: Engine) -> None:
+    with pytest.raises(ReceiveTimeout) as info:
+        await engine.receive("s", 0.05)
+    assert info.value.fields["streamId"] == "s"
+    assert engine.stats.waiting_receivers == 0
+    assert engine.stats.receive_timeouts_total == 1
+    # A never-configured stream left behind by a receiver is forgotten at once.
+    assert "s" not in engine
+
+
+async def test_circular_buffer_drops_oldest_and_counts_it(engine: Engine) -> None:
+    for i in range(5):
+        engine.send_nowait("s", msg(i), 3)
+    assert engine.stats.dropped_total == 2
+    assert engine.stats.buffered_messages == 3
+    assert [m.uuid for m in engine.buffered("s")] == ["u2", "u3", "u4"]
+
+
+async def test_size_is_fixed_when_the_stream_is_created(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 2)
+    for i in range(1, 4):
+        engine.send_nowait("s", msg(i), 100)  # later sizes are ignored
+    assert [m.uuid for m in engine.buffered("s")] == ["u2", "u3"]
+
+
+async def test_blocking_send_waits_for_room_then_is_admitted(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 1)
+    sender = asyncio.create_task(engine.send("s", msg(2), 1, 5))
+    await settle()
+    assert not sender.done()
+    assert engine.stats.blocked_senders == 1
+    assert (await engine.receive("s", 0)).uuid == "u1"
+    await asyncio.wait_for(sender, 1)
+    assert engine.stats.blocked_senders == 0
+    assert (await engine.receive("s", 0)).uuid == "u2"
+    assert engine.stats.dropped_total == 0
+
+
+async def test_blocking_send_times_out_and_enqueues_nothing(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 1)
+    with pytest.raises(SendTimeout):
+        await engine.send("s", msg(2), 1, 0.05)
+    assert [m.uuid for m in engine.buffered("s")] == ["u1"]
+    assert engine.stats.blocked_senders == 0
+    assert engine.stats.send_timeouts_total == 1
+
+
+async def test_blocked_senders_are_admitted_in_fifo_order(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 1)
+    senders = []
+    for i in range(1, 4):
+        senders.append(asyncio.create_task(engine.send("s", msg(i), 1, 5)))
+        await settle()
+    got = []
+    for _ in range(4):
+        got.append((await engine.receive("s", 1)).uuid)
+        await settle()
+    await asyncio.wait_for(asyncio.gather(*senders), 1)
+    assert got == ["u0", "u1", "u2", "u3"]
+
+
+async def test_blocking_send_goes_straight_to_a_waiting_receiver(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    await asyncio.wait_for(engine.send("s", msg(1), 1, 5), 1)
+    assert (await receiver).uuid == "u1"
+
+
+async def test_sync_match_returns_only_once_a_receiver_took_the_message(engine: Engine) -> None:
+    sender = asyncio.create_task(engine.send("s", msg(1), 0, 5))
+    await settle()
+    assert not sender.done()
+    assert engine.stats.buffered_messages == 0
+    got = await engine.receive("s", 1)
+    assert got.uuid == "u1"
+    await asyncio.wait_for(sender, 1)
+
+
+async def test_sync_match_with_receiver_already_waiting(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    await asyncio.wait_for(engine.send("s", msg(1), 0, 5), 1)
+    assert (await receiver).uuid == "u1"
+
+
+async def test_sync_match_times_out_without_receiver(engine: Engine) -> None:
+    with pytest.raises(SendTimeout) as info:
+        await engine.send("s", msg(1), 0, 0.05)
+    assert "no receiver" in str(info.value)
+    assert engine.stats.buffered_messages == 0
+    with pytest.raises(ReceiveTimeout):
+        await engine.receive("s", 0)
+
+
+async def test_non_blocking_send_to_size_zero_stream_needs_a_waiting_receiver(engine: Engine) -> None:
+    with pytest.raises(SendTimeout):
+        engine.send_nowait("s", msg(1), 0)
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.send_nowait("s", msg(2), 0)
+    assert (await receiver).uuid == "u2"
+
+
+async def test_cancelled_receiver_takes_nothing(engine: Engine) -> None:
+    first = asyncio.create_task(engine.receive("s", 5))
+    second = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    first.cancel()  # the client of the first poll disconnected
+    await settle()
+    assert engine.stats.waiting_receivers == 1
+    engine.send_nowait("s", msg(1), 100)
+    assert (await second).uuid == "u1"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_cancelled_receiver_leaves_message_buffered(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    receiver.cancel()
+    await settle()
+    engine.send_nowait("s", msg(1), 100)
+    assert engine.stats.buffered_messages == 1
+    assert (await engine.receive("s", 0)).uuid == "u1"
+
+
+async def test_message_handed_to_a_receiver_cancelled_in_the_same_step_is_put_back(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 100)
+    await engine.receive("s", 0)
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.send_nowait("s", msg(1), 100)  # resolves the receiver's future ...
+    engine.send_nowait("s", msg(2), 100)
+    receiver.cancel()  # ... but its task is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    assert engine.stats.requeued_total == 1
+    assert [m.uuid for m in engine.buffered("s")] == ["u1", "u2"]
+
+
+async def test_put_back_message_goes_to_the_next_waiting_receiver(engine: Engine) -> None:
+    doomed = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    patient = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.send_nowait("s", msg(1), 100)
+    doomed.cancel()
+    assert (await asyncio.wait_for(patient, 1)).uuid == "u1"
+    assert engine.stats.buffered_messages == 0
+
+
+async def test_cancelled_blocked_sender_does_not_enqueue(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 1)
+    sender = asyncio.create_task(engine.send("s", msg(2), 1, 5))
+    await settle()
+    sender.cancel()
+    await settle()
+    assert engine.stats.blocked_senders == 0
+    assert (await engine.receive("s", 0)).uuid == "u1"
+    with pytest.raises(ReceiveTimeout):
+        await engine.receive("s", 0)
+
+
+async def test_cancelled_sync_sender_is_skipped(engine: Engine) -> None:
+    gone = asyncio.create_task(engine.send("s", msg(1), 0, 5))
+    await settle()
+    stays = asyncio.create_task(engine.send("s", msg(2), 0, 5))
+    await settle()
+    gone.cancel()
+    await settle()
+    assert (await engine.receive("s", 0)).uuid == "u2"
+    await asyncio.wait_for(stays, 1)
+
+
+async def test_idle_stream_is_evicted_after_idle_seconds() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=60)
+    engine.send_nowait("idle", msg(1), 10)
+    await engine.receive("idle", 0)
+    engine.send_nowait("full", msg(2), 10)
+    clock.advance(30)
+    assert engine.sweep() == 0
+    clock.advance(31)
+    engine.sweep()
+    clock.advance(31)
+    engine.sweep()
+    assert "idle" not in engine
+    assert "full" in engine  # holds a message: never evicted
+    assert engine.stats.evicted_streams_total == 1
+
+
+async def test_stream_used_again_is_not_evicted_early() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=60)
+    engine.send_nowait("s", msg(1), 10)
+    await engine.receive("s", 0)
+    for _ in range(5):
+        clock.advance(40)
+        engine.sweep()
+        engine.send_nowait("s", msg(2), 10)  # activity within every idle period
+        await engine.receive("s", 0)
+        assert "s" in engine
+    for _ in range(4):
+        clock.advance(40)
+        engine.sweep()
+    assert "s" not in engine
+
+
+async def test_stream_with_a_waiter_is_not_evicted() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=1)
+    engine.send_nowait("s", msg(1), 10)
+    await engine.receive("s", 0)
+    waiter = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    for _ in range(4):
+        clock.advance(1)
+        engine.sweep()
+    assert "s" in engine
+    engine.send_nowait("s", msg(2), 10)
+    assert (await waiter).uuid == "u2"
+
+
+async def test_evicted_stream_is_recreated_with_new_size() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=1)
+    engine.send_nowait("s", msg(1), 1)
+    await engine.receive("s", 0)
+    for _ in range(3):
+        clock.advance(1)
+        engine.sweep()
+    assert "s" not in engine
+    engine.send_nowait("s", msg(2), 5)
+    assert engine.capacity("s") == 5
+
+
+async def test_byte_limit_per_stream_drops_oldest() -> None:
+    engine = Engine(clock=ManualClock(), max_stream_bytes=100, max_buffered_bytes=1000)
+    for i in range(5):
+        engine.send_nowait("s", msg(i, b"x" * 38), 100)  # 40 bytes each with the uuid
+    assert engine.stats.buffered_bytes <= 100
+    assert [m.uuid for m in engine.buffered("s")] == ["u3", "u4"]
+    assert engine.stats.dropped_total == 3
+
+
+async def test_node_byte_budget_rejects_without_dropping() -> None:
+    engine = Engine(clock=ManualClock(), max_stream_bytes=100, max_buffered_bytes=120)
+    engine.send_nowait("a", msg(1, b"x" * 58), 100)
+    engine.send_nowait("b", msg(2, b"x" * 58), 100)
+    with pytest.raises(BufferFull):
+        engine.send_nowait("c", msg(3, b"x" * 58), 100)
+    assert engine.stats.dropped_total == 0
+    assert engine.stats.buffered_messages == 2
+    # A circular send to a full stream may still drop its own oldest to fit.
+    engine.send_nowait("a", msg(4, b"x" * 58), 1)
+    assert [m.uuid for m in engine.buffered("a")] == ["u4"]
+
+
+async def test_release_waiters_wakes_everyone_with_stream_released(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("r", 5))
+    engine.send_nowait("s", msg(1), 1)
+    sender = asyncio.create_task(engine.send("s", msg(2), 1, 5))
+    await settle()
+    assert engine.release_waiters("node is shutting down") == 2
+    for task in (receiver, sender):
+        with pytest.raises(StreamReleased):
+            await task
+    assert engine.stats.waiting_receivers == 0
+    assert engine.stats.blocked_senders == 0
+    assert [m.uuid for m in engine.buffered("s")] == ["u1"]
+
+
+async def test_detach_returns_buffer_and_releases_waiters(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 4)
+    engine.send_nowait("s", msg(2), 4)
+    detached = engine.detach("s", "moved")
+    assert detached is not None
+    capacity, msgs = detached
+    assert capacity == 4
+    assert [m.uuid for m in msgs] == ["u1", "u2"]
+    assert "s" not in engine
+    assert engine.stats.buffered_messages == 0
+    assert engine.detach("s", "moved") is None
+
+
+async def test_attach_goes_ahead_of_local_messages_and_behind_earlier_hand_offs(engine: Engine) -> None:
+    engine.send_nowait("s", msg("local1"), 100)
+    engine.attach("s", 100, [msg("h1"), msg("h2")])
+    engine.send_nowait("s", msg("local2"), 100)
+    engine.attach("s", 100, [msg("h3")])
+    got = [(await engine.receive("s", 0)).uuid for _ in range(5)]
+    assert got == ["uh1", "uh2", "uh3", "ulocal1", "ulocal2"]
+
+
+async def test_attach_serves_waiting_receivers_in_order(engine: Engine) -> None:
+    receivers = [asyncio.create_task(engine.receive("s", 5)) for _ in range(2)]
+    await settle()
+    engine.attach("s", 10, [msg(1), msg(2), msg(3)])
+    assert [(await r).uuid for r in receivers] == ["u1", "u2"]
+    assert [m.uuid for m in engine.buffered("s")] == ["u3"]
+
+
+async def test_long_buffer_switches_representation_and_keeps_order(engine: Engine) -> None:
+    for i in range(200):
+        engine.send_nowait("s", msg(i), 150)
+    engine.attach("s", 150, [msg("h")])
+    got = [(await engine.receive("s", 0)).uuid for _ in range(151)]
+    assert got == ["uh"] + [f"u{i}" for i in range(50, 200)]
+
+
+async def test_many_departed_waiters_are_compacted(engine: Engine) -> None:
+    keep = asyncio.create_task(engine.receive("s", 10))
+    await settle()
+    tasks = [asyncio.create_task(engine.receive("s", 10)) for _ in range(100)]
+    await settle()
+    for t in tasks:
+        t.cancel()
+    await settle()
+    assert engine.stats.waiting_receivers == 1
+    stream = engine._streams["s"]
+    assert stream.receivers is not None and len(stream.receivers) < 60
+    engine.send_nowait("s", msg(1), 10)
+    assert (await keep).uuid == "u1"
+
+
+async def test_counters_return_to_zero_after_mixed_traffic(engine: Engine) -> None:
+    tasks = [asyncio.create_task(engine.receive(f"s{i % 3}", 0.2)) for i in range(9)]
+    senders = [asyncio.create_task(engine.send(f"s{i % 3}", msg(i), 1, 0.2)) for i in range(12)]
+    await asyncio.gather(*tasks, *senders, return_exceptions=True)
+    while engine.stats.buffered_messages:
+        for sid in ("s0", "s1", "s2"):
+            try:
+                await engine.receive(sid, 0)
+            except ReceiveTimeout:
+                pass
+    assert engine.stats.waiting_receivers == 0
+    assert engine.stats.blocked_senders == 0
+    assert engine.stats.buffered_bytes == 0
