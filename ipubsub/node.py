@@ -20,6 +20,9 @@ from .commands import Delivery, ReceiveCommand, Relayed, SendCommand, SendResult
 from .config import Config, parse_address
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
+from .storage import NewMessage, create_store
+from .storage.log import DurableLog
+from .storage.tokens import decode_token, encode_token
 
 __all__ = ["Node"]
 
@@ -46,6 +49,8 @@ class Node:
             max_buffered_bytes=config.limits.max_buffered_bytes,
         )
         self.cluster = Cluster(config, self.engine)
+        store = create_store(config.storage)
+        self.log = DurableLog(store, config.storage, self.clock) if store is not None else None
         self.state = "new"
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -57,6 +62,9 @@ class Node:
     async def start(self) -> None:
         """Start background components (idle sweeper, storage, membership)."""
         self.engine.start()
+        if self.log is not None:
+            await self.log.start()
+            self._warn_if_local_storage_in_cluster()
         await self.cluster.start()
         self.state = "running"
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
@@ -114,7 +122,9 @@ class Node:
         if len(self.cluster.ring) and not await self.cluster.handoff.drain(timeout=1.0):  # 7
             lost = self.engine.stats.buffered_messages + self.cluster.handoff.pending
             log.error("%d buffered messages could not be handed off and are lost", lost)
-        await self.cluster.close(timeout=1.0)  # 8
+        if self.log is not None:
+            await self.log.close()  # 8
+        await self.cluster.close(timeout=1.0)
         await self.engine.close()
         self.state = "stopped"
         log.info("node %s stopped", self.name)
@@ -134,6 +144,8 @@ class Node:
             StorageUnavailable, OwnerUnavailable: see :mod:`ipubsub.errors`.
         """
         stream_id = cmd.stream_id
+        if cmd.persist and self.log is None:
+            raise self._no_persistence("writeToDB")
         if forwarded_by is None:
             owner = self.cluster.owner(stream_id)
             if owner != self.name and owner is not None:
@@ -141,10 +153,7 @@ class Node:
                 if relayed is not None:
                     return relayed
         if cmd.persist:
-            raise PersistenceNotConfigured(
-                "persistence is not configured on this node (storage.backend: none)",
-                field="writeToDB",
-            )
+            return await self._persist(cmd)
         if self.state != "running" and not len(self.cluster.ring):
             raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
         msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
@@ -172,6 +181,12 @@ class Node:
             PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
         stream_id = cmd.stream_id
+        after = None
+        if cmd.from_db:
+            if self.log is None:
+                raise self._no_persistence("readFromDB")
+            if cmd.token is not None:
+                after = decode_token(cmd.token, stream_id)
         if forwarded_by is None:
             owner = self.cluster.owner(stream_id)
             if owner != self.name and owner is not None:
@@ -179,13 +194,37 @@ class Node:
                 if relayed is not None:
                     return relayed
         if cmd.from_db:
-            raise PersistenceNotConfigured(
-                "persistence is not configured on this node (storage.backend: none)",
-                field="readFromDB",
-            )
+            assert self.log is not None
+            row = await self.log.read(stream_id, after, cmd.timeout)
+            return Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
+
+    async def _persist(self, cmd: SendCommand) -> SendResult:
+        assert self.log is not None
+        now = self.clock.time_us()
+        stored = NewMessage(
+            cmd.stream_id, cmd.uuid or new_uuid(), cmd.payload, now, now + cmd.ttl_seconds * 1_000_000
+        )
+        result = await self.log.append(stored)
+        return SendResult(stored.uuid, encode_token(cmd.stream_id, result.position))
+
+    @staticmethod
+    def _no_persistence(field: str) -> PersistenceNotConfigured:
+        return PersistenceNotConfigured(
+            "persistence is not configured on this node (storage.backend: none)", field=field
+        )
+
+    def _warn_if_local_storage_in_cluster(self) -> None:
+        others = [s for s in self.config.cluster.seeds if s != self.address]
+        if self.config.storage.backend == "sqlite" and others:
+            log.warning(
+                "!!! storage.backend is sqlite but this node has cluster seeds %s: SQLite is local "
+                "to each node, so replay only sees what THIS node stored and a stream's log splits "
+                "when its owner changes. Use postgres, mysql, cassandra or mongodb for a cluster. !!!",
+                ", ".join(others),
+            )
 
     # -- views ---------------------------------------------------------------
 
@@ -212,6 +251,7 @@ class Node:
             "blockedSenders": stats.blocked_senders,
             "droppedMessages": stats.dropped_total,
             "cluster": self.cluster.stats(),
+            "storage": self.log.describe() if self.log is not None else {"backend": "none"},
             "counters": {
                 "accepted": stats.accepted_total,
                 "delivered": stats.delivered_total,

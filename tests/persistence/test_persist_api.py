@@ -1,0 +1,240 @@
+"""writeToDB / readFromDB through the HTTP API of one node: tokens, TTL,
+idempotency, long polls woken by writes, and a database that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from ipubsub.api.app import build_app
+from ipubsub.config import Config
+from ipubsub.engine import ManualClock
+from ipubsub.node import Node
+from tests.conftest import deep_merge
+from tests.support.procs import free_port
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.timeout(60)
+
+SEND = "/api/v1/streams/send"
+RECEIVE = "/api/v1/streams/receive"
+POSTGRES_DSN = os.environ.get("IPUBSUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def persisted(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """A node on SQLite with a manual clock; yields (client, clock)."""
+    clock = ManualClock(wall_us=1_790_000_000_000_000)
+    config = Config.from_mapping(
+        {"storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "db.sqlite")}}}
+    )
+    node = Node(config, clock=clock)
+    await node.start()
+    assert node.log is not None and await node.log.wait_up(10)
+    client = await aiohttp_client(build_app(node))
+    client.node = node
+    yield client, clock
+    await node.stop()
+
+
+async def psend(client: TestClient, stream: str, message: Any, status: int = 200, **extra: Any) -> dict[str, Any]:
+    resp = await client.post(SEND, data=json.dumps({"streamId": stream, "message": message, "writeToDB": True, **extra}))
+    body = await resp.json()
+    assert resp.status == status, body
+    return body  # type: ignore[no-any-return]
+
+
+async def pread(client: TestClient, stream: str, token: str | None = None, timeout: int = 0, status: int = 200) -> dict[str, Any]:
+    params = {"streamId": stream, "readFromDB": "true", "timeoutSeconds": str(timeout)}
+    if token is not None:
+        params["dbResumeToken"] = token
+    resp = await client.get(RECEIVE, params=params)
+    body = await resp.json()
+    assert resp.status == status, body
+    return body  # type: ignore[no-any-return]
+
+
+async def test_persisted_send_answers_with_a_token(persisted: Any) -> None:
+    client, _ = persisted
+    body = await psend(client, "s", {"a": 1}, messageUuid="m1")
+    assert body["messageUuid"] == "m1"
+    assert body["dbResumeToken"]
+
+
+async def test_replay_follows_tokens_in_order_and_every_reader_sees_everything(persisted: Any) -> None:
+    client, _ = persisted
+    sent = [(await psend(client, "log", i))["messageUuid"] for i in range(10)]
+    for _reader in range(3):  # reading never removes anything
+        token = None
+        got = []
+        for _ in range(10):
+            body = await pread(client, "log", token)
+            got.append(body["messageUuid"])
+            token = body["dbResumeToken"]
+        assert got == sent
+        await pread(client, "log", token, status=424)
+
+
+async def test_send_token_resumes_after_that_message(persisted: Any) -> None:
+    client, _ = persisted
+    first = await psend(client, "t", "one")
+    await psend(client, "t", "two")
+    assert (await pread(client, "t", first["dbResumeToken"]))["message"] == "two"
+
+
+async def test_persisted_and_in_memory_streams_are_separate(persisted: Any) -> None:
+    client, _ = persisted
+    await psend(client, "both", "durable")
+    resp = await client.post(SEND, data=json.dumps({"streamId": "both", "message": "memory"}))
+    assert resp.status == 200
+    got = await (await client.get(RECEIVE, params={"streamId": "both", "timeoutSeconds": "0"})).json()
+    assert got["message"] == "memory"
+    assert "dbResumeToken" not in got
+    assert (await pread(client, "both"))["message"] == "durable"
+
+
+async def test_duplicate_uuid_is_stored_once_and_returns_the_original_token(persisted: Any) -> None:
+    client, _ = persisted
+    first = await psend(client, "dup", "a", messageUuid="same")
+    again = await psend(client, "dup", "different payload", messageUuid="same")
+    assert again == first
+    body = await pread(client, "dup")
+    assert body["message"] == "a"
+    await pread(client, "dup", body["dbResumeToken"], status=424)
+
+
+async def test_expired_messages_are_never_returned(persisted: Any) -> None:
+    client, clock = persisted
+    await psend(client, "ttl", "short", dbTTLSeconds=5)
+    await psend(client, "ttl", "long", dbTTLSeconds=100)
+    assert (await pread(client, "ttl"))["message"] == "short"
+    clock.advance(6)
+    assert (await pread(client, "ttl"))["message"] == "long"  # before any deletion ran
+    deleted = await client.node.log.store.delete_expired(clock.time_us(), 100)
+    assert deleted == 1
+    clock.advance(100)
+    await pread(client, "ttl", status=424)
+
+
+async def test_a_waiting_reader_is_woken_by_the_write_not_by_polling(persisted: Any) -> None:
+    client, _ = persisted
+    log = client.node.log
+    poll = asyncio.create_task(pread(client, "wake", timeout=20))
+    for _ in range(100):
+        if log.waiting_readers:
+            break
+        await asyncio.sleep(0.01)
+    reads_before = log.reads_total
+    await asyncio.sleep(0.5)
+    assert log.reads_total == reads_before  # nobody polls the database while waiting
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await psend(client, "wake", "now")
+    body = await asyncio.wait_for(poll, 5)
+    assert body["message"] == "now"
+    assert loop.time() - started < 1
+
+
+async def test_reader_times_out_with_424(persisted: Any) -> None:
+    client, _ = persisted
+    body = await pread(client, "quiet", timeout=1, status=424)
+    assert body["code"] == "receive_timeout"
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["garbage", "AAAA", "AegWZcl4lM6RAAAAAAAAAAEVZwIX", "!!!!", "x" * 100],
+)
+async def test_bad_tokens_are_400(persisted: Any, token: str) -> None:
+    client, _ = persisted
+    await psend(client, "tok", 1)
+    body = await pread(client, "tok", token, status=400)
+    assert body["code"] == "invalid_token"
+    assert "dbResumeToken" in body["error"]
+
+
+async def test_token_of_another_stream_is_400(persisted: Any) -> None:
+    client, _ = persisted
+    token = (await psend(client, "one", 1))["dbResumeToken"]
+    body = await pread(client, "two", token, status=400)
+    assert "another stream" in body["error"]
+
+
+async def test_concurrent_writers_are_grouped_and_all_acknowledged(persisted: Any) -> None:
+    client, _ = persisted
+    results = await asyncio.gather(*(psend(client, "many", i, messageUuid=f"u{i}") for i in range(64)))
+    assert len({r["dbResumeToken"] for r in results}) == 64
+    log = client.node.log
+    assert log.batches_total < log.writes_total  # group commit happened
+    token = None
+    seen = []
+    for _ in range(64):
+        body = await pread(client, "many", token)
+        seen.append(body["messageUuid"])
+        token = body["dbResumeToken"]
+    assert sorted(seen) == sorted(f"u{i}" for i in range(64))
+
+
+async def _pg_reachable() -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", 5432), 2)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnects(aiohttp_client: Any) -> None:
+    if not await _pg_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("CI requires PostgreSQL on 127.0.0.1:5432")
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    port = free_port()
+    proxy = TcpProxy("127.0.0.1", 5432, port)
+    table = f"t_{secrets.token_hex(4)}"
+    dsn = POSTGRES_DSN.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    config = Config.from_mapping(deep_merge(
+        {"storage": {"backend": "postgres", "postgres": {"dsn": dsn, "table": table, "pool_size": 2},
+                     "reconnect_max_seconds": 0.5, "operation_timeout_seconds": 2}}, {}))
+    node = Node(config)
+    await node.start()  # the database is down: the node starts anyway
+    client = await aiohttp_client(build_app(node))
+    try:
+        body = await psend(client, "db", 1, status=503)
+        assert body["code"] == "storage_unavailable"
+        assert "postgres" in body["error"]
+        resp = await client.post(SEND, data=json.dumps({"streamId": "mem", "message": 1}))
+        assert resp.status == 200
+        health = await (await client.get("/health")).json()
+        assert health["status"] == "ok"
+        assert health["storage"]["status"] in ("connecting", "down")
+        await proxy.start()
+        assert await node.log.wait_up(15)
+        await psend(client, "db", 1)
+        await proxy.stop()  # the database goes away while the node runs
+        body = await psend(client, "db", 2, status=503)
+        assert body["code"] == "storage_unavailable"
+        assert (await (await client.get("/health")).json())["storage"]["status"] == "down"
+        await proxy.start()
+        for _ in range(150):
+            if (await (await client.get("/health")).json())["storage"]["status"] == "up":
+                break
+            await asyncio.sleep(0.1)
+        await psend(client, "db", 3)
+        got = [(await pread(client, "db"))["message"]]
+        assert got == [1]
+    finally:
+        await node.stop()
+        await proxy.stop()
+        import asyncpg
+
+        con = await asyncpg.connect(POSTGRES_DSN)
+        await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+        await con.close()
