@@ -32,6 +32,7 @@ with many expired messages scans them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Sequence
 
@@ -192,10 +193,8 @@ class CassandraStore(MessageStore):
                 done.set_result(ResultSet(response, rows))
 
         def from_driver(rows: Any, error: BaseException | None) -> None:  # on the I/O thread
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(settle, rows, error)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
 
         response.add_callbacks(lambda rows: from_driver(rows, None), lambda exc: from_driver(None, exc))
         return done
@@ -215,7 +214,7 @@ class CassandraStore(MessageStore):
                 claims = await asyncio.gather(
                     *(self._claim(batch[index], first + n, now_us) for n, index in enumerate(pending))
                 )
-                for n, (index, claim) in enumerate(zip(pending, claims)):
+                for n, (index, claim) in enumerate(zip(pending, claims, strict=True)):
                     msg = batch[index]
                     if claim.was_applied:
                         await self._write(msg, first + n, msg.timestamp_us, msg.expires_at_us, now_us)

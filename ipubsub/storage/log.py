@@ -23,6 +23,7 @@ from typing import Any
 from ..config import StorageConfig
 from ..engine import Clock
 from ..errors import ReceiveTimeout, StorageUnavailable
+from ..stats import LatencyHistogram
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
 
 __all__ = ["DurableLog"]
@@ -58,7 +59,8 @@ class DurableLog:
         self.reads_total = 0
         self.errors_total = 0
         self.expired_deleted_total = 0
-        self.write_seconds_total = 0.0
+        self.write_latency = LatencyHistogram()
+        self.read_latency = LatencyHistogram()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -150,7 +152,7 @@ class DurableLog:
                 if not fut.done():
                     fut.set_exception(error)
             return
-        self.write_seconds_total += time.monotonic() - started
+        self.write_latency.observe(time.monotonic() - started)
         self.batches_total += 1
         self.writes_total += len(batch)
         streams = set()
@@ -201,11 +203,13 @@ class DurableLog:
                 self._forget_reader(stream_id, waiter)
 
     async def _read_one(self, stream_id: str, after: int | None) -> StoredMessage | None:
+        started = time.monotonic()
         try:
             rows = await self.store.read_after(stream_id, after, self._clock.time_us(), 1)
         except StorageUnavailable as exc:
             self._failed(exc)
             raise
+        self.read_latency.observe(time.monotonic() - started)
         self.reads_total += 1
         return rows[0] if rows else None
 

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 try:
     from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
-    from pymongo.errors import BulkWriteError, PyMongoError
+    from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the mongodb backend needs pymongo: pip install 'ipubsub[mongodb]'") from exc
@@ -119,18 +119,28 @@ class MongodbStore(MessageStore):
         async with self._guard("append"), self._lock:
             plan = BatchPlan(batch)
             for stream in plan.streams():
-                new = plan.skip_found(stream, await self._find(stream, [batch[i].uuid for i in plan.pending(stream)]))
+                uuids = [batch[i].uuid for i in plan.pending(stream)]
+                new = plan.skip_found(stream, await self._find(stream, uuids))
                 if not new:
                     continue
+                await self._insert(plan, new, await self._reserve(stream, len(new)))
+            return plan.results()
+
+    async def _reserve(self, stream: str, count: int) -> int:
+        """Take ``count`` fresh positions of the stream; return the first."""
+        for attempt in (1, 2):
+            try:
                 counter = await self._streams.find_one_and_update(
                     {"_id": stream},
-                    {"$inc": {"last_position": len(new)}},
+                    {"$inc": {"last_position": count}},
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
-                first = counter["last_position"] - len(new) + 1
-                await self._insert(plan, new, first)
-            return plan.results()
+                return int(counter["last_position"]) - count + 1
+            except DuplicateKeyError:  # two first upserts raced; the retry updates
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _find(self, stream: str, uuids: list[str]) -> dict[str, tuple[int, int]]:
         """Stored uuids among ``uuids``: uuid to (position, timestamp)."""
@@ -142,7 +152,7 @@ class MongodbStore(MessageStore):
 
     async def _insert(self, plan: BatchPlan, new: list[int], first: int) -> None:
         """Insert in position order; a uuid taken meanwhile becomes a duplicate."""
-        docs = []
+        docs: list[dict[str, Any]] = []
         for offset, index in enumerate(new):
             msg = plan.batch[index]
             docs.append({

@@ -71,7 +71,7 @@ class _Connection:
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         await self._cursor.execute(sql, args or None)
-        return max(self._cursor.rowcount, 0)
+        return max(int(self._cursor.rowcount), 0)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._cursor.executemany(sql, rows)
@@ -190,9 +190,9 @@ class MysqlStore(SqlStore):
         if self._pool is not None and not isinstance(exc, asyncio.CancelledError):
             await self._pool.clear()
 
-    async def _allocate(self, conn: SqlConnection, key: Any, count: int) -> int:
-        await conn.execute(self._sql(self.ALLOCATE), (key, count, count))
-        rows = await conn.fetch(self._sql(self.COUNTER), (key,))
+    async def _allocate(self, conn: SqlConnection, stream_id: str, count: int) -> int:
+        await conn.execute(self._sql(self.ALLOCATE), (stream_id, count, count))
+        rows = await conn.fetch(self._sql(self.COUNTER), (stream_id,))
         return int(rows[0][0])
 
     def _is_retryable(self, exc: BaseException) -> bool:

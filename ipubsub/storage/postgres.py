@@ -10,6 +10,7 @@ byte, case-sensitive, trailing spaces kept.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Sequence
@@ -84,7 +85,7 @@ class PostgresStore(SqlStore):
         self._pool: asyncpg.Pool | None = None
 
     def _dialect(self, sql: str) -> str:
-        numbers = iter(range(1, 1000))
+        numbers = itertools.count(1)
         return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
 
     async def _connect(self) -> None:
@@ -120,9 +121,9 @@ class PostgresStore(SqlStore):
                 yield _Connection(con)
 
     async def _find_existing(
-        self, conn: SqlConnection, key: Any, uuids: list[Any]
+        self, conn: SqlConnection, stream_id: str, uuids: list[str]
     ) -> dict[str, tuple[int, int]]:
-        rows = await conn.fetch(self._sql(self.EXISTING), (key, uuids))
+        rows = await conn.fetch(self._sql(self.EXISTING), (stream_id, uuids))
         return {row[0]: (row[1], row[2]) for row in rows}
 
     def _is_retryable(self, exc: BaseException) -> bool:

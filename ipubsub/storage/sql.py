@@ -241,6 +241,7 @@ class SqlStore(MessageStore):
         self._errors = errors
         self._secret = secret
         self._open = False
+        self._statements: dict[tuple[str, ...], str] = {}
 
     # -- what a backend supplies ---------------------------------------------
 
@@ -265,12 +266,8 @@ class SqlStore(MessageStore):
     def _is_retryable(self, exc: BaseException) -> bool:
         """True for a unique violation or deadlock: the batch may be retried."""
 
-    def _key(self, text: str) -> Any:
-        """How a stream id or uuid is bound (MySQL binds UTF-8 bytes)."""
-        return text
-
     def _text(self, value: Any) -> str:
-        """Inverse of :meth:`_key` for values read back."""
+        """A stream id or uuid as read back (MySQL returns bytes)."""
         return value  # type: ignore[no-any-return]
 
     def _blob(self, payload: bytes) -> Any:
@@ -280,7 +277,13 @@ class SqlStore(MessageStore):
     # -- shared ----------------------------------------------------------------
 
     def _sql(self, template: str, **extra: str) -> str:
-        return self._dialect(template.format(t=self.table, s=f"{self.table}_streams", **extra))
+        """A statement with table names and the driver's placeholders (cached)."""
+        key = (template, *extra.values())
+        sql = self._statements.get(key)
+        if sql is None:
+            sql = self._dialect(template.format(t=self.table, s=f"{self.table}_streams", **extra))
+            self._statements[key] = sql
+        return sql
 
     def _guard(self, action: str) -> AbstractAsyncContextManager[None]:
         return guard(self._where, action, self._timeout, self._errors, self._secret)
@@ -325,34 +328,34 @@ class SqlStore(MessageStore):
     async def _append_in(self, conn: SqlConnection, batch: Sequence[NewMessage]) -> list[AppendResult]:
         plan = BatchPlan(batch)
         for stream in plan.streams():
-            key = self._key(stream)
-            uuids = [self._key(batch[i].uuid) for i in plan.pending(stream)]
-            new = plan.skip_found(stream, await self._find_existing(conn, key, uuids))
+            uuids = [batch[i].uuid for i in plan.pending(stream)]
+            new = plan.skip_found(stream, await self._find_existing(conn, stream, uuids))
             if not new:
                 continue
-            last = await self._allocate(conn, key, len(new))
+            last = await self._allocate(conn, stream, len(new))
             first = last - len(new) + 1
             rows = []
             for offset, index in enumerate(new):
                 msg = batch[index]
-                rows.append(
-                    (key, first + offset, self._key(msg.uuid), self._blob(msg.payload), msg.timestamp_us, msg.expires_at_us)
-                )
+                rows.append((
+                    stream, first + offset, msg.uuid, self._blob(msg.payload),
+                    msg.timestamp_us, msg.expires_at_us,
+                ))
                 plan.stored(index, first + offset)
             await conn.executemany(self._sql(self.INSERT), rows)
         return plan.results()
 
     async def _find_existing(
-        self, conn: SqlConnection, key: Any, uuids: list[Any]
+        self, conn: SqlConnection, stream_id: str, uuids: list[str]
     ) -> dict[str, tuple[int, int]]:
         """Stored uuids among ``uuids``: uuid to (position, timestamp)."""
         sql = self._sql(self.EXISTING, marks=", ".join("?" * len(uuids)))
-        rows = await conn.fetch(sql, (key, *uuids))
+        rows = await conn.fetch(sql, (stream_id, *uuids))
         return {self._text(row[0]): (row[1], row[2]) for row in rows}
 
-    async def _allocate(self, conn: SqlConnection, key: Any, count: int) -> int:
+    async def _allocate(self, conn: SqlConnection, stream_id: str, count: int) -> int:
         """Bump the stream's counter by ``count`` (locking it); return the new value."""
-        rows = await conn.fetch(self._sql(self.ALLOCATE), (key, count))
+        rows = await conn.fetch(self._sql(self.ALLOCATE), (stream_id, count))
         return int(rows[0][0])
 
     async def read_after(
@@ -360,7 +363,7 @@ class SqlStore(MessageStore):
     ) -> list[StoredMessage]:
         """Alive messages after ``after``, oldest first; see :meth:`MessageStore.read_after`."""
         self._check_open()
-        args = (self._key(stream_id), 0 if after is None else after, now_us, limit)
+        args = (stream_id, 0 if after is None else after, now_us, limit)
         async with self._guard("read"), self._session(write=False) as conn:
             rows = await conn.fetch(self._sql(self.READ), args)
         return [

@@ -12,6 +12,7 @@ but the file is local to one machine: it cannot be shared by cluster nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -113,10 +114,8 @@ class SqliteStore(SqlStore):
                 yield _Connection(db)
                 await db.commit()
             except BaseException:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     await db.rollback()
-                except sqlite3.Error:
-                    pass
                 raise
 
     def _is_retryable(self, exc: BaseException) -> bool:

@@ -15,9 +15,10 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 
 from ipubsub.config import (
@@ -40,10 +41,13 @@ TEST_KEYSPACE = TEST_DATABASE = "ipubsub_test"
 MakeStore = Callable[..., Awaitable[MessageStore]]
 
 
-def storage_config(backend: str, table: str, tmp_path: Path, timeout: float = 5.0) -> StorageConfig:
-    """A config for ``backend`` using ``table`` on the test servers."""
+def storage_config(
+    backend: str, table: str, tmp_path: Path, timeout: float = 5.0, **overrides: Any
+) -> StorageConfig:
+    """A config for ``backend`` using ``table`` on the test servers;
+    ``overrides`` replace fields of the backend's own section."""
     host, _, port = CASSANDRA.partition(":")
-    return StorageConfig(
+    config = StorageConfig(
         backend=backend,  # type: ignore[arg-type]
         operation_timeout_seconds=timeout,
         sqlite=SqliteConfig(path=str(tmp_path / "data" / "store.db"), table=table),
@@ -54,6 +58,10 @@ def storage_config(backend: str, table: str, tmp_path: Path, timeout: float = 5.
         ),
         mongodb=MongodbConfig(url=MONGODB or "mongodb://127.0.0.1", database=TEST_DATABASE, collection=table),
     )
+    if not overrides:
+        return config
+    section = msgspec.structs.replace(getattr(config, backend), **overrides)
+    return msgspec.structs.replace(config, **{backend: section})
 
 
 async def _reachable(url: str, default_port: int) -> bool:
@@ -152,8 +160,8 @@ async def make_store(backend: str, tmp_path: Path) -> AsyncIterator[MakeStore]:
     table = f"t_{secrets.token_hex(6)}"
     stores: list[MessageStore] = []
 
-    async def make(timeout: float = 5.0) -> MessageStore:
-        store = create_store(storage_config(backend, table, tmp_path, timeout))
+    async def make(timeout: float = 5.0, **overrides: Any) -> MessageStore:
+        store = create_store(storage_config(backend, table, tmp_path, timeout, **overrides))
         assert store is not None
         stores.append(store)
         async with asyncio.timeout(60):
