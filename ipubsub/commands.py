@@ -3,15 +3,14 @@ independent of HTTP, so the API, the cluster layer and tests share them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from .engine import Message
 
 __all__ = ["Delivery", "ReceiveCommand", "Relayed", "SendCommand", "SendResult"]
 
 
-@dataclass(slots=True, frozen=True)
-class SendCommand:
+class SendCommand(msgspec.Struct, frozen=True):
     """One send, already validated against the node's limits.
 
     ``raw`` is the exact request body, passed on unchanged when the call is
@@ -28,8 +27,7 @@ class SendCommand:
     raw: bytes = b""
 
 
-@dataclass(slots=True, frozen=True)
-class ReceiveCommand:
+class ReceiveCommand(msgspec.Struct, frozen=True):
     """One long-poll receive, already validated."""
 
     stream_id: str
@@ -47,22 +45,19 @@ class ReceiveCommand:
         return q
 
 
-@dataclass(slots=True, frozen=True)
-class SendResult:
+class SendResult(msgspec.Struct, frozen=True):
     uuid: str
     token: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class Delivery:
+class Delivery(msgspec.Struct, frozen=True):
     """A received message; ``token`` is set for replies read from storage."""
 
     message: Message
     token: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class Relayed:
+class Relayed(msgspec.Struct, frozen=True):
     """The owner's answer to a forwarded call, passed back unchanged."""
 
     status: int

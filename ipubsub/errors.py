@@ -156,3 +156,63 @@ class BufferFull(Unavailable):
     """Accepting the message would exceed the node's total buffer budget."""
 
     code = "buffer_full"
+
+
+# -- the client side: server answers back to these classes ---------------------
+
+__all__ += ["error_from_response"]
+
+_BY_CODE: dict[str, type[IPubSubError]] = {
+    cls.code: cls
+    for cls in (
+        IPubSubError, BadRequest, PersistenceNotConfigured, InvalidToken, Unauthorized, WrongCluster,
+        NotFound, MessageTooLarge, ReceiveTimeout, SendTimeout, StreamReleased, Unavailable,
+        OwnerUnavailable, StorageUnavailable, NodeDraining, BufferFull,
+    )
+}
+# For answers without a code we know (a proxy, an older or newer server).
+_BY_STATUS: dict[int, type[IPubSubError]] = {
+    400: BadRequest, 401: Unauthorized, 404: NotFound, 409: WrongCluster,
+    413: MessageTooLarge, 424: ReceiveTimeout, 503: Unavailable,
+}
+
+
+def error_from_response(
+    status: int, body: dict[str, Any] | None, *, retry_after: int | None = None
+) -> IPubSubError:
+    """The error a non-200 server answer stands for.
+
+    The class is chosen by the body's ``code``, else by the HTTP ``status``,
+    else :class:`IPubSubError`.  The instance carries the server's text as
+    ``message`` (nothing is re-derived), every other body key in ``fields``,
+    and the server's ``code`` even when no class has it.  The class-specific
+    attributes are filled from the body: ``BadRequest.field``,
+    ``MessageTooLarge.size``/``.limit``, ``StreamReleased.reason`` (the
+    text), ``Unavailable.retry_after`` (from the ``Retry-After`` header,
+    passed as ``retry_after``; 1 when absent).  Never raises.
+    """
+    body = body if isinstance(body, dict) else {}
+    code = body.get("code")
+    text = body.get("error")
+    if not isinstance(text, str):
+        text = f"HTTP {status} without an error text"
+    fields = {k: v for k, v in body.items() if k not in ("error", "code")}
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is None:
+        cls = _BY_STATUS.get(status, IPubSubError)
+    # The constructors derive their own text from their arguments; build the
+    # instance with the base initialiser so the server's text is kept as is.
+    exc = cls.__new__(cls)
+    IPubSubError.__init__(exc, text, **fields)
+    if isinstance(code, str) and code != cls.code:
+        exc.code = code  # type: ignore[misc]
+    if isinstance(exc, BadRequest):
+        exc.field = fields.get("field")
+    if isinstance(exc, MessageTooLarge):
+        exc.size = fields.get("size")
+        exc.limit = fields.get("limit", 0)
+    if isinstance(exc, StreamReleased):
+        exc.reason = text
+    if isinstance(exc, Unavailable):
+        exc.retry_after = retry_after if retry_after is not None else 1
+    return exc

@@ -13,13 +13,16 @@ from typing import Callable
 from aiohttp import web
 
 from . import __version__
-from .api.app import build_app, build_runner
+from .api.app import AddRoute, build_app, build_runner
 from .api.internal import InternalRoutes
 from .cluster.cluster import Cluster
 from .commands import Delivery, ReceiveCommand, Relayed, SendCommand, SendResult
 from .config import Config, parse_address
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
+from .logs import REQUEST_ID
+from .metrics import NodeMetrics, RequestMetrics
+from .stats import CallCounts
 from .storage import NewMessage, create_store
 from .storage.log import DurableLog
 from .storage.tokens import decode_token, encode_token
@@ -51,6 +54,9 @@ class Node:
         self.cluster = Cluster(config, self.engine)
         store = create_store(config.storage)
         self.log = DurableLog(store, config.storage, self.clock) if store is not None else None
+        self.request_metrics = RequestMetrics()
+        self.calls = CallCounts()
+        self.metrics = NodeMetrics(self)
         self.state = "new"
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -82,9 +88,9 @@ class Node:
         await self._site.start()
         log.info("node %s listening on http://%s:%d", self.name, host, port)
 
-    def http_extensions(self) -> list[Callable[[web.Application], None]]:
+    def http_extensions(self) -> list[Callable[[AddRoute], None]]:
         """Extra route groups to mount (cluster internals, metrics)."""
-        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to]
+        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to, self.metrics.add_to]
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
@@ -146,12 +152,17 @@ class Node:
         stream_id = cmd.stream_id
         if cmd.persist and self.log is None:
             raise self._no_persistence("writeToDB")
+        calls = self.calls
         if forwarded_by is None:
             owner = self.cluster.owner(stream_id)
             if owner != self.name and owner is not None:
-                relayed = await self.cluster.forward_send(cmd, owner, request_id)
+                calls.send_forwarded += 1
+                relayed = await self.cluster.forward_send(cmd, owner, self._trace(request_id, "send", stream_id, owner))
                 if relayed is not None:
                     return relayed
+            calls.send_local += 1
+        else:
+            calls.send_for_peer += 1
         if cmd.persist:
             return await self._persist(cmd)
         if self.state != "running" and not len(self.cluster.ring):
@@ -187,12 +198,19 @@ class Node:
                 raise self._no_persistence("readFromDB")
             if cmd.token is not None:
                 after = decode_token(cmd.token, stream_id)
+        calls = self.calls
         if forwarded_by is None:
             owner = self.cluster.owner(stream_id)
             if owner != self.name and owner is not None:
-                relayed = await self.cluster.forward_receive(cmd, owner, request_id)
+                calls.receive_forwarded += 1
+                relayed = await self.cluster.forward_receive(
+                    cmd, owner, self._trace(request_id, "receive", stream_id, owner)
+                )
                 if relayed is not None:
                     return relayed
+            calls.receive_local += 1
+        else:
+            calls.receive_for_peer += 1
         if cmd.from_db:
             assert self.log is not None
             row = await self.log.read(stream_id, after, cmd.timeout)
@@ -209,6 +227,16 @@ class Node:
         )
         result = await self.log.append(stored)
         return SendResult(stored.uuid, encode_token(cmd.stream_id, result.position))
+
+    @staticmethod
+    def _trace(request_id: str | None, kind: str, stream_id: str, owner: str) -> str:
+        """The id that follows this call to the owner (made up if the client
+        sent none), also tagged on this node's log lines."""
+        if request_id is None:
+            request_id = new_uuid()
+            REQUEST_ID.set(request_id)
+        log.debug("forwarding %s on stream %r to owner %s", kind, stream_id, owner)
+        return request_id
 
     @staticmethod
     def _no_persistence(field: str) -> PersistenceNotConfigured:

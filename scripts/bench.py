@@ -9,6 +9,7 @@ Modes:
   cluster  the pipe through the stream's owner versus through another node
            (the forwarding hop), given two node URLs.
   persist  persisted sends at 1, 16, 64 concurrent writers, then replay.
+  streams  N streams holding one small message each: server RSS per stream.
 
 The same harness runs against ``scripts/baseline_server.py`` (a trivial
 aiohttp endpoint) with ``--baseline``, giving the ceiling of any aiohttp server
@@ -315,6 +316,42 @@ async def run_idle(url: str, polls: int, pid: int | None, baseline: bool, settle
     return out
 
 
+# -- streams ------------------------------------------------------------------------------
+
+
+async def run_streams(url: str, count: int, pid: int | None, connections: int = 64) -> dict[str, object]:
+    """Create ``count`` streams, each holding one small message, then idle."""
+    u = urllib.parse.urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    run = uuid.uuid4().hex[:8]
+    rss0 = proc_rss_bytes(pid)
+    t0 = time.perf_counter()
+    errors = 0
+
+    async def feed(k: int) -> None:
+        nonlocal errors
+        conn = await Connection.open(host, port)
+        try:
+            for i in range(k, count, connections):
+                body = b'{"streamId":"user-%s-%d","message":{"n":%d}}' % (run.encode(), i, i)
+                status, _ = await conn.request(post_request(u.netloc, "/api/v1/streams/send", body))
+                errors += status != 200
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(feed(k) for k in range(connections)))
+    elapsed = time.perf_counter() - t0
+    await asyncio.sleep(2)
+    rss1 = proc_rss_bytes(pid)
+    out: dict[str, object] = {"streams": count, "errors": errors, "create_seconds": round(elapsed, 1)}
+    if rss0 is not None and rss1 is not None:
+        out["rss_before_mib"] = round(rss0 / 2**20, 1)
+        out["rss_after_mib"] = round(rss1 / 2**20, 1)
+        out["rss_per_stream_bytes"] = round((rss1 - rss0) / count)
+        out["rss_for_1m_streams_mib"] = round((rss1 - rss0) / count * 1e6 / 2**20)
+    return out
+
+
 # -- cluster ----------------------------------------------------------------------------
 
 
@@ -449,6 +486,10 @@ def main() -> int:
     persist.add_argument("--duration", type=float, default=5.0)
     persist.add_argument("--replay-limit", type=int, default=20000)
     persist.add_argument("--label", default="")
+    streams = sub.add_parser("streams", help="many idle streams holding one message each")
+    streams.add_argument("--url", default="http://127.0.0.1:8080")
+    streams.add_argument("--count", type=int, default=1_000_000)
+    streams.add_argument("--pid", type=int, help="server pid, for RSS from /proc")
     args = parser.parse_args()
     loop_factory = None
     try:
@@ -482,6 +523,8 @@ def main() -> int:
                 out = res.report(label, False)
                 out["pairs"] = args.pairs
                 print(json.dumps(out))
+        elif args.mode == "streams":
+            print(json.dumps(runner.run(run_streams(args.url, args.count, args.pid))))
         elif args.mode == "persist":
             for writers in args.writers:
                 out = runner.run(run_persist(args.url, writers, args.duration, args.replay_limit))

@@ -71,3 +71,14 @@ def node_config(port: int, name: str = "node-1", **sections: dict[str, Any]) -> 
         "log": {"level": "info"},
     }
     return deep_merge(base, sections)
+
+
+def pytest_configure(config: Any) -> None:
+    import os
+
+    from hypothesis import settings
+
+    # Property tests explore new examples locally, a fixed set under CI.
+    settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")

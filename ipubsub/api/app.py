@@ -3,27 +3,55 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from aiohttp import web
 
-from .errors import make_error_middleware
+from ..errors import NotFound
+from .errors import json_response
+from .middleware import Handler, make_wrapper
 from .routes import PublicRoutes
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..node import Node
 
-__all__ = ["build_app", "build_runner"]
+__all__ = ["AddRoute", "build_app", "build_runner"]
+
+# add(method, path, handler): how route groups register their handlers.
+AddRoute = Callable[[str, str, Handler], None]
 
 
 def build_app(node: Node) -> web.Application:
-    """The node's HTTP application: public API plus internal cluster endpoints."""
+    """The node's HTTP application: public API, internal cluster endpoints,
+    metrics and OpenAPI, every handler wrapped the same way, and JSON 404/405
+    answers for everything else."""
     limit = node.config.limits.max_message_bytes
-    app = web.Application(client_max_size=limit, middlewares=[make_error_middleware(limit)])
-    PublicRoutes(node).add_to(app)
-    for extra in node.http_extensions():
-        extra(app)
+    app = web.Application(client_max_size=limit)
+    wrap = make_wrapper(node.request_metrics, limit)
+    methods: dict[str, list[str]] = {}
+
+    def add(method: str, path: str, handler: Handler) -> None:
+        app.router.add_route(method, path, wrap(handler, path))
+        methods.setdefault(path, []).append(method)
+
+    PublicRoutes(node).add_to(add)
+    for group in node.http_extensions():
+        group(add)
+
+    async def unmatched(request: web.Request) -> web.Response:
+        allowed = methods.get(request.path)
+        if allowed is None:
+            raise NotFound(f"no such endpoint: {request.method} {request.path}")
+        allow = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
+        return json_response(
+            {"error": f"method {request.method} not allowed on {request.path} (allowed: {allow})",
+             "code": "method_not_allowed"},
+            status=405,
+            headers={"Allow": allow},
+        )
+
+    app.router.add_route("*", "/{tail:.*}", wrap(unmatched, "unmatched"))
     return app
 
 

@@ -7,9 +7,7 @@ Every non-200 answer is a JSON object with an ``error`` text and a stable
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -27,7 +25,14 @@ from ..errors import (
 )
 from .wire import encode_json
 
-__all__ = ["STATUS_BY_ERROR", "error_response", "json_response", "make_error_middleware", "status_of"]
+__all__ = [
+    "STATUS_BY_ERROR",
+    "error_response",
+    "http_error_response",
+    "internal_error_response",
+    "json_response",
+    "status_of",
+]
 
 log = logging.getLogger("ipubsub.api")
 
@@ -70,36 +75,18 @@ def error_response(exc: IPubSubError) -> web.Response:
     return json_response(exc.to_dict(), status=status_of(exc), headers=headers)
 
 
-def make_error_middleware(max_body: int) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Middleware mapping domain errors, aiohttp's own HTTP errors (404, 405,
-    413) and unexpected failures to JSON answers."""
+def http_error_response(exc: web.HTTPException, request: web.Request, max_body: int) -> web.Response:
+    """JSON answer for aiohttp's own errors (unknown route, wrong method,
+    body over the size limit)."""
+    if exc.status == 413:
+        return error_response(MessageTooLarge(request.content_length, max_body))
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    text = f"{exc.reason}: {request.method} {request.path}"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        text = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
+    return json_response({"error": text, "code": code}, status=exc.status)
 
-    @web.middleware
-    async def error_middleware(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except IPubSubError as exc:
-            return error_response(exc)
-        except web.HTTPException as exc:
-            if exc.status == 413:
-                return error_response(MessageTooLarge(request.content_length, max_body))
-            if exc.status < 400:
-                raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            text = f"{exc.reason}: {request.method} {request.path}"
-            if exc.status == 405:
-                allowed = exc.headers.get("Allow", "")
-                text = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
-            return json_response({"error": text, "code": code}, status=exc.status)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            return json_response(
-                {"error": "internal error; see the node's log", "code": "internal_error"}, status=500
-            )
 
-    return error_middleware
-
+def internal_error_response() -> web.Response:
+    return json_response({"error": "internal error; see the node's log", "code": "internal_error"}, status=500)

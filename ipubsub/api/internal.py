@@ -14,6 +14,7 @@ from .errors import json_response
 
 if TYPE_CHECKING:
     from ..cluster.cluster import Cluster
+    from .app import AddRoute
 
 __all__ = ["InternalRoutes"]
 
@@ -30,13 +31,12 @@ class InternalRoutes:
         self._cluster = cluster
         self._secret = secret.encode()
 
-    def add_to(self, app: web.Application) -> None:
-        r = app.router
-        r.add_post("/internal/v1/gossip", self._guard(self.gossip))
-        r.add_post("/internal/v1/leave", self._guard(self.leave))
-        r.add_post("/internal/v1/handoff", self._guard(self.handoff))
-        r.add_post("/internal/v1/polls/cancel", self._guard(self.cancel_poll))
-        r.add_post("/internal/v1/requeue", self._guard(self.requeue))
+    def add_to(self, add: AddRoute) -> None:
+        add("POST", "/internal/v1/gossip", self._guard(self.gossip))
+        add("POST", "/internal/v1/leave", self._guard(self.leave))
+        add("POST", "/internal/v1/handoff", self._guard(self.handoff))
+        add("POST", "/internal/v1/polls/cancel", self._guard(self.cancel_poll))
+        add("POST", "/internal/v1/requeue", self._guard(self.requeue))
 
     def _guard(self, handler: Handler) -> Handler:
         if not self._secret:

@@ -14,6 +14,7 @@ from .wire import check_stream_id, encode_delivery, encode_send_result, parse_re
 
 if TYPE_CHECKING:
     from ..node import Node
+    from .app import AddRoute
 
 __all__ = ["FORWARDED_HEADER", "POLL_ID_HEADER", "PublicRoutes", "REQUEST_ID_HEADER", "relayed_response"]
 
@@ -30,14 +31,13 @@ class PublicRoutes:
         self._node = node
         self._config = node.config
 
-    def add_to(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/", self.info)
-        r.add_get("/health", self.health)
-        r.add_post("/api/v1/streams/send", self.send)
-        r.add_get("/api/v1/streams/receive", self.receive)
-        r.add_get("/api/v1/streams/owner", self.owner)
-        r.add_get("/api/v1/cluster", self.cluster)
+    def add_to(self, add: AddRoute) -> None:
+        add("GET", "/", self.info)
+        add("GET", "/health", self.health)
+        add("POST", "/api/v1/streams/send", self.send)
+        add("GET", "/api/v1/streams/receive", self.receive)
+        add("GET", "/api/v1/streams/owner", self.owner)
+        add("GET", "/api/v1/cluster", self.cluster)
 
     async def info(self, request: web.Request) -> web.Response:
         return json_response(

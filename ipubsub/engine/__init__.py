@@ -4,7 +4,8 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 """
 
 from .clock import Clock, ManualClock, SystemClock
-from .engine import DEFAULT_STREAM_SIZE, Engine, EngineStats, Released
+from .engine import DEFAULT_STREAM_SIZE, Engine
+from .stats import EngineStats, Released
 from .message import Message, format_timestamp, new_uuid, parse_timestamp
 
 __all__ = [

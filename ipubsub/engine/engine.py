@@ -1,6 +1,6 @@
 """Matching of senders and long-polling receivers over in-memory streams.
 
-Every waiter is a plain future in its stream's deque plus one timer handle:
+Every waiter is a plain future in its stream's queue plus one timer handle:
 no task or polling loop exists per waiter or per stream.  Each waiter follows
 the same shape: register, await, and settle the bookkeeping in ``finally``.
 The counters (``live_*`` and :class:`EngineStats`) change exactly once per
@@ -13,56 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Iterator
 
 from ..errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 from .clock import Clock, SystemClock
+from .idle import IdleTracker
 from .message import Message
+from .stats import EngineStats, Released
 from .stream import Stream
 
-__all__ = ["DEFAULT_STREAM_SIZE", "Engine", "EngineStats", "Released"]
+__all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STREAM_SIZE = 100
-
-
-class Released:
-    """Result given to a waiter that the engine lets go (stream moved, shutdown)."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class EngineStats:
-    """Operator-facing counters. Gauges go up and down; ``*_total`` only up."""
-
-    __slots__ = (
-        "buffered_messages",
-        "buffered_bytes",
-        "waiting_receivers",
-        "blocked_senders",
-        "accepted_total",
-        "delivered_total",
-        "dropped_total",
-        "receive_timeouts_total",
-        "send_timeouts_total",
-        "requeued_total",
-        "released_total",
-        "evicted_streams_total",
-        "handed_in_total",
-        "handed_out_total",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Engine:
@@ -89,11 +54,7 @@ class Engine:
         self._max_buffered_bytes = max_buffered_bytes
         self._streams: dict[str, Stream] = {}
         self.stats = EngineStats()
-        # Idle streams in generations: each bucket holds streams that went idle
-        # while it was the newest; a sweep evicts from buckets older than the
-        # idle period.  (created_at, streams)
-        self._gen = 0
-        self._buckets: deque[tuple[float, list[Stream]]] = deque([(self._clock.monotonic(), [])])
+        self._idle = IdleTracker(self._clock, idle_seconds)
         self._sweeper: asyncio.Task[None] | None = None
         # Waiters of forwarded polls, by poll id, so the forwarding node can
         # cancel them; and recently cancelled ids whose poll had not arrived.
@@ -213,10 +174,7 @@ class Engine:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool | None] = loop.create_future()
-        if stream.senders is None:
-            stream.senders = deque()
-        stream.senders.append((fut, msg))
-        stream.live_senders += 1
+        stream.add_sender(fut, msg)
         self.stats.blocked_senders += 1
         handle = loop.call_later(timeout, self._expire_sender, stream, fut)
         try:
@@ -262,10 +220,7 @@ class Engine:
             stream = self._streams[stream_id] = Stream(stream_id, None)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Message | None] = loop.create_future()
-        if stream.receivers is None:
-            stream.receivers = deque()
-        stream.receivers.append(fut)
-        stream.live_receivers += 1
+        stream.add_receiver(fut)
         self.stats.waiting_receivers += 1
         handle = loop.call_later(timeout, self._expire_receiver, stream, fut)
         if tag is not None:
@@ -383,24 +338,11 @@ class Engine:
 
     def sweep(self) -> int:
         """Evict streams idle for ``idle_seconds``; return how many went."""
-        now = self._clock.monotonic()
-        self._gen += 1
-        self._buckets.append((now, []))
         evicted = 0
-        current = self._buckets[-1][1]
-        # A bucket is ripe when everything in it went idle before the next
-        # bucket opened, and that is at least idle_seconds ago.
-        while len(self._buckets) > 1 and self._buckets[1][0] + self._idle_seconds <= now:
-            _, streams = self._buckets.popleft()
-            for stream in streams:
-                if self._streams.get(stream.id) is not stream or not stream.is_idle:
-                    continue
-                if stream.idle_since + self._idle_seconds <= now:
-                    del self._streams[stream.id]
-                    evicted += 1
-                elif stream.idle_gen != self._gen:
-                    stream.idle_gen = self._gen
-                    current.append(stream)
+        for stream in self._idle.ripe():
+            if self._streams.get(stream.id) is stream and stream.is_idle:
+                del self._streams[stream.id]
+                evicted += 1
         self.stats.evicted_streams_total += evicted
         return evicted
 
@@ -548,10 +490,7 @@ class Engine:
                 if self._streams.get(stream.id) is stream:
                     del self._streams[stream.id]
                 return
-            stream.idle_since = self._clock.monotonic()
-            if stream.idle_gen != self._gen:
-                stream.idle_gen = self._gen
-                self._buckets[-1][1].append(stream)
+            self._idle.note(stream)
         elif (stream.receivers is not None and len(stream.receivers) > 16) or (
             stream.senders is not None and len(stream.senders) > 16
         ):

@@ -46,6 +46,7 @@ class Stream:
         # How many messages at the front of the buffer came from a hand-off,
         # so that a later hand-off batch goes behind them but ahead of local ones.
         self.handed_front = 0
+        # Waiter queues: None, a short list, or a deque (like the buffer).
         self.receivers: deque[asyncio.Future[Message | None]] | None = None
         self.live_receivers = 0
         self.senders: deque[tuple[asyncio.Future[bool | None], Message]] | None = None
@@ -121,11 +122,31 @@ class Stream:
 
     # -- waiters -------------------------------------------------------------
 
+    def add_receiver(self, fut: asyncio.Future[Message | None]) -> None:
+        q = self.receivers
+        if q is None:
+            self.receivers = [fut]  # type: ignore[assignment]
+        else:
+            q.append(fut)
+            if type(q) is list and len(q) > _LIST_MAX:
+                self.receivers = deque(q)
+        self.live_receivers += 1
+
+    def add_sender(self, fut: asyncio.Future[bool | None], msg: Message) -> None:
+        q = self.senders
+        if q is None:
+            self.senders = [(fut, msg)]  # type: ignore[assignment]
+        else:
+            q.append((fut, msg))
+            if type(q) is list and len(q) > _LIST_MAX:
+                self.senders = deque(q)
+        self.live_senders += 1
+
     def next_receiver(self) -> asyncio.Future[Message | None] | None:
         """Pop the longest-waiting pending receiver, skipping departed ones."""
         q = self.receivers
         while q:
-            fut = q.popleft()
+            fut = q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
             if not fut.done():
                 return fut
         return None
@@ -134,7 +155,7 @@ class Stream:
         """Pop the longest-blocked pending sender, skipping departed ones."""
         q = self.senders
         while q:
-            entry = q.popleft()
+            entry = q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
             if not entry[0].done():
                 return entry
         return None
@@ -146,7 +167,7 @@ class Stream:
             fut, msg = q[0]
             if not fut.done():
                 return msg
-            q.popleft()
+            q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
         return None
 
     def compact(self) -> None:
@@ -156,7 +177,7 @@ class Stream:
             if self.live_receivers == 0:
                 self.receivers = None
             elif len(q) > 2 * self.live_receivers + 16:
-                self.receivers = deque(f for f in q if not f.done())
+                self.receivers = deque(f for f in q if not f.done())  # type: ignore[assignment]
         s = self.senders
         if s is not None:
             if self.live_senders == 0:

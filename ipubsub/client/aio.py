@@ -1,0 +1,462 @@
+"""The asyncio client: :class:`AsyncClient`, and the iterators it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid as uuid_module
+from types import TracebackType
+from typing import Any, Iterable, Self
+
+import aiohttp
+import msgspec
+
+from ..errors import ReceiveTimeout, StreamReleased, Unavailable, error_from_response
+from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
+from .routing import Router, parse_urls
+from .wire import (
+    CLUSTER_PATH,
+    RECEIVE_PATH,
+    SEND_PATH,
+    ClusterView,
+    ReceivedMessage,
+    SendResult,
+    decode_json,
+    parse_cluster,
+    parse_received,
+    parse_sent,
+    receive_query,
+    send_body,
+    whole_seconds,
+)
+
+__all__ = ["AsyncClient", "Replay", "Subscription"]
+
+log = logging.getLogger("ipubsub.client")
+
+# Failures after which the same request may go to another node.
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+# A forced refresh (after an error) is skipped if one ran this recently.
+MIN_REFRESH_GAP_SECONDS = 0.2
+MAX_REFRESH_INTERVAL_SECONDS = 300.0
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class AsyncClient:
+    """A client of an ipubsub cluster for asyncio code.
+
+    It learns the members from ``GET /api/v1/cluster``, computes each
+    stream's owner with the servers' own ring, and calls the owner directly;
+    other nodes are fallbacks.  Connection errors, 503 answers and 424
+    ``stream_released`` answers are retried within ``retry``; the
+    membership is refreshed at once after each of them, and otherwise in
+    the background every ``refresh_interval`` seconds.  Every send carries
+    a ``messageUuid`` (a new uuid4 unless given), reused across retries.
+
+    One client belongs to one event loop.  Use it as ``async with
+    AsyncClient(...) as client`` or call :meth:`close`.
+
+    Args:
+        urls: node URLs, a list or a comma-separated string
+            (``http://host:port``; ``host:port`` is accepted).
+        retry: retry bounds; see :class:`RetryPolicy`.
+        refresh_interval: seconds between background membership refreshes
+            (0 < value <= 300).
+        connect_timeout: seconds to open a connection to a node.
+        request_timeout: seconds a node may take to answer, on top of the
+            call's own long-poll or blocking timeout.
+        max_connections: size of the connection pool (long polls hold one each).
+
+    Raises:
+        ValueError: no valid URL, or an option out of range.
+    """
+
+    def __init__(
+        self,
+        urls: str | Iterable[str],
+        *,
+        retry: RetryPolicy | None = None,
+        refresh_interval: float = 5.0,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 10.0,
+        max_connections: int = 100,
+    ) -> None:
+        if not 0 < refresh_interval <= MAX_REFRESH_INTERVAL_SECONDS:
+            raise ValueError(f"refresh_interval must be in (0, {MAX_REFRESH_INTERVAL_SECONDS:g}] seconds")
+        if connect_timeout <= 0 or request_timeout <= 0:
+            raise ValueError("connect_timeout and request_timeout must be > 0")
+        self.router = Router(parse_urls(urls))
+        self.retry = retry or RetryPolicy()
+        self.stats = ClientStats()
+        self._refresh_interval = refresh_interval
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._refresh_lock: asyncio.Lock | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Stop the background refresh and close every connection (polls in
+        flight are cut; the server puts back what they had taken).  Safe to
+        call more than once."""
+        self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the API --------------------------------------------------------------
+
+    async def send(
+        self,
+        stream: str,
+        message: Any,
+        *,
+        uuid: str | None = None,
+        size: int | None = None,
+        blocking_timeout: float | None = None,
+        persist: bool = False,
+        ttl: int | None = None,
+    ) -> SendResult:
+        """Send ``message`` (any JSON value) to ``stream``.
+
+        Args:
+            uuid: the ``messageUuid``; a new uuid4 when ``None``.  The same
+                value is sent on every retry.
+            size: ``inMemoryStreamSize`` (server default 100; 0 = sync match,
+                which needs ``blocking_timeout``).
+            blocking_timeout: wait up to this many seconds (rounded up) for
+                room in the stream, or for a receiver in sync match.
+            persist: also write the message to the durable log (``writeToDB``).
+            ttl: ``dbTTLSeconds`` of a persisted message.
+
+        Returns:
+            The accepted message's uuid, and its resume token if persisted.
+
+        Raises:
+            TypeError: ``message`` is not JSON-encodable (nothing was sent).
+            BadRequest: the server rejected a field (400; also
+                ``PersistenceNotConfigured``).
+            MessageTooLarge: the body exceeds the server's limit (413).
+            SendTimeout: the blocking send was not accepted in time (424).
+            Unavailable: still 503 when the retries ran out (its subclasses
+                say why: ``OwnerUnavailable``, ``BufferFull``, ...).
+            Unreachable: no node could be reached within the retries.
+        """
+        message_uuid = uuid or str(uuid_module.uuid4())
+        body = send_body(
+            stream, message, message_uuid, size=size, blocking_timeout=blocking_timeout, persist=persist, ttl=ttl
+        )
+        wait = float(whole_seconds(blocking_timeout)) if blocking_timeout else 0.0
+        answer = await self._call("POST", SEND_PATH, stream=stream, body=body, wait=wait)
+        return parse_sent(answer)
+
+    async def receive(self, stream: str, timeout: float = 30) -> ReceivedMessage | None:
+        """Take the next in-memory message of ``stream``, waiting up to
+        ``timeout`` seconds (rounded up to whole seconds).
+
+        Returns:
+            The message, or ``None`` if none arrived in time (424).
+
+        Raises:
+            BadRequest: invalid stream id or timeout (400).
+            Unavailable: still 503 when the retries ran out.
+            Unreachable: no node could be reached within the retries.
+        """
+        return await self._poll(stream, timeout, from_db=False, token=None)
+
+    def subscribe(self, stream: str, timeout: float = 30) -> Subscription:
+        """An async iterator over the in-memory messages of ``stream``; it
+        long-polls for up to ``timeout`` seconds at a time and polls again
+        after every 424.  Each message goes to one receiver only.
+
+        Raises:
+            ValueError: ``timeout`` is not positive.
+        """
+        return Subscription(self, stream, _positive(timeout))
+
+    def replay(self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True) -> Replay:
+        """An async iterator over the durable log of ``stream``, starting
+        after ``token`` (``None``: the oldest message still alive).
+
+        Reading removes nothing.  The iterator's ``token`` is always the
+        resume token after the last message it yielded, so saving it lets a
+        later ``replay`` continue exactly there.  With ``follow`` (the
+        default) it never ends: at the end of the log it long-polls (up to
+        ``timeout`` seconds at a time) for new messages; without, it stops
+        at the first poll that finds nothing.
+
+        Raises:
+            ValueError: ``timeout`` is not positive.
+        """
+        return Replay(self, stream, token, _positive(timeout), follow)
+
+    async def cluster(self) -> ClusterView:
+        """A fresh view of the cluster from any node (also adopted for routing).
+
+        Raises:
+            Unavailable, Unreachable: as for :meth:`send`.
+        """
+        view = parse_cluster(await self._call("GET", CLUSTER_PATH))
+        self.router.apply(view)
+        return view
+
+    async def refresh(self) -> ClusterView | None:
+        """Fetch the membership now; ``None`` if no node answered."""
+        return await self._refresh(force=True, min_gap=0.0)
+
+    def owner_url(self, stream: str) -> str | None:
+        """URL of the node the client will call first for ``stream``
+        (``None`` before the first membership refresh)."""
+        return self.router.owner_url(stream)
+
+    # -- internals ------------------------------------------------------------
+
+    async def _poll(self, stream: str, timeout: float, *, from_db: bool, token: str | None) -> ReceivedMessage | None:
+        deadline = asyncio.get_running_loop().time() + whole_seconds(timeout)
+        query = receive_query(stream, whole_seconds(timeout), from_db=from_db, token=token)
+        try:
+            answer = await self._call("GET", RECEIVE_PATH, stream=stream, query=query, poll_deadline=deadline)
+        except (ReceiveTimeout, StreamReleased):
+            return None
+        return parse_received(answer)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        stream: str | None = None,
+        body: bytes | None = None,
+        query: dict[str, str] | None = None,
+        wait: float = 0.0,
+        poll_deadline: float | None = None,
+    ) -> Any:
+        """One API call with routing and retries; the decoded 200 answer.
+
+        ``wait`` is how long the server may legitimately hold the call
+        (blocking send); for a receive, ``poll_deadline`` is when its long
+        poll ends, and each retry asks only for the time left.
+        """
+        session = self._get_session()
+        if self.router.refreshed_at is None:
+            await self._refresh(force=True)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if poll_deadline is not None:
+            wait = max(0.0, poll_deadline - now)
+        attempts = Attempts(self.retry, now + wait + self.retry.max_total_seconds)
+        tried: set[str] = set()
+        while True:
+            self._refresh_in_background()
+            url = self.router.pick(stream, tried) or self.router.seeds[0]
+            if poll_deadline is not None and query is not None:
+                wait = max(0.0, poll_deadline - loop.time())
+                query["timeoutSeconds"] = str(whole_seconds(wait))
+            if attempts.count:
+                self.stats.retries += 1
+            attempts.count += 1
+            try:
+                status, answer, retry_after = await self._request(session, method, url + path, query, body, wait)
+            except _CONNECTION_ERRORS as exc:
+                self.stats.connection_errors += 1
+                attempts.failures[url] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.debug("%s %s failed: %s", method, url + path, attempts.failures[url])
+                self.router.mark_down(url)
+                tried.add(url)
+                await self._refresh(force=True)
+                if self.router.pick(stream, tried) is not None and attempts.can_retry(loop.time()):
+                    continue  # another node, at once
+                delay = self.retry.backoff(attempts.waits)
+                if not attempts.can_retry(loop.time(), delay):
+                    raise Unreachable(_unreachable_text(attempts), attempts.failures) from None
+                await self._backoff(attempts, delay, tried)
+                continue
+            self.router.mark_up(url)
+            if status == 200:
+                return answer
+            error = error_from_response(status, answer, retry_after=retry_after)
+            if not isinstance(error, (Unavailable, StreamReleased)):
+                raise error
+            if isinstance(error, Unavailable):
+                self.stats.unavailable += 1
+            else:
+                self.stats.released += 1
+            await self._refresh(force=True)
+            delay = self.retry.backoff(attempts.waits, getattr(error, "retry_after", None))
+            if not attempts.can_retry(loop.time(), delay):
+                raise error
+            log.debug("%s %s answered %s (%s); retrying in %.2fs", method, url + path, status, error.code, delay)
+            await self._backoff(attempts, delay, tried)
+
+    async def _backoff(self, attempts: Attempts, delay: float, tried: set[str]) -> None:
+        attempts.waits += 1
+        tried.clear()
+        await asyncio.sleep(delay)
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        query: dict[str, str] | None,
+        body: bytes | None,
+        wait: float,
+    ) -> tuple[int, Any, int | None]:
+        timeout = aiohttp.ClientTimeout(total=wait + self._request_timeout, sock_connect=self._connect_timeout)
+        self.stats.requests += 1
+        async with session.request(
+            method, url, params=query, data=body, headers=_JSON_HEADERS if body is not None else None, timeout=timeout
+        ) as response:
+            raw = await response.read()
+            retry_after = response.headers.get("Retry-After", "")
+        try:
+            answer = decode_json(raw) if raw else None
+        except msgspec.DecodeError:
+            answer = None
+        return response.status, answer, int(retry_after) if retry_after.isdigit() else None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._refresh_lock = asyncio.Lock()
+        return self._session
+
+    def _refresh_in_background(self) -> None:
+        if self.router.seconds_since_refresh() < self._refresh_interval:
+            return
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(self._periodic_refresh(), name="ipubsub-client-refresh")
+
+    async def _periodic_refresh(self) -> None:
+        try:
+            await self._refresh(force=False)
+        except Exception:  # a background task has no caller to tell
+            log.warning("membership refresh failed", exc_info=True)
+
+    async def _refresh(self, *, force: bool, min_gap: float = MIN_REFRESH_GAP_SECONDS) -> ClusterView | None:
+        """Fetch the cluster view from the first node that answers.
+
+        Concurrent callers share one fetch; a forced refresh is skipped when
+        one ran less than ``min_gap`` seconds ago, a periodic one when one
+        ran less than the refresh interval ago.
+        """
+        session = self._get_session()
+        assert self._refresh_lock is not None
+        async with self._refresh_lock:
+            if self.router.seconds_since_refresh() < (min_gap if force else self._refresh_interval):
+                return self.router.view
+            self.router.note_refresh()
+            self.stats.refreshes += 1
+            timeout = aiohttp.ClientTimeout(total=self._request_timeout, sock_connect=self._connect_timeout)
+            for url in self.router.candidates():
+                try:
+                    async with session.get(url + CLUSTER_PATH, timeout=timeout) as response:
+                        if response.status != 200:
+                            continue
+                        view = parse_cluster(decode_json(await response.read()))
+                except (*_CONNECTION_ERRORS, ValueError, msgspec.DecodeError):
+                    self.router.mark_down(url)
+                    continue
+                if self.router.apply(view):
+                    log.debug("ring is now %s (via %s)", ", ".join(view.ring_members), url)
+                return view
+            return None
+
+
+class Subscription:
+    """Async iterator over the in-memory messages of one stream (see
+    :meth:`AsyncClient.subscribe`).  Ends when the client is closed."""
+
+    def __init__(self, client: AsyncClient, stream: str, timeout: float) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self._client = client
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ReceivedMessage:
+        """The next message, however many empty polls it takes.
+
+        Raises:
+            StopAsyncIteration: the client was closed.
+            Unavailable, Unreachable: a poll failed after its retries.
+        """
+        while not self._client.closed:
+            message = await self._client.receive(self.stream, self.timeout)
+            if message is not None:
+                return message
+        raise StopAsyncIteration
+
+
+class Replay:
+    """Async iterator over the durable log of one stream (see
+    :meth:`AsyncClient.replay`).
+
+    Attributes:
+        token: resume token after the last yielded message (the starting
+            token before the first); pass it to ``replay`` to continue.
+    """
+
+    def __init__(self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool) -> None:
+        self.stream = stream
+        self.token = token
+        self.timeout = timeout
+        self.follow = follow
+        self._client = client
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ReceivedMessage:
+        """The next persisted message, waiting for new ones when following.
+
+        Raises:
+            StopAsyncIteration: the end of the log (without ``follow``) or
+                the client was closed.
+            InvalidToken: the token is not one of this stream's.
+            PersistenceNotConfigured: the server has no storage.
+            Unavailable, Unreachable: a poll failed after its retries.
+        """
+        while not self._client.closed:
+            message = await self._client._poll(self.stream, self.timeout, from_db=True, token=self.token)
+            if message is not None:
+                self.token = message.token or self.token
+                return message
+            if not self.follow:
+                break
+        raise StopAsyncIteration
+
+
+def _positive(timeout: float) -> float:
+    if not timeout > 0:
+        raise ValueError(f"the poll timeout must be > 0 seconds, got {timeout!r}")
+    return timeout
+
+
+def _unreachable_text(attempts: Attempts) -> str:
+    failures = "; ".join(f"{url}: {why}" for url, why in attempts.failures.items())
+    return f"no ipubsub node could be reached after {attempts.count} attempts ({failures})"

@@ -1,0 +1,134 @@
+"""The blocking client for scripts and notebooks.
+
+It runs an :class:`~ipubsub.client.aio.AsyncClient` on a private event loop
+in a daemon thread and waits for each call's result, so it works the same
+whether or not the calling thread already runs a loop (as Jupyter's does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, Coroutine, Iterable, Iterator, Self, TypeVar
+
+from .aio import AsyncClient, Replay, Subscription
+from .retry import ClientStats
+from .wire import ClusterView, ReceivedMessage, SendResult
+
+__all__ = ["Client", "SyncReplay", "SyncSubscription"]
+
+T = TypeVar("T")
+
+
+class Client:
+    """A blocking client of an ipubsub cluster: the methods of
+    :class:`AsyncClient`, each waiting for its answer.
+
+    Takes the same arguments as :class:`AsyncClient`.  Thread-safe: calls
+    from several threads run concurrently on the private loop.  Use it as
+    ``with Client(...) as client`` or call :meth:`close`.  Ctrl-C during a
+    call cancels that call.
+
+    Raises:
+        ValueError: no valid URL, or an option out of range.
+    """
+
+    def __init__(self, urls: str | Iterable[str], **options: Any) -> None:
+        self._async = AsyncClient(urls, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ipubsub-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._async.stats
+
+    def close(self) -> None:
+        """Close the connections and stop the private loop; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self._run(self._async.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def send(self, stream: str, message: Any, **options: Any) -> SendResult:
+        """Blocking :meth:`AsyncClient.send` (same options, promises and errors)."""
+        return self._run(self._async.send(stream, message, **options))
+
+    def receive(self, stream: str, timeout: float = 30) -> ReceivedMessage | None:
+        """Blocking :meth:`AsyncClient.receive`: the message, or ``None`` after ``timeout``."""
+        return self._run(self._async.receive(stream, timeout))
+
+    def subscribe(self, stream: str, timeout: float = 30) -> SyncSubscription:
+        """An iterator over in-memory messages (see :meth:`AsyncClient.subscribe`)."""
+        return SyncSubscription(self, self._async.subscribe(stream, timeout))
+
+    def replay(self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True) -> SyncReplay:
+        """An iterator over the durable log with a ``token`` to resume from
+        (see :meth:`AsyncClient.replay`)."""
+        return SyncReplay(self, self._async.replay(stream, token, timeout, follow=follow))
+
+    def cluster(self) -> ClusterView:
+        """Blocking :meth:`AsyncClient.cluster`."""
+        return self._run(self._async.cluster())
+
+    def owner_url(self, stream: str) -> str | None:
+        """See :meth:`AsyncClient.owner_url`."""
+        return self._async.owner_url(stream)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the client is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C (or any interruption) ends the call on the loop too
+            raise
+
+
+class SyncSubscription:
+    """Blocking iterator over a :class:`~ipubsub.client.aio.Subscription`."""
+
+    def __init__(self, client: Client, inner: Subscription | Replay) -> None:
+        self._client = client
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[ReceivedMessage]:
+        return self
+
+    def __next__(self) -> ReceivedMessage:
+        try:
+            return self._client._run(self._inner.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+
+class SyncReplay(SyncSubscription):
+    """Blocking iterator over a :class:`~ipubsub.client.aio.Replay`;
+    ``token`` resumes after the last message it returned."""
+
+    def __init__(self, client: Client, inner: Replay) -> None:
+        super().__init__(client, inner)
+        self._replay = inner
+
+    @property
+    def token(self) -> str | None:
+        return self._replay.token
