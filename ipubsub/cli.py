@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .cli_client import add_client_commands
 from .config import Config, ConfigError, load_config
 
 __all__ = ["main"]
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", metavar="FILE", help="YAML configuration file")
     serve.set_defaults(func=_serve)
+    add_client_commands(commands)
     return parser
 
 

@@ -152,17 +152,11 @@ class Node:
         stream_id = cmd.stream_id
         if cmd.persist and self.log is None:
             raise self._no_persistence("writeToDB")
-        calls = self.calls
-        if forwarded_by is None:
-            owner = self.cluster.owner(stream_id)
-            if owner != self.name and owner is not None:
-                calls.send_forwarded += 1
-                relayed = await self.cluster.forward_send(cmd, owner, self._trace(request_id, "send", stream_id, owner))
-                if relayed is not None:
-                    return relayed
-            calls.send_local += 1
-        else:
-            calls.send_for_peer += 1
+        owner = self._remote_owner(stream_id, forwarded_by, "send")
+        if owner is not None:
+            relayed = await self.cluster.forward_send(cmd, owner, self._trace(request_id, "send", stream_id, owner))
+            if relayed is not None:
+                return relayed
         if cmd.persist:
             return await self._persist(cmd)
         if self.state != "running" and not len(self.cluster.ring):
@@ -198,19 +192,13 @@ class Node:
                 raise self._no_persistence("readFromDB")
             if cmd.token is not None:
                 after = decode_token(cmd.token, stream_id)
-        calls = self.calls
-        if forwarded_by is None:
-            owner = self.cluster.owner(stream_id)
-            if owner != self.name and owner is not None:
-                calls.receive_forwarded += 1
-                relayed = await self.cluster.forward_receive(
-                    cmd, owner, self._trace(request_id, "receive", stream_id, owner)
-                )
-                if relayed is not None:
-                    return relayed
-            calls.receive_local += 1
-        else:
-            calls.receive_for_peer += 1
+        owner = self._remote_owner(stream_id, forwarded_by, "receive")
+        if owner is not None:
+            relayed = await self.cluster.forward_receive(
+                cmd, owner, self._trace(request_id, "receive", stream_id, owner)
+            )
+            if relayed is not None:
+                return relayed
         if cmd.from_db:
             assert self.log is not None
             row = await self.log.read(stream_id, after, cmd.timeout)
@@ -227,6 +215,19 @@ class Node:
         )
         result = await self.log.append(stored)
         return SendResult(stored.uuid, encode_token(cmd.stream_id, result.position))
+
+    def _remote_owner(self, stream_id: str, forwarded_by: str | None, kind: str) -> str | None:
+        """The owner to forward to, or ``None`` to serve here (we own the
+        stream, or a peer forwarded the call: never forward twice)."""
+        if forwarded_by is not None:
+            self.calls.add(kind, "for_peer")
+            return None
+        owner = self.cluster.owner(stream_id)
+        if owner is None or owner == self.name:
+            self.calls.add(kind, "local")
+            return None
+        self.calls.add(kind, "forwarded")
+        return owner
 
     @staticmethod
     def _trace(request_id: str | None, kind: str, stream_id: str, owner: str) -> str:

@@ -39,19 +39,18 @@ class LatencyHistogram:
 
 
 class CallCounts:
-    """How sends and receives were served: here as owner, forwarded to the
-    owner, or here on behalf of a peer that forwarded them."""
+    """How sends and receives were served: ``local`` (this node owns the
+    stream), ``forwarded`` (to the owner) or ``for_peer`` (served here for a
+    node that forwarded it)."""
 
-    __slots__ = ("send_local", "send_forwarded", "send_for_peer", "receive_local", "receive_forwarded", "receive_for_peer")
+    __slots__ = ("counts",)
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.counts = {(kind, path): 0 for kind in ("send", "receive") for path in ("local", "forwarded", "for_peer")}
+
+    def add(self, kind: str, path: str) -> None:
+        self.counts[(kind, path)] += 1
 
     def items(self) -> list[tuple[str, str, int]]:
         """``(kind, path, count)`` rows."""
-        rows = []
-        for name in self.__slots__:
-            kind, _, path = name.partition("_")
-            rows.append((kind, path, getattr(self, name)))
-        return rows
+        return [(kind, path, n) for (kind, path), n in self.counts.items()]

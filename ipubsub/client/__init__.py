@@ -11,7 +11,8 @@ connection errors and 503s within a :class:`RetryPolicy`, and raise the
         msg = await client.receive("orders", timeout=5)
 """
 
-from .aio import AsyncClient, Replay, Subscription
+from .aio import AsyncClient
+from .iterators import Replay, Subscription
 from .retry import ClientStats, RetryPolicy, Unreachable
 from .sync import Client, SyncReplay, SyncSubscription
 from .wire import ClusterView, Member, ReceivedMessage, SendResult

@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 
 from ..errors import ReceiveTimeout, StreamReleased, Unavailable, error_from_response
+from .iterators import Replay, Subscription, positive
 from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
 from .routing import Router, parse_urls
 from .wire import (
@@ -30,7 +31,7 @@ from .wire import (
     whole_seconds,
 )
 
-__all__ = ["AsyncClient", "Replay", "Subscription"]
+__all__ = ["AsyncClient"]
 
 log = logging.getLogger("ipubsub.client")
 
@@ -184,6 +185,23 @@ class AsyncClient:
         """
         return await self._poll(stream, timeout, from_db=False, token=None)
 
+    async def read(self, stream: str, token: str | None = None, timeout: float = 30) -> ReceivedMessage | None:
+        """Read the next message of the durable log of ``stream`` after
+        ``token`` (``None``: the oldest alive), waiting up to ``timeout``
+        seconds (rounded up) for one; removes nothing.
+
+        Returns:
+            The message with the ``token`` that continues after it, or
+            ``None`` if there was none in time (424).
+
+        Raises:
+            PersistenceNotConfigured: the server has no storage (400).
+            InvalidToken: ``token`` is not one of this stream's (400).
+            StorageUnavailable: still 503 when the retries ran out.
+            Unreachable: no node could be reached within the retries.
+        """
+        return await self._poll(stream, timeout, from_db=True, token=token)
+
     def subscribe(self, stream: str, timeout: float = 30) -> Subscription:
         """An async iterator over the in-memory messages of ``stream``; it
         long-polls for up to ``timeout`` seconds at a time and polls again
@@ -192,7 +210,7 @@ class AsyncClient:
         Raises:
             ValueError: ``timeout`` is not positive.
         """
-        return Subscription(self, stream, _positive(timeout))
+        return Subscription(self, stream, positive(timeout))
 
     def replay(self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True) -> Replay:
         """An async iterator over the durable log of ``stream``, starting
@@ -208,7 +226,7 @@ class AsyncClient:
         Raises:
             ValueError: ``timeout`` is not positive.
         """
-        return Replay(self, stream, token, _positive(timeout), follow)
+        return Replay(self, stream, token, positive(timeout), follow)
 
     async def cluster(self) -> ClusterView:
         """A fresh view of the cluster from any node (also adopted for routing).
@@ -261,10 +279,7 @@ class AsyncClient:
         if self.router.refreshed_at is None:
             await self._refresh(force=True)
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        if poll_deadline is not None:
-            wait = max(0.0, poll_deadline - now)
-        attempts = Attempts(self.retry, now + wait + self.retry.max_total_seconds)
+        attempts = Attempts(self.retry)
         tried: set[str] = set()
         while True:
             self._refresh_in_background()
@@ -275,19 +290,21 @@ class AsyncClient:
             if attempts.count:
                 self.stats.retries += 1
             attempts.count += 1
+            started = loop.time()
             try:
                 status, answer, retry_after = await self._request(session, method, url + path, query, body, wait)
             except _CONNECTION_ERRORS as exc:
+                attempts.spent += loop.time() - started
                 self.stats.connection_errors += 1
                 attempts.failures[url] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.debug("%s %s failed: %s", method, url + path, attempts.failures[url])
                 self.router.mark_down(url)
                 tried.add(url)
                 await self._refresh(force=True)
-                if self.router.pick(stream, tried) is not None and attempts.can_retry(loop.time()):
+                if self.router.pick(stream, tried) is not None and attempts.can_retry():
                     continue  # another node, at once
                 delay = self.retry.backoff(attempts.waits)
-                if not attempts.can_retry(loop.time(), delay):
+                if not attempts.can_retry(delay):
                     raise Unreachable(_unreachable_text(attempts), attempts.failures) from None
                 await self._backoff(attempts, delay, tried)
                 continue
@@ -303,13 +320,14 @@ class AsyncClient:
                 self.stats.released += 1
             await self._refresh(force=True)
             delay = self.retry.backoff(attempts.waits, getattr(error, "retry_after", None))
-            if not attempts.can_retry(loop.time(), delay):
+            if not attempts.can_retry(delay):
                 raise error
             log.debug("%s %s answered %s (%s); retrying in %.2fs", method, url + path, status, error.code, delay)
             await self._backoff(attempts, delay, tried)
 
     async def _backoff(self, attempts: Attempts, delay: float, tried: set[str]) -> None:
         attempts.waits += 1
+        attempts.spent += delay
         tried.clear()
         await asyncio.sleep(delay)
 
@@ -384,77 +402,6 @@ class AsyncClient:
                     log.debug("ring is now %s (via %s)", ", ".join(view.ring_members), url)
                 return view
             return None
-
-
-class Subscription:
-    """Async iterator over the in-memory messages of one stream (see
-    :meth:`AsyncClient.subscribe`).  Ends when the client is closed."""
-
-    def __init__(self, client: AsyncClient, stream: str, timeout: float) -> None:
-        self.stream = stream
-        self.timeout = timeout
-        self._client = client
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ReceivedMessage:
-        """The next message, however many empty polls it takes.
-
-        Raises:
-            StopAsyncIteration: the client was closed.
-            Unavailable, Unreachable: a poll failed after its retries.
-        """
-        while not self._client.closed:
-            message = await self._client.receive(self.stream, self.timeout)
-            if message is not None:
-                return message
-        raise StopAsyncIteration
-
-
-class Replay:
-    """Async iterator over the durable log of one stream (see
-    :meth:`AsyncClient.replay`).
-
-    Attributes:
-        token: resume token after the last yielded message (the starting
-            token before the first); pass it to ``replay`` to continue.
-    """
-
-    def __init__(self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool) -> None:
-        self.stream = stream
-        self.token = token
-        self.timeout = timeout
-        self.follow = follow
-        self._client = client
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ReceivedMessage:
-        """The next persisted message, waiting for new ones when following.
-
-        Raises:
-            StopAsyncIteration: the end of the log (without ``follow``) or
-                the client was closed.
-            InvalidToken: the token is not one of this stream's.
-            PersistenceNotConfigured: the server has no storage.
-            Unavailable, Unreachable: a poll failed after its retries.
-        """
-        while not self._client.closed:
-            message = await self._client._poll(self.stream, self.timeout, from_db=True, token=self.token)
-            if message is not None:
-                self.token = message.token or self.token
-                return message
-            if not self.follow:
-                break
-        raise StopAsyncIteration
-
-
-def _positive(timeout: float) -> float:
-    if not timeout > 0:
-        raise ValueError(f"the poll timeout must be > 0 seconds, got {timeout!r}")
-    return timeout
 
 
 def _unreachable_text(attempts: Attempts) -> str:

@@ -26,8 +26,9 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: HTTP requests per call, first one included.
-        max_total_seconds: time a call may spend retrying, on top of its own
-            long-poll or blocking timeout.
+        max_total_seconds: time a call may spend on failed tries and waits
+            (time a node holds a call it then answers, such as a long poll,
+            does not count).
         initial_backoff_seconds: first wait.
         max_backoff_seconds: longest single wait.
     """
@@ -79,13 +80,20 @@ class Unreachable(IPubSubError):
 
 @dataclass(slots=True)
 class Attempts:
-    """The state of one call's retry loop."""
+    """The state of one call's retry loop.
+
+    ``spent`` counts the seconds that go to the retry budget: tries that
+    failed to get an answer, and waits.  Time a node spends holding a call
+    it then answers (a long poll, a blocking send) does not count.
+    """
 
     policy: RetryPolicy
-    deadline: float
     count: int = 0
     waits: int = 0
+    spent: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
 
-    def can_retry(self, now: float, delay: float = 0.0) -> bool:
-        return self.count < self.policy.max_attempts and now + delay <= self.deadline
+    def can_retry(self, delay: float = 0.0) -> bool:
+        """Whether one more try, after waiting ``delay`` seconds, fits the policy."""
+        policy = self.policy
+        return self.count < policy.max_attempts and self.spent + delay <= policy.max_total_seconds

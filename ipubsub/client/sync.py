@@ -13,7 +13,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Coroutine, Iterable, Iterator, Self, TypeVar
 
-from .aio import AsyncClient, Replay, Subscription
+from .aio import AsyncClient
+from .iterators import Replay, Subscription
 from .retry import ClientStats
 from .wire import ClusterView, ReceivedMessage, SendResult
 
@@ -74,6 +75,10 @@ class Client:
     def receive(self, stream: str, timeout: float = 30) -> ReceivedMessage | None:
         """Blocking :meth:`AsyncClient.receive`: the message, or ``None`` after ``timeout``."""
         return self._run(self._async.receive(stream, timeout))
+
+    def read(self, stream: str, token: str | None = None, timeout: float = 30) -> ReceivedMessage | None:
+        """Blocking :meth:`AsyncClient.read`: the next persisted message after ``token``."""
+        return self._run(self._async.read(stream, token, timeout))
 
     def subscribe(self, stream: str, timeout: float = 30) -> SyncSubscription:
         """An iterator over in-memory messages (see :meth:`AsyncClient.subscribe`)."""

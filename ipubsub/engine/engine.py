@@ -127,11 +127,7 @@ class Engine:
             SendTimeout: the stream has size 0 and no receiver is waiting.
             BufferFull: buffering would exceed the node's byte budget.
         """
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            stream = self._streams[stream_id] = Stream(stream_id, capacity)
-        elif stream.capacity is None:
-            stream.capacity = capacity
+        stream = self._stream_for_send(stream_id, capacity)
         if stream.live_receivers and self._hand_to_receiver(stream, msg):
             return
         cap = stream.capacity
@@ -160,11 +156,7 @@ class Engine:
         if timeout <= 0:
             self.send_nowait(stream_id, msg, capacity)
             return
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            stream = self._streams[stream_id] = Stream(stream_id, capacity)
-        elif stream.capacity is None:
-            stream.capacity = capacity
+        stream = self._stream_for_send(stream_id, capacity)
         if stream.live_receivers and self._hand_to_receiver(stream, msg):
             return
         cap = stream.capacity
@@ -347,6 +339,16 @@ class Engine:
         return evicted
 
     # -- internals -----------------------------------------------------------
+
+    def _stream_for_send(self, stream_id: str, capacity: int) -> Stream:
+        """The stream, created with ``capacity`` if new (or if only receivers
+        knew it so far); an existing stream keeps its size."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = Stream(stream_id, capacity)
+        elif stream.capacity is None:
+            stream.capacity = capacity
+        return stream
 
     def _hand_to_receiver(self, stream: Stream, msg: Message, *, count: bool = True) -> bool:
         fut = stream.next_receiver()

@@ -1,0 +1,248 @@
+"""The client commands of the ``ipubsub`` command line: ``send``, ``receive``,
+``tail`` and ``cluster``, on top of :class:`ipubsub.client.AsyncClient`.
+
+Exit codes: 0 ok; 2 usage (bad arguments, invalid MESSAGE_JSON); 3 nothing
+received in time; 4 the server rejected the call (or still answered 503
+after the retries); 5 no node could be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from .client import AsyncClient, RetryPolicy, Unreachable
+from .client.routing import parse_urls
+from .errors import IPubSubError
+
+__all__ = [
+    "DEFAULT_URL",
+    "EXIT_NOTHING",
+    "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "add_client_commands",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+EXIT_OK, EXIT_USAGE, EXIT_NOTHING, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 2, 3, 4, 5
+
+_EXIT_CODES = """\
+exit codes: 0 ok, 2 usage error, 3 nothing received in time, 4 rejected by the
+server (or still unavailable after retries), 5 no node reachable."""
+
+Work = Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]
+
+
+def add_client_commands(commands: Any) -> None:
+    """Add ``send``, ``receive``, ``tail`` and ``cluster`` to the
+    subcommands of the ``ipubsub`` parser (``add_subparsers()``'s result)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        type=_urls,
+        default=os.environ.get("IPUBSUB_URL") or DEFAULT_URL,
+        metavar="URL[,URL...]",
+        help="node URL(s), comma-separated; the client routes each call to the "
+        "stream's owner (default: $IPUBSUB_URL, else %s)" % DEFAULT_URL,
+    )
+    common.add_argument(
+        "--retry-seconds",
+        type=_non_negative,
+        default=15.0,
+        metavar="N",
+        help="how long to keep retrying unreachable nodes and 503 answers (default: 15)",
+    )
+
+    def add(name: str, help: str, description: str, examples: str, work: Work) -> argparse.ArgumentParser:
+        parser = commands.add_parser(
+            name,
+            parents=[common],
+            help=help,
+            description=description,
+            epilog=f"examples:\n{examples}\n\n{_EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(func=lambda args: _run(args, work))
+        return parser
+
+    send = add(
+        "send",
+        "send a message to a stream",
+        "Send MESSAGE_JSON (any JSON value) to STREAM and print the server's JSON answer "
+        "(messageUuid, and dbResumeToken with --persist).",
+        "  ipubsub send orders '{\"id\": 42, \"item\": \"book\"}'\n"
+        "  ipubsub send orders '\"plain text\"' --persist --ttl 3600\n"
+        "  echo '[1, 2, 3]' | ipubsub send numbers - --url http://10.0.0.1:8080,http://10.0.0.2:8080",
+        _send,
+    )
+    send.add_argument("stream", metavar="STREAM", help="stream id")
+    send.add_argument("message", metavar="MESSAGE_JSON", type=_json_value,
+                      help="the message as JSON (a string needs its quotes: '\"hi\"'); - reads stdin")
+    send.add_argument("--persist", action="store_true", help="also write it to the durable log (writeToDB)")
+    send.add_argument("--ttl", type=_positive_int, metavar="N", help="seconds a persisted message is kept")
+    send.add_argument("--size", type=_non_negative_int, metavar="N",
+                      help="in-memory stream size (server default 100; 0 = sync match)")
+    send.add_argument("--blocking-timeout", type=_non_negative_int, metavar="N",
+                      help="wait up to N s for room in the stream (or for a receiver with --size 0)")
+    send.add_argument("--uuid", metavar="U", help="messageUuid (default: a new uuid4)")
+
+    receive = add(
+        "receive",
+        "take the next message of a stream",
+        "Take the next in-memory message of STREAM, waiting up to --timeout seconds, and "
+        "print it as one JSON line (messageUuid, message, timestamp). Exits 3 if none came.",
+        "  ipubsub receive orders\n"
+        "  ipubsub receive orders --timeout 5 | jq .message",
+        _receive,
+    )
+    receive.add_argument("stream", metavar="STREAM", help="stream id")
+    receive.add_argument("--timeout", type=_non_negative_int, default=30, metavar="N",
+                         help="seconds to wait for a message (default: 30)")
+
+    tail = add(
+        "tail",
+        "follow the durable log of a stream",
+        "Print the persisted messages of STREAM, one JSON line each (messageUuid, message, "
+        "timestamp, dbResumeToken), then keep following new ones. Reading removes nothing. "
+        "Ctrl-C stops (exit 0); pass the last dbResumeToken to --from to resume after it.",
+        "  ipubsub tail orders\n"
+        "  ipubsub tail orders --from AUD4njlbZkIvAAAAAAAAAAGW1iyF",
+        _tail,
+    )
+    tail.add_argument("stream", metavar="STREAM", help="stream id")
+    tail.add_argument("--from", dest="token", metavar="TOKEN",
+                      help="resume after this dbResumeToken (default: the oldest message kept)")
+
+    add(
+        "cluster",
+        "show the cluster's members and ring",
+        "Show the members of the cluster, their state and whether they are in the hash "
+        "ring, as seen by the first node that answers.",
+        "  ipubsub cluster\n"
+        "  IPUBSUB_URL=http://10.0.0.1:8080 ipubsub cluster",
+        _cluster,
+    )
+
+
+# -- the commands ----------------------------------------------------------------
+
+
+async def _send(client: AsyncClient, args: argparse.Namespace) -> int:
+    result = await client.send(
+        args.stream,
+        args.message,
+        uuid=args.uuid,
+        size=args.size,
+        blocking_timeout=args.blocking_timeout,
+        persist=args.persist,
+        ttl=args.ttl,
+    )
+    _print_json(result.to_dict())
+    return EXIT_OK
+
+
+async def _receive(client: AsyncClient, args: argparse.Namespace) -> int:
+    message = await client.receive(args.stream, args.timeout)
+    if message is None:
+        print(f"ipubsub: nothing arrived on stream {args.stream!r} within {args.timeout} s", file=sys.stderr)
+        return EXIT_NOTHING
+    _print_json(message.to_dict())
+    return EXIT_OK
+
+
+async def _tail(client: AsyncClient, args: argparse.Namespace) -> int:
+    async for message in client.replay(args.stream, args.token):
+        _print_json(message.to_dict())
+    return EXIT_OK
+
+
+async def _cluster(client: AsyncClient, args: argparse.Namespace) -> int:
+    view = await client.cluster()
+    rows = [("NAME", "ADDRESS", "STATUS", "IN RING")]
+    rows += [(m.name, m.address, m.status, "yes" if m.name in view.ring_members else "no") for m in view.members]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(
+        f"\nring version {view.ring_version} (hash {view.ring_hash}): {len(view.ring_members)} "
+        f"of {len(view.members)} members, {view.virtual_nodes} virtual nodes each; "
+        f"cluster {view.cluster!r}, as seen by {view.node}"
+    )
+    return EXIT_OK
+
+
+# -- running and reporting -----------------------------------------------------
+
+
+def _run(args: argparse.Namespace, work: Work) -> int:
+    async def main() -> int:
+        retry = RetryPolicy(max_total_seconds=args.retry_seconds)
+        async with AsyncClient(args.url, retry=retry) as client:
+            return await work(client, args)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command == "tail" else 130
+    except BrokenPipeError:  # the reader went away (| head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
+    except Unreachable as exc:
+        print(f"ipubsub: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except IPubSubError as exc:
+        print(f"ipubsub: the server rejected the call: {exc.message} [{exc.code}]", file=sys.stderr)
+        return EXIT_REJECTED
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+# -- argument types ----------------------------------------------------------------
+
+
+def _urls(value: str) -> list[str]:
+    try:
+        return parse_urls(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _json_value(value: str) -> Any:
+    text = sys.stdin.read() if value == "-" else value
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text[:80]!r}") from None
+
+
+def _number(value: str, minimum: float, kind: type[int] | type[float]) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"want {what} >= {minimum:g}, got {value!r}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    return int(_number(value, 1, int))
+
+
+def _non_negative_int(value: str) -> int:
+    return int(_number(value, 0, int))
+
+
+def _non_negative(value: str) -> float:
+    return float(_number(value, 0, float))
