@@ -40,7 +40,7 @@ server (or still unavailable after retries), 5 no node reachable."""
 Work = Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]
 
 
-def add_client_commands(commands: Any) -> None:
+def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``send``, ``receive``, ``tail`` and ``cluster`` to the
     subcommands of the ``ipubsub`` parser (``add_subparsers()``'s result)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -61,7 +61,7 @@ def add_client_commands(commands: Any) -> None:
     )
 
     def add(name: str, help: str, description: str, examples: str, work: Work) -> argparse.ArgumentParser:
-        parser = commands.add_parser(
+        parser: argparse.ArgumentParser = commands.add_parser(
             name,
             parents=[common],
             help=help,

@@ -37,6 +37,8 @@ log = logging.getLogger("ipubsub.client")
 
 # Failures after which the same request may go to another node.
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+# ...of which these happen before the request reached the node.
+_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # A forced refresh (after an error) is skipped if one ran this recently.
 MIN_REFRESH_GAP_SECONDS = 0.2
 MAX_REFRESH_INTERVAL_SECONDS = 300.0
@@ -110,6 +112,7 @@ class AsyncClient:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called (calls then raise ``RuntimeError``)."""
         return self._closed
 
     async def close(self) -> None:
@@ -294,13 +297,16 @@ class AsyncClient:
             try:
                 status, answer, retry_after = await self._request(session, method, url + path, query, body, wait)
             except _CONNECTION_ERRORS as exc:
-                attempts.spent += loop.time() - started
+                # A poll cut after it reached the node (e.g. the node died
+                # mid-poll) used time it was entitled to: only the excess counts.
+                held = 0.0 if isinstance(exc, _CONNECT_ERRORS) else wait
+                attempts.spent += max(0.0, loop.time() - started - held)
                 self.stats.connection_errors += 1
                 attempts.failures[url] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.debug("%s %s failed: %s", method, url + path, attempts.failures[url])
                 self.router.mark_down(url)
                 tried.add(url)
-                await self._refresh(force=True)
+                await self._counted_refresh(attempts)
                 if self.router.pick(stream, tried) is not None and attempts.can_retry():
                     continue  # another node, at once
                 delay = self.retry.backoff(attempts.waits)
@@ -318,12 +324,19 @@ class AsyncClient:
                 self.stats.unavailable += 1
             else:
                 self.stats.released += 1
-            await self._refresh(force=True)
+            attempts.spent += max(0.0, loop.time() - started - wait)
+            await self._counted_refresh(attempts)
             delay = self.retry.backoff(attempts.waits, getattr(error, "retry_after", None))
             if not attempts.can_retry(delay):
                 raise error
             log.debug("%s %s answered %s (%s); retrying in %.2fs", method, url + path, status, error.code, delay)
             await self._backoff(attempts, delay, tried)
+
+    async def _counted_refresh(self, attempts: Attempts) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._refresh(force=True)
+        attempts.spent += loop.time() - started
 
     async def _backoff(self, attempts: Attempts, delay: float, tried: set[str]) -> None:
         attempts.waits += 1

@@ -13,9 +13,8 @@ if TYPE_CHECKING:
 __all__ = ["Replay", "Subscription", "positive"]
 
 
-class Subscription:
-    """Async iterator over the in-memory messages of one stream (see
-    :meth:`AsyncClient.subscribe`).  Ends when the client is closed."""
+class _Polls:
+    """What both iterators share: a client, a stream, a poll timeout."""
 
     def __init__(self, client: AsyncClient, stream: str, timeout: float) -> None:
         self.stream = stream
@@ -24,6 +23,11 @@ class Subscription:
 
     def __aiter__(self) -> Self:
         return self
+
+
+class Subscription(_Polls):
+    """Async iterator over the in-memory messages of one stream (see
+    :meth:`AsyncClient.subscribe`).  Ends when the client is closed."""
 
     async def __anext__(self) -> ReceivedMessage:
         """The next message, however many empty polls it takes.
@@ -39,7 +43,7 @@ class Subscription:
         raise StopAsyncIteration
 
 
-class Replay:
+class Replay(_Polls):
     """Async iterator over the durable log of one stream (see
     :meth:`AsyncClient.replay`).
 
@@ -49,14 +53,9 @@ class Replay:
     """
 
     def __init__(self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool) -> None:
-        self.stream = stream
+        super().__init__(client, stream, timeout)
         self.token = token
-        self.timeout = timeout
         self.follow = follow
-        self._client = client
-
-    def __aiter__(self) -> Self:
-        return self
 
     async def __anext__(self) -> ReceivedMessage:
         """The next persisted message, waiting for new ones when following.

@@ -26,9 +26,9 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: HTTP requests per call, first one included.
-        max_total_seconds: time a call may spend on failed tries and waits
-            (time a node holds a call it then answers, such as a long poll,
-            does not count).
+        max_total_seconds: time a call may spend on failed tries, membership
+            refreshes and waits; the time a node may legitimately hold the
+            call (its long-poll or blocking timeout) does not count.
         initial_backoff_seconds: first wait.
         max_backoff_seconds: longest single wait.
     """
@@ -82,9 +82,8 @@ class Unreachable(IPubSubError):
 class Attempts:
     """The state of one call's retry loop.
 
-    ``spent`` counts the seconds that go to the retry budget: tries that
-    failed to get an answer, and waits.  Time a node spends holding a call
-    it then answers (a long poll, a blocking send) does not count.
+    ``spent`` counts the seconds charged to the retry budget (see
+    :attr:`RetryPolicy.max_total_seconds`).
     """
 
     policy: RetryPolicy

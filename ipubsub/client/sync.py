@@ -8,19 +8,33 @@ whether or not the calling thread already runs a loop (as Jupyter's does).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Coroutine, Iterable, Iterator, Self, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, Iterable, Iterator, ParamSpec, Self, TypeVar
 
 from .aio import AsyncClient
 from .iterators import Replay, Subscription
 from .retry import ClientStats
-from .wire import ClusterView, ReceivedMessage, SendResult
+from .wire import ReceivedMessage
 
 __all__ = ["Client", "SyncReplay", "SyncSubscription"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]) -> Callable[Concatenate[Client, P], T]:
+    """A blocking :class:`Client` method running ``method`` on the client's
+    loop: same signature, promises and errors."""
+
+    @functools.wraps(method)
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._async, *args, **kwargs))
+
+    call.__doc__ = f"Blocking :meth:`AsyncClient.{method.__name__}`.\n\n{method.__doc__ or ''}"
+    return call
 
 
 class Client:
@@ -53,6 +67,7 @@ class Client:
 
     @property
     def stats(self) -> ClientStats:
+        """The counters of the underlying :class:`AsyncClient`."""
         return self._async.stats
 
     def close(self) -> None:
@@ -68,17 +83,11 @@ class Client:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    def send(self, stream: str, message: Any, **options: Any) -> SendResult:
-        """Blocking :meth:`AsyncClient.send` (same options, promises and errors)."""
-        return self._run(self._async.send(stream, message, **options))
-
-    def receive(self, stream: str, timeout: float = 30) -> ReceivedMessage | None:
-        """Blocking :meth:`AsyncClient.receive`: the message, or ``None`` after ``timeout``."""
-        return self._run(self._async.receive(stream, timeout))
-
-    def read(self, stream: str, token: str | None = None, timeout: float = 30) -> ReceivedMessage | None:
-        """Blocking :meth:`AsyncClient.read`: the next persisted message after ``token``."""
-        return self._run(self._async.read(stream, token, timeout))
+    send = _blocking(AsyncClient.send)
+    receive = _blocking(AsyncClient.receive)
+    read = _blocking(AsyncClient.read)
+    cluster = _blocking(AsyncClient.cluster)
+    refresh = _blocking(AsyncClient.refresh)
 
     def subscribe(self, stream: str, timeout: float = 30) -> SyncSubscription:
         """An iterator over in-memory messages (see :meth:`AsyncClient.subscribe`)."""
@@ -88,10 +97,6 @@ class Client:
         """An iterator over the durable log with a ``token`` to resume from
         (see :meth:`AsyncClient.replay`)."""
         return SyncReplay(self, self._async.replay(stream, token, timeout, follow=follow))
-
-    def cluster(self) -> ClusterView:
-        """Blocking :meth:`AsyncClient.cluster`."""
-        return self._run(self._async.cluster())
 
     def owner_url(self, stream: str) -> str | None:
         """See :meth:`AsyncClient.owner_url`."""
@@ -136,4 +141,5 @@ class SyncReplay(SyncSubscription):
 
     @property
     def token(self) -> str | None:
+        """Resume token after the last message returned (the start token before)."""
         return self._replay.token
