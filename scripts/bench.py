@@ -9,6 +9,9 @@ Modes:
   cluster  the pipe through the stream's owner versus through another node
            (the forwarding hop), given two node URLs.
   persist  persisted sends at 1, 16, 64 concurrent writers, then replay.
+  client   the pipe through ipubsub.client.AsyncClient (calls each stream's
+           owner) versus a plain aiohttp session sending everything to one
+           node (which forwards what it does not own): the hop the client saves.
   streams  N streams holding one small message each: server RSS per stream.
 
 The same harness runs against ``scripts/baseline_server.py`` (a trivial
@@ -384,6 +387,84 @@ async def node_name(url: str) -> str:
         conn.close()
 
 
+# -- client -------------------------------------------------------------------------------
+
+
+async def run_client_pipe(urls: list[str], pairs: int, duration: float, warmup: float, owner_aware: bool) -> PipeResult:
+    """Pairs of (send, receive) loops through a real aiohttp-based client."""
+    import aiohttp
+
+    from ipubsub.client import AsyncClient
+
+    run = uuid.uuid4().hex[:8]
+    names = [f"client-{run}-{i}" for i in range(pairs)]
+    result = PipeResult()
+    measuring = False
+    stop = False
+    credits = {s: asyncio.Semaphore(1) for s in names}
+    client = AsyncClient(urls) if owner_aware else None
+    session = aiohttp.ClientSession() if not owner_aware else None
+    target = urls[0]
+
+    async def send(stream: str) -> None:
+        if client is not None:
+            await client.send(stream, {"t": time.time_ns()})
+        else:
+            assert session is not None
+            body = {"streamId": stream, "message": {"t": time.time_ns()}}
+            async with session.post(f"{target}/api/v1/streams/send", json=body) as r:
+                await r.read()
+
+    async def receive(stream: str) -> dict[str, object] | None:
+        if client is not None:
+            got = await client.receive(stream, timeout=2)
+            return None if got is None else {"message": got.message}
+        assert session is not None
+        params = {"streamId": stream, "timeoutSeconds": "2"}
+        async with session.get(f"{target}/api/v1/streams/receive", params=params) as r:
+            return await r.json() if r.status == 200 else None
+
+    async def sender(stream: str) -> None:
+        while not stop:
+            await credits[stream].acquire()
+            t0 = time.perf_counter()
+            await send(stream)
+            if measuring:
+                result.sends += 1
+                result.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
+
+    async def receiver(stream: str) -> None:
+        while not stop:
+            got = await receive(stream)
+            if got is not None:
+                credits[stream].release()
+                if measuring:
+                    result.delivered += 1
+                    result.latencies_ms.append((time.time_ns() - got["message"]["t"]) / 1e6)  # type: ignore[index]
+            if measuring:
+                result.receives += 1
+
+    tasks = [asyncio.create_task(receiver(s)) for s in names] + [asyncio.create_task(sender(s)) for s in names]
+    await asyncio.sleep(warmup)
+    t0 = time.perf_counter()
+    measuring = True
+    await asyncio.sleep(duration)
+    measuring = False
+    result.seconds = time.perf_counter() - t0
+    stop = True
+    for credit in credits.values():
+        credit.release()
+    await asyncio.wait(tasks, timeout=5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if client is not None:
+        await client.close()
+    if session is not None:
+        await session.close()
+    return result
+
+
 # -- persist ------------------------------------------------------------------------------
 
 
@@ -486,6 +567,11 @@ def main() -> int:
     persist.add_argument("--duration", type=float, default=5.0)
     persist.add_argument("--replay-limit", type=int, default=20000)
     persist.add_argument("--label", default="")
+    client = sub.add_parser("client", help="owner-aware client versus one fixed node")
+    client.add_argument("--urls", required=True, help="comma-separated node URLs of one cluster")
+    client.add_argument("--pairs", type=int, default=32)
+    client.add_argument("--duration", type=float, default=8.0)
+    client.add_argument("--warmup", type=float, default=2.0)
     streams = sub.add_parser("streams", help="many idle streams holding one message each")
     streams.add_argument("--url", default="http://127.0.0.1:8080")
     streams.add_argument("--count", type=int, default=1_000_000)
@@ -520,6 +606,13 @@ def main() -> int:
                 res = runner.run(
                     run_pipe(url, url, args.pairs, args.duration, args.warmup, None, False, streams=streams)
                 )
+                out = res.report(label, False)
+                out["pairs"] = args.pairs
+                print(json.dumps(out))
+        elif args.mode == "client":
+            urls = args.urls.split(",")
+            for label, aware in (("client-owner-aware", True), ("plain-session-one-node", False)):
+                res = runner.run(run_client_pipe(urls, args.pairs, args.duration, args.warmup, aware))
                 out = res.report(label, False)
                 out["pairs"] = args.pairs
                 print(json.dumps(out))
