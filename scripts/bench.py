@@ -182,6 +182,42 @@ class PipeResult:
         return out
 
 
+class Window:
+    """Flags the load loops read: measure only inside the window, then stop."""
+
+    measuring = False
+    stop = False
+
+
+async def run_window(
+    window: Window,
+    tasks: list[asyncio.Task[None]],
+    credits: dict[str, asyncio.Semaphore],
+    warmup: float,
+    duration: float,
+    pid: int | None,
+    result: PipeResult,
+) -> None:
+    """Warm up, measure for ``duration`` (server CPU too), then stop the loops."""
+    await asyncio.sleep(warmup)
+    cpu0 = proc_cpu_seconds(pid)
+    t0 = time.perf_counter()
+    window.measuring = True
+    await asyncio.sleep(duration)
+    window.measuring = False
+    result.seconds = time.perf_counter() - t0
+    cpu1 = proc_cpu_seconds(pid)
+    if cpu0 is not None and cpu1 is not None:
+        result.cpu_seconds = cpu1 - cpu0
+    window.stop = True
+    for credit in credits.values():
+        credit.release()
+    await asyncio.wait(tasks, timeout=5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_pipe(
     send_url: str,
     receive_url: str,
@@ -202,15 +238,14 @@ async def run_pipe(
     run = uuid.uuid4().hex[:8]
     names = streams or [f"bench-{run}-{i}" for i in range(pairs)]
     result = PipeResult()
-    measuring = False
-    stop = False
+    flags = Window()
     credits = {s: asyncio.Semaphore(window) for s in names}
 
     async def sender(stream: str) -> None:
         conn = await Connection.open(su.hostname or "127.0.0.1", su.port or 80)
         credit = credits[stream]
         try:
-            while not stop:
+            while not flags.stop:
                 if not baseline:
                     await credit.acquire()
                 body = (
@@ -219,7 +254,7 @@ async def run_pipe(
                 )
                 t0 = time.perf_counter()
                 status, _ = await conn.request(post_request(su.netloc, "/api/v1/streams/send", body))
-                if measuring:
+                if flags.measuring:
                     result.sends += 1
                     result.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
                     if status != 200:
@@ -232,11 +267,11 @@ async def run_pipe(
         req = get_request(ru.netloc, "/api/v1/streams/receive", {"streamId": stream, "timeoutSeconds": "2"})
         credit = credits[stream]
         try:
-            while not stop:
+            while not flags.stop:
                 status, body = await conn.request(req)
                 if status == 200 and not baseline:
                     credit.release()
-                if not measuring:
+                if not flags.measuring:
                     continue
                 result.receives += 1
                 if status == 200:
@@ -251,23 +286,7 @@ async def run_pipe(
 
     tasks = [asyncio.create_task(receiver(s)) for s in names]
     tasks += [asyncio.create_task(sender(s)) for s in names]
-    await asyncio.sleep(warmup)
-    cpu0 = proc_cpu_seconds(pid)
-    t0 = time.perf_counter()
-    measuring = True
-    await asyncio.sleep(duration)
-    measuring = False
-    result.seconds = time.perf_counter() - t0
-    cpu1 = proc_cpu_seconds(pid)
-    if cpu0 is not None and cpu1 is not None:
-        result.cpu_seconds = cpu1 - cpu0
-    stop = True
-    for credit in credits.values():
-        credit.release()
-    await asyncio.wait(tasks, timeout=5)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await run_window(flags, tasks, credits, warmup, duration, pid, result)
     return result
 
 
@@ -399,8 +418,7 @@ async def run_client_pipe(urls: list[str], pairs: int, duration: float, warmup: 
     run = uuid.uuid4().hex[:8]
     names = [f"client-{run}-{i}" for i in range(pairs)]
     result = PipeResult()
-    measuring = False
-    stop = False
+    flags = Window()
     credits = {s: asyncio.Semaphore(1) for s in names}
     client = AsyncClient(urls) if owner_aware else None
     session = aiohttp.ClientSession() if not owner_aware else None
@@ -425,39 +443,27 @@ async def run_client_pipe(urls: list[str], pairs: int, duration: float, warmup: 
             return await r.json() if r.status == 200 else None
 
     async def sender(stream: str) -> None:
-        while not stop:
+        while not flags.stop:
             await credits[stream].acquire()
             t0 = time.perf_counter()
             await send(stream)
-            if measuring:
+            if flags.measuring:
                 result.sends += 1
                 result.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
 
     async def receiver(stream: str) -> None:
-        while not stop:
+        while not flags.stop:
             got = await receive(stream)
             if got is not None:
                 credits[stream].release()
-                if measuring:
+                if flags.measuring:
                     result.delivered += 1
                     result.latencies_ms.append((time.time_ns() - got["message"]["t"]) / 1e6)  # type: ignore[index]
-            if measuring:
+            if flags.measuring:
                 result.receives += 1
 
     tasks = [asyncio.create_task(receiver(s)) for s in names] + [asyncio.create_task(sender(s)) for s in names]
-    await asyncio.sleep(warmup)
-    t0 = time.perf_counter()
-    measuring = True
-    await asyncio.sleep(duration)
-    measuring = False
-    result.seconds = time.perf_counter() - t0
-    stop = True
-    for credit in credits.values():
-        credit.release()
-    await asyncio.wait(tasks, timeout=5)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await run_window(flags, tasks, credits, warmup, duration, None, result)
     if client is not None:
         await client.close()
     if session is not None:
@@ -476,14 +482,14 @@ async def run_persist(url: str, writers: int, duration: float, replay_limit: int
     count = 0
     errors = 0
     lat: list[float] = []
-    stop = False
+    flags = Window()
 
     async def writer(k: int) -> None:
         nonlocal count, errors
         conn = await Connection.open(host, port)
         n = 0
         try:
-            while not stop:
+            while not flags.stop:
                 body = json.dumps(
                     {"streamId": stream, "messageUuid": f"{k}-{n}", "message": {"k": k, "n": n}, "writeToDB": True, "dbTTLSeconds": 3600}
                 ).encode()
@@ -501,7 +507,7 @@ async def run_persist(url: str, writers: int, duration: float, replay_limit: int
     tasks = [asyncio.create_task(writer(k)) for k in range(writers)]
     t0 = time.perf_counter()
     await asyncio.sleep(duration)
-    stop = True
+    flags.stop = True
     await asyncio.gather(*tasks, return_exceptions=True)
     write_seconds = time.perf_counter() - t0
     # Replay the stream from the start, one long poll per message.
