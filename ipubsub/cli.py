@@ -71,7 +71,7 @@ def _loop_runner(config: Config) -> asyncio.Runner:
             import uvloop
         except ImportError:
             if choice == "uvloop":
-                raise SystemExit("ipubsub: event_loop uvloop needs: pip install 'ipubsub[speed]'")
+                raise SystemExit("ipubsub: event_loop uvloop needs: pip install 'ipubsub[speed]'") from None
         else:
             return asyncio.Runner(loop_factory=uvloop.new_event_loop)
     return asyncio.Runner()

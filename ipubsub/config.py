@@ -61,7 +61,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class NodeConfig(_Section):
+class NodeConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """This node: its unique name, where it listens and how peers reach it."""
 
     name: NonEmptyStr = "node-1"
@@ -78,7 +78,7 @@ class NodeConfig(_Section):
             msgspec.structs.force_setattr(self, "advertise", self.listen)
 
 
-class ClusterConfig(_Section):
+class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Membership: seeds to join through and failure-detection timings."""
 
     name: NonEmptyStr = "local"
@@ -101,13 +101,13 @@ class ClusterConfig(_Section):
             raise ValueError("dead_after_seconds must be >= suspect_after_seconds")
 
 
-class HashRingConfig(_Section):
+class HashRingConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Consistent-hash ring shape; every node of a cluster must agree on it."""
 
     virtual_nodes: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 160
 
 
-class MatchConfig(_Section):
+class MatchConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Long-poll timeouts and idle-stream eviction."""
 
     receive_default_timeout_seconds: NonNegativeInt = 30
@@ -122,7 +122,7 @@ class MatchConfig(_Section):
             )
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Size limits: per request, per stream and for the whole node."""
 
     max_message_bytes: Annotated[int, msgspec.Meta(ge=64)] = 1 * MIB
@@ -137,24 +137,24 @@ class LimitsConfig(_Section):
             raise ValueError("max_buffered_bytes must be >= max_stream_bytes")
 
 
-class SqliteConfig(_Section):
+class SqliteConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: NonEmptyStr = "./ipubsub-data/ipubsub.db"
     table: NonEmptyStr = "ipubsub_messages"
 
 
-class PostgresConfig(_Section):
+class PostgresConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     dsn: NonEmptyStr = "postgresql://postgres@127.0.0.1:5432/test"
     table: NonEmptyStr = "ipubsub_messages"
     pool_size: PositiveInt = 8
 
 
-class MysqlConfig(_Section):
+class MysqlConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     dsn: NonEmptyStr = "mysql://root@127.0.0.1:3306/test"
     table: NonEmptyStr = "ipubsub_messages"
     pool_size: PositiveInt = 8
 
 
-class CassandraConfig(_Section):
+class CassandraConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     hosts: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1"])
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9042
     keyspace: NonEmptyStr = "ipubsub"
@@ -164,7 +164,7 @@ class CassandraConfig(_Section):
     password: str = ""
 
 
-class MongodbConfig(_Section):
+class MongodbConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: NonEmptyStr = "mongodb://127.0.0.1:27017"
     database: NonEmptyStr = "ipubsub"
     collection: NonEmptyStr = "messages"
@@ -173,7 +173,7 @@ class MongodbConfig(_Section):
 StorageBackend = Literal["none", "sqlite", "postgres", "mysql", "cassandra", "mongodb"]
 
 
-class StorageConfig(_Section):
+class StorageConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Durable log backend for ``writeToDB`` messages and its tuning."""
 
     backend: StorageBackend = "sqlite"
@@ -190,13 +190,13 @@ class StorageConfig(_Section):
     mongodb: MongodbConfig = msgspec.field(default_factory=MongodbConfig)
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
     access_log: bool = False
 
 
-class Config(_Section):
+class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole node configuration. ``Config()`` is a working single node."""
 
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)

@@ -6,7 +6,7 @@ Stream ids never appear in labels: their number is unbounded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -25,7 +25,7 @@ class RequestMetrics:
     """Requests by route and status with their latency."""
 
     def __init__(self) -> None:
-        self.by_route: dict[tuple[str, str], LatencyHistogram] = {}
+        self.by_route: dict[tuple[str, ...], LatencyHistogram] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, str(status))
@@ -35,7 +35,9 @@ class RequestMetrics:
         hist.observe(seconds)
 
 
-def _histogram(name: str, doc: str, labels: list[str], series: dict[tuple[str, ...], LatencyHistogram]) -> HistogramMetricFamily:
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Mapping[tuple[str, ...], LatencyHistogram]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=labels)
     for values, hist in sorted(series.items()):
         family.add_metric(list(values), hist.cumulative(), hist.total)

@@ -10,6 +10,7 @@ from aiohttp import web
 from ..errors import NotFound
 from .errors import json_response
 from .middleware import Handler, make_wrapper
+from .openapi import add_openapi_routes
 from .routes import PublicRoutes
 
 if TYPE_CHECKING:
@@ -32,10 +33,15 @@ def build_app(node: Node) -> web.Application:
     methods: dict[str, list[str]] = {}
 
     def add(method: str, path: str, handler: Handler) -> None:
-        app.router.add_route(method, path, wrap(handler, path))
+        wrapped = wrap(handler, path)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD
+        else:
+            app.router.add_route(method, path, wrapped)
         methods.setdefault(path, []).append(method)
 
     PublicRoutes(node).add_to(add)
+    add_openapi_routes(add)
     for group in node.http_extensions():
         group(add)
 

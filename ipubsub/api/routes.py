@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import SERVICE_NAME, __version__
-from ..commands import Delivery, Relayed, SendResult
+from ..commands import Relayed
 from .errors import json_response
 from .wire import check_stream_id, encode_delivery, encode_send_result, parse_receive, parse_send
 
@@ -59,9 +59,9 @@ class PublicRoutes:
         result = await self._node.send(
             cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
         )
-        if type(result) is SendResult:
-            return web.Response(body=encode_send_result(result), content_type=_JSON)
-        return relayed_response(result)
+        if isinstance(result, Relayed):
+            return relayed_response(result)
+        return web.Response(body=encode_send_result(result), content_type=_JSON)
 
     async def receive(self, request: web.Request) -> web.Response:
         cmd = parse_receive(request.query, self._config)
@@ -72,9 +72,9 @@ class PublicRoutes:
             poll_id=headers.get(POLL_ID_HEADER),
             request_id=headers.get(REQUEST_ID_HEADER),
         )
-        if type(result) is Delivery:
-            return web.Response(body=encode_delivery(result), content_type=_JSON)
-        return relayed_response(result)
+        if isinstance(result, Relayed):
+            return relayed_response(result)
+        return web.Response(body=encode_delivery(result), content_type=_JSON)
 
     async def owner(self, request: web.Request) -> web.Response:
         stream_id = check_stream_id(request.query.get("streamId"))

@@ -81,6 +81,11 @@ class _UuidSource:
         self._pool = b""
         self._offset = 0
 
+    def reset(self) -> None:
+        """Forget the pooled entropy (a forked child must not reuse it)."""
+        self._pool = b""
+        self._offset = 0
+
     def __call__(self) -> str:
         offset = self._offset
         if offset >= len(self._pool):
@@ -96,4 +101,4 @@ class _UuidSource:
 
 new_uuid = _UuidSource()
 # A forked child must not hand out the parent's remaining ids.
-os.register_at_fork(after_in_child=lambda: new_uuid.__init__())
+os.register_at_fork(after_in_child=new_uuid.reset)

@@ -35,8 +35,20 @@ class EngineStats:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.buffered_messages = 0
+        self.buffered_bytes = 0
+        self.waiting_receivers = 0
+        self.blocked_senders = 0
+        self.accepted_total = 0
+        self.delivered_total = 0
+        self.dropped_total = 0
+        self.receive_timeouts_total = 0
+        self.send_timeouts_total = 0
+        self.requeued_total = 0
+        self.released_total = 0
+        self.evicted_streams_total = 0
+        self.handed_in_total = 0
+        self.handed_out_total = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

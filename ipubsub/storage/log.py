@@ -96,9 +96,8 @@ class DurableLog:
                 fut.set_exception(StorageUnavailable("the node is shutting down"))
         self._pending.clear()
         for waiters in self._readers.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            for waiter in waiters:
+                _wake(waiter)
         await self.store.close()
 
     def describe(self) -> dict[str, Any]:
