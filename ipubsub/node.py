@@ -31,6 +31,9 @@ __all__ = ["Node"]
 
 log = logging.getLogger("ipubsub.node")
 
+# How long start() waits for the database before serving without it.
+STORAGE_STARTUP_WAIT_SECONDS = 2.0
+
 
 class Node:
     """One ipubsub node.
@@ -71,6 +74,10 @@ class Node:
         if self.log is not None:
             await self.log.start()
             self._warn_if_local_storage_in_cluster()
+            # A reachable database is normally open before we serve; one that
+            # is down does not stop the node (persisted calls answer 503).
+            if not await self.log.wait_up(STORAGE_STARTUP_WAIT_SECONDS):
+                log.warning("starting without storage: %s", self.log.last_error or "still connecting")
         await self.cluster.start()
         self.state = "running"
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())

@@ -7,8 +7,14 @@ the ceiling any aiohttp-based server can reach on this machine.
 ``POST /api/v1/streams/send`` reads the body and answers a constant JSON;
 ``GET /api/v1/streams/receive`` answers a constant message at once, or, with
 ``--hold``, parks the request on a bare future until ``/release`` (a naive
-long poll, for the memory baseline of waiting polls).  Same settings as
-ipubsub: uvloop, no access log, handler cancellation on.
+long poll, for the memory baseline of waiting polls).
+
+With ``--naive-queue`` it is instead the simplest real matcher one would
+write with aiohttp: a dict of deques of messages and of waiting futures, the
+body parsed with ``json``, no validation, no limits, no cleanup of streams
+(the "naive aiohttp queue" reference of docs/benchmarks.md).
+
+Same settings as ipubsub: uvloop, no access log, handler cancellation on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,55 @@ RECEIVE_REPLY = (
     b'{"messageUuid":"00000000-0000-4000-8000-000000000000","message":{"t":0},'
     b'"timestamp":"2026-01-01T00:00:00.000000Z"}'
 )
+
+
+def build_naive_queue_app() -> web.Application:
+    import json
+    from collections import defaultdict, deque
+
+    messages: defaultdict[str, deque[object]] = defaultdict(deque)
+    waiting: defaultdict[str, deque[asyncio.Future[object]]] = defaultdict(deque)
+
+    async def send(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        stream, message = body["streamId"], body["message"]
+        waiters = waiting[stream]
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(message)
+                break
+        else:
+            messages[stream].append(message)
+        return web.Response(body=SEND_REPLY, content_type="application/json")
+
+    async def receive(request: web.Request) -> web.Response:
+        stream = request.query["streamId"]
+        queue = messages[stream]
+        if queue:
+            message = queue.popleft()
+        else:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[object] = loop.create_future()
+            waiting[stream].append(fut)
+            handle = loop.call_later(float(request.query.get("timeoutSeconds", "30")), fut.cancel)
+            try:
+                message = await fut
+            except asyncio.CancelledError:
+                return web.Response(status=424, body=b'{"error":"timeout"}', content_type="application/json")
+            finally:
+                handle.cancel()
+        reply = {"messageUuid": "x", "message": message, "timestamp": "2026-01-01T00:00:00.000000Z"}
+        return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/streams/send", send)
+    app.router.add_get("/api/v1/streams/receive", receive)
+    app.router.add_get("/health", health)
+    return app
 
 
 def build_app(hold: bool) -> web.Application:
@@ -57,8 +112,9 @@ def build_app(hold: bool) -> web.Application:
     return app
 
 
-async def serve(port: int, hold: bool) -> None:
-    runner = web.AppRunner(build_app(hold), handler_cancellation=True, access_log=None)
+async def serve(port: int, hold: bool, naive_queue: bool) -> None:
+    app = build_naive_queue_app() if naive_queue else build_app(hold)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
     await site.start()
@@ -72,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=18090)
     parser.add_argument("--hold", action="store_true", help="park receives until POST /release")
+    parser.add_argument("--naive-queue", action="store_true", help="a minimal real matcher instead")
     args = parser.parse_args()
     try:
         import uvloop
@@ -81,7 +138,7 @@ def main() -> None:
         runner = asyncio.Runner()
     with runner:
         try:
-            runner.run(serve(args.port, args.hold))
+            runner.run(serve(args.port, args.hold, args.naive_queue))
         except KeyboardInterrupt:
             pass
 

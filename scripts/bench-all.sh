@@ -50,6 +50,10 @@ taskset -c "$SERVER_CPU" "$PY" scripts/baseline_server.py --port 18090 & BP=$!; 
 wait_http http://127.0.0.1:18090
 bench pipe --url http://127.0.0.1:18090 --pid "$BP" --baseline --pairs 64 --duration 10 | tee "$OUT/pipe-baseline.json"
 stop_pid "$BP"
+taskset -c "$SERVER_CPU" "$PY" scripts/baseline_server.py --port 18090 --naive-queue & BP=$!; PIDS+=($BP)
+wait_http http://127.0.0.1:18090
+bench pipe --url http://127.0.0.1:18090 --pid "$BP" --pairs 64 --duration 10 --label naive-queue | tee "$OUT/pipe-naive-queue.json"
+stop_pid "$BP"
 taskset -c "$SERVER_CPU" "$PY" scripts/baseline_server.py --port 18090 --hold & BP=$!; PIDS+=($BP)
 wait_http http://127.0.0.1:18090
 bench idle --url http://127.0.0.1:18090 --pid "$BP" --baseline --polls 8000 | tee "$OUT/idle-baseline.json"

@@ -42,10 +42,12 @@ def test_single_node_modes(procs: ProcessPool, tmp_path: Path) -> None:
     assert all(r["persisted_msg_per_s"] > 0 and r["errors"] == 0 and r["replayed"] > 0 for r in rows)
 
 
-def test_baseline_server_is_driven_by_the_same_harness(procs: ProcessPool) -> None:
+@pytest.mark.parametrize("naive_queue", [False, True], ids=["trivial", "naive-queue"])
+def test_baseline_servers_are_driven_by_the_same_harness(naive_queue: bool) -> None:
     port = free_port()
+    flags = ["--naive-queue"] if naive_queue else []
     baseline = subprocess.Popen(
-        [sys.executable, str(BENCH.parent / "baseline_server.py"), "--port", str(port)],
+        [sys.executable, str(BENCH.parent / "baseline_server.py"), "--port", str(port), *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -60,9 +62,10 @@ def test_baseline_server_is_driven_by_the_same_harness(procs: ProcessPool) -> No
             except OSError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        [pipe] = bench("pipe", "--url", f"http://127.0.0.1:{port}", "--pid", str(baseline.pid), "--baseline",
+        mode = [] if naive_queue else ["--baseline"]
+        [pipe] = bench("pipe", "--url", f"http://127.0.0.1:{port}", "--pid", str(baseline.pid), *mode,
                        "--pairs", "4", "--duration", "1", "--warmup", "0.2")
-        assert pipe["msg_per_s"] > 0 and pipe["cpu_us_per_request"] > 0
+        assert pipe["msg_per_s"] > 0 and pipe["cpu_us_per_request"] > 0 and pipe["errors"] == 0
     finally:
         baseline.kill()
         baseline.wait(5)
