@@ -125,7 +125,7 @@ class NodeMetrics:
 
     def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_NodeCollector(node))  # type: ignore[arg-type]
+        self.registry.register(_NodeCollector(node))
         ProcessCollector(registry=self.registry)
 
     def add_to(self, add: Callable[[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], None]) -> None:

@@ -55,7 +55,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_la
 def status_of(exc: IPubSubError) -> int:
     """The HTTP status for a domain error (most specific class wins)."""
     for cls in type(exc).__mro__:
-        status = STATUS_BY_ERROR.get(cls)  # type: ignore[call-overload]
+        status = STATUS_BY_ERROR.get(cls)
         if status is not None:
             return status
     return 500

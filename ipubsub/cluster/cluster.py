@@ -118,7 +118,7 @@ class Cluster:
     async def _forward(self, owner: str, stream_id: str, call: Callable[[str], Any]) -> Relayed | None:
         for attempt in (1, 2):
             try:
-                return await call(self.membership.ring.address(owner))  # type: ignore[no-any-return]
+                return await call(self.membership.ring.address(owner))
             except (PeerUnreachable, KeyError) as exc:
                 self.membership.mark_suspect(owner)
                 new_owner = self.owner(stream_id)

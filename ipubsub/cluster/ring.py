@@ -42,7 +42,7 @@ class Ring:
             return self._single
         if self._ring is None:
             return None
-        return self._ring.get_node(stream_id)  # type: ignore[no-any-return]
+        return self._ring.get_node(stream_id)
 
     def address(self, name: str) -> str:
         """Advertised address of a member.

@@ -146,7 +146,7 @@ class Stream:
         """Pop the longest-waiting pending receiver, skipping departed ones."""
         q = self.receivers
         while q:
-            fut = q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
+            fut = q.pop(0) if type(q) is list else q.popleft()
             if not fut.done():
                 return fut
         return None
@@ -155,7 +155,7 @@ class Stream:
         """Pop the longest-blocked pending sender, skipping departed ones."""
         q = self.senders
         while q:
-            entry = q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
+            entry = q.pop(0) if type(q) is list else q.popleft()
             if not entry[0].done():
                 return entry
         return None
@@ -167,7 +167,7 @@ class Stream:
             fut, msg = q[0]
             if not fut.done():
                 return msg
-            q.pop(0) if type(q) is list else q.popleft()  # type: ignore[union-attr]
+            q.pop(0) if type(q) is list else q.popleft()
         return None
 
     def compact(self) -> None:
@@ -177,7 +177,7 @@ class Stream:
             if self.live_receivers == 0:
                 self.receivers = None
             elif len(q) > 2 * self.live_receivers + 16:
-                self.receivers = deque(f for f in q if not f.done())  # type: ignore[assignment]
+                self.receivers = deque(f for f in q if not f.done())
         s = self.senders
         if s is not None:
             if self.live_senders == 0:

@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from ..config import CassandraConfig
 from ..errors import StorageUnavailable
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
-from .sql import BatchPlan, check_identifier, guard
+from .common import BatchPlan, check_identifier, guard
 
 __all__ = ["CassandraStore"]
 

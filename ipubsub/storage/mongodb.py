@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from ..config import MongodbConfig
 from ..errors import StorageUnavailable
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
-from .sql import BatchPlan, guard, url_location, url_password
+from .common import BatchPlan, guard, url_location, url_password
 
 __all__ = ["MongodbStore"]
 

@@ -27,7 +27,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the mysql backend needs aiomysql: pip install 'ipubsub[mysql]'") from exc
 
 from ..config import ConfigError, MysqlConfig
-from .sql import SqlConnection, SqlStore, url_location, url_password
+from .common import url_location, url_password
+from .sql import SqlConnection, SqlStore
 
 __all__ = ["MysqlStore", "parse_mysql_dsn"]
 
@@ -67,7 +68,7 @@ class _Connection:
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
         await self._cursor.execute(sql, args or None)
-        return await self._cursor.fetchall()  # type: ignore[no-any-return]
+        return await self._cursor.fetchall()
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         await self._cursor.execute(sql, args or None)

@@ -21,7 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the postgres backend needs asyncpg: pip install 'ipubsub[postgres]'") from exc
 
 from ..config import PostgresConfig
-from .sql import SqlConnection, SqlStore, url_location, url_password
+from .common import url_location, url_password
+from .sql import SqlConnection, SqlStore
 
 __all__ = ["PostgresStore"]
 
@@ -35,7 +36,7 @@ class _Connection:
         self._con = con
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
-        return await self._con.fetch(sql, *args)  # type: ignore[no-any-return]
+        return await self._con.fetch(sql, *args)
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         status = await self._con.execute(sql, *args)
