@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Run every benchmark of docs/benchmarks.md on this machine, servers pinned to
 # CPU 0 and the load generator (scripts/bench.py) to CPU 1.
-#   scripts/bench-all.sh [OUT_DIR]        (default: bench-results/)
+#   scripts/bench-all.sh [OUT_DIR [SECTION...]]   (default: bench-results/, all sections)
+# Sections: pipe memory cluster persist.
 # Needs: taskset, the package installed with '.[speed,postgres,mysql]' in the
 # Python on PATH (or PYTHON=...), PostgreSQL and MariaDB for the persist runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-bench-results}
+shift || true
+SECTIONS=${*:-pipe memory cluster persist}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 mkdir -p "$OUT"
@@ -49,7 +53,8 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # minutes, so the single-node pipe runs in interleaved rounds and the summary
 # takes medians: trivial endpoint, naive aiohttp queue, ipubsub, again.
 ROUNDS=${ROUNDS:-3}
-rm -f "$OUT/pipe.jsonl" "$OUT/idle.jsonl"
+if want pipe; then
+rm -f "$OUT/pipe.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
   echo "== pipe round $round: trivial endpoint, naive queue, ipubsub" >&2
   taskset -c "$SERVER_CPU" "$PY" scripts/baseline_server.py --port 18090 & BP=$!; PIDS+=($BP)
@@ -66,6 +71,10 @@ for round in $(seq 1 "$ROUNDS"); do
   stop_pid "$NP"
 done
 
+fi
+
+if want memory; then
+rm -f "$OUT/idle.jsonl"
 echo "== waiting long polls and idle streams" >&2
 taskset -c "$SERVER_CPU" "$PY" scripts/baseline_server.py --port 18090 --hold & BP=$!; PIDS+=($BP)
 wait_http http://127.0.0.1:18090
@@ -78,6 +87,9 @@ start_node bench1 18100 "{backend: none}"; NP=$LAST_PID
 bench streams --url http://127.0.0.1:18100 --pid "$NP" --count 1000000 | tee "$OUT/streams.json"
 stop_pid "$NP"
 
+fi
+
+if want cluster; then
 echo "== cluster: direct to the owner versus forwarded" >&2
 SEEDS='"127.0.0.1:18111", "127.0.0.1:18112", "127.0.0.1:18113"'
 start_node c1 18111 "{backend: none}" "$SEEDS"
@@ -89,6 +101,9 @@ bench client --urls http://127.0.0.1:18111,http://127.0.0.1:18112,http://127.0.0
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 sleep 1
 
+fi
+
+if want persist; then
 echo "== persistence" >&2
 for backend in sqlite postgres mysql; do
   case $backend in
@@ -99,7 +114,9 @@ for backend in sqlite postgres mysql; do
   start_node "p-$backend" 18120 "$storage"; NP=$LAST_PID
   sleep 1
   bench persist --url http://127.0.0.1:18120 --writers 1 16 64 --duration 5 --label "$backend" | tee "$OUT/persist-$backend.json"
+  bench persist --url http://127.0.0.1:18120 --writers 64 --streams 64 --duration 5 --label "$backend" | tee -a "$OUT/persist-$backend.json"
   stop_pid "$NP"
 done
+fi
 "$PY" scripts/bench_summary.py "$OUT"
 echo "results in $OUT/" >&2

@@ -473,24 +473,29 @@ async def run_client_pipe(urls: list[str], pairs: int, duration: float, warmup: 
 # -- persist ------------------------------------------------------------------------------
 
 
-async def run_persist(url: str, writers: int, duration: float, replay_limit: int) -> dict[str, object]:
+async def run_persist(
+    url: str, writers: int, duration: float, replay_limit: int, streams: int = 1
+) -> dict[str, object]:
     u = urllib.parse.urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     run = uuid.uuid4().hex[:8]
     stream = f"persist-{run}-{writers}"
+    names = [stream] if streams <= 1 else [f"{stream}-{i}" for i in range(streams)]
     count = 0
+    first_stream_count = 0
     errors = 0
     lat: list[float] = []
     flags = Window()
 
     async def writer(k: int) -> None:
-        nonlocal count, errors
+        nonlocal count, errors, first_stream_count
         conn = await Connection.open(host, port)
         n = 0
         try:
             while not flags.stop:
                 body = json.dumps(
-                    {"streamId": stream, "messageUuid": f"{k}-{n}", "message": {"k": k, "n": n}, "writeToDB": True, "dbTTLSeconds": 3600}
+                    {"streamId": names[k % len(names)], "messageUuid": f"{k}-{n}", "message": {"k": k, "n": n},
+                     "writeToDB": True, "dbTTLSeconds": 3600}
                 ).encode()
                 n += 1
                 t0 = time.perf_counter()
@@ -498,6 +503,7 @@ async def run_persist(url: str, writers: int, duration: float, replay_limit: int
                 lat.append((time.perf_counter() - t0) * 1000)
                 if status == 200:
                     count += 1
+                    first_stream_count += k % len(names) == 0
                 else:
                     errors += 1
         finally:
@@ -509,14 +515,14 @@ async def run_persist(url: str, writers: int, duration: float, replay_limit: int
     flags.stop = True
     await asyncio.gather(*tasks, return_exceptions=True)
     write_seconds = time.perf_counter() - t0
-    # Replay the stream from the start, one long poll per message.
+    # Replay (the first) stream from the start, one long poll per message.
     conn = await Connection.open(host, port)
     token: str | None = None
     read = 0
     t1 = time.perf_counter()
     try:
-        while read < min(count, replay_limit):
-            query = {"streamId": stream, "readFromDB": "true", "timeoutSeconds": "0"}
+        while read < min(first_stream_count, replay_limit):
+            query = {"streamId": names[0], "readFromDB": "true", "timeoutSeconds": "0"}
             if token:
                 query["dbResumeToken"] = token
             status, body = await conn.request(get_request(u.netloc, "/api/v1/streams/receive", query))
@@ -529,6 +535,7 @@ async def run_persist(url: str, writers: int, duration: float, replay_limit: int
     replay_seconds = time.perf_counter() - t1
     return {
         "writers": writers,
+        "streams": len(names),
         "persisted_msg_per_s": round(count / write_seconds),
         "send_p50_ms": round(percentile(lat, 50), 2),
         "send_p99_ms": round(percentile(lat, 99), 2),
@@ -571,6 +578,7 @@ def main() -> int:
     persist.add_argument("--writers", type=int, nargs="+", default=[1, 16, 64])
     persist.add_argument("--duration", type=float, default=5.0)
     persist.add_argument("--replay-limit", type=int, default=20000)
+    persist.add_argument("--streams", type=int, default=1, help="spread the writers over this many streams")
     persist.add_argument("--label", default="")
     client = sub.add_parser("client", help="owner-aware client versus one fixed node")
     client.add_argument("--urls", required=True, help="comma-separated node URLs of one cluster")
@@ -625,7 +633,7 @@ def main() -> int:
             print(json.dumps(runner.run(run_streams(args.url, args.count, args.pid))))
         elif args.mode == "persist":
             for writers in args.writers:
-                out = runner.run(run_persist(args.url, writers, args.duration, args.replay_limit))
+                out = runner.run(run_persist(args.url, writers, args.duration, args.replay_limit, args.streams))
                 out["label"] = args.label
                 print(json.dumps(out))
     return 0

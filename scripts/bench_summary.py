@@ -60,7 +60,7 @@ def main() -> int:
                   f"p99 {row['latency_p99_ms']} ms")
     for backend in ("sqlite", "postgres", "mysql"):
         for row in rows(out / f"persist-{backend}.json"):
-            print(f"persist {backend} writers={row['writers']}: {row['persisted_msg_per_s']} msg/s "
+            print(f"persist {backend} writers={row['writers']} streams={row.get('streams', 1)}: {row['persisted_msg_per_s']} msg/s "
                   f"(p50 {row['send_p50_ms']} ms, p99 {row['send_p99_ms']} ms), replay {row['replay_msg_per_s']} msg/s")
     return 0
 

@@ -62,6 +62,11 @@ def parse_mysql_dsn(dsn: str) -> dict[str, Any]:
     }
 
 
+# A multi-row INSERT stays below these (hex doubles payload bytes).
+_MAX_INSERT_BYTES = 4 * 1024 * 1024
+_MAX_INSERT_ROWS = 500
+
+
 class _Connection:
     def __init__(self, cursor: aiomysql.Cursor) -> None:
         self._cursor = cursor
@@ -101,16 +106,17 @@ class MysqlStore(SqlStore):
         "CREATE TABLE IF NOT EXISTS {s} (stream_id VARBINARY(256) NOT NULL PRIMARY KEY,"
         " last_position BIGINT NOT NULL) ENGINE=InnoDB",
     )
-    # no RETURNING with ON DUPLICATE KEY: bump (locking the row), then read back
+    # no RETURNING with ON DUPLICATE KEY: bump (locking the rows), then read back
     ALLOCATE = (
-        "INSERT INTO {s} (stream_id, last_position) VALUES (?, ?)"
-        " ON DUPLICATE KEY UPDATE last_position = last_position + ?"
+        "INSERT INTO {s} (stream_id, last_position) VALUES {values}"
+        " ON DUPLICATE KEY UPDATE last_position = last_position + VALUES(last_position)"
     )
+    ROW = "(?, ?, ?, UNHEX(?), ?, ?)"
     INSERT = (
         "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
-        " VALUES (?, ?, ?, UNHEX(?), ?, ?)"
+        " VALUES {rows}"
     )
-    COUNTER = "SELECT last_position FROM {s} WHERE stream_id = ?"
+    COUNTERS = "SELECT stream_id, last_position FROM {s} WHERE stream_id IN ({marks})"
     # MySQL rejects LIMIT inside an IN subquery, but allows it on DELETE
     DELETE = "DELETE FROM {t} WHERE expires_at_us <= ? LIMIT ?"
 
@@ -191,10 +197,31 @@ class MysqlStore(SqlStore):
         if self._pool is not None and not isinstance(exc, asyncio.CancelledError):
             await self._pool.clear()
 
-    async def _allocate(self, conn: SqlConnection, stream_id: str, count: int) -> int:
-        await conn.execute(self._sql(self.ALLOCATE), (stream_id, count, count))
-        rows = await conn.fetch(self._sql(self.COUNTER), (stream_id,))
-        return int(rows[0][0])
+    async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
+        streams = sorted(counts)
+        sql = self._sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
+        await conn.execute(sql, [v for s in streams for v in (s, counts[s])])
+        rows = await conn.fetch(self._sql(self.COUNTERS, marks=", ".join("?" * len(streams))), streams)
+        return {self._text(row[0]): int(row[1]) for row in rows}
+
+    async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+        # PyMySQL only folds executemany into one multi-row INSERT for plain
+        # placeholders, not UNHEX(%s): build the multi-row statement here,
+        # in chunks that keep packets well under max_allowed_packet.
+        chunk: list[tuple[Any, ...]] = []
+        size = 0
+        for row in rows:
+            chunk.append(row)
+            size += len(row[3]) + 512
+            if size > _MAX_INSERT_BYTES or len(chunk) == _MAX_INSERT_ROWS:
+                await self._insert_chunk(conn, chunk)
+                chunk, size = [], 0
+        if chunk:
+            await self._insert_chunk(conn, chunk)
+
+    async def _insert_chunk(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+        sql = self._sql(self.INSERT, rows=", ".join([self.ROW] * len(rows)))
+        await conn.execute(sql, [v for row in rows for v in row])
 
     def _is_retryable(self, exc: BaseException) -> bool:
         return _errno(exc) in (_DUPLICATE_KEY, _DEADLOCK)

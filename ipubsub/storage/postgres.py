@@ -67,9 +67,16 @@ class PostgresStore(SqlStore):
         'CREATE TABLE IF NOT EXISTS {s} (stream_id TEXT COLLATE "C" PRIMARY KEY,'
         " last_position BIGINT NOT NULL)",
     )
+    # Array parameters keep one statement text (asyncpg prepares per text).
     EXISTING = (
-        "SELECT message_uuid, position, timestamp_us FROM {t}"
-        " WHERE stream_id = ? AND message_uuid = ANY(?::text[])"
+        "SELECT stream_id, message_uuid, position, timestamp_us FROM {t}"
+        " WHERE stream_id = ANY(?::text[]) AND message_uuid = ANY(?::text[])"
+    )
+    ALLOCATE = (
+        "INSERT INTO {s} (stream_id, last_position)"
+        " SELECT s, n FROM unnest(?::text[], ?::bigint[]) AS u(s, n) ORDER BY s COLLATE \"C\""
+        " ON CONFLICT (stream_id) DO UPDATE SET last_position = {s}.last_position + excluded.last_position"
+        " RETURNING stream_id, last_position"
     )
 
     def __init__(self, config: PostgresConfig, *, operation_timeout_seconds: float = 5.0) -> None:
@@ -122,10 +129,16 @@ class PostgresStore(SqlStore):
                 yield _Connection(con)
 
     async def _find_existing(
-        self, conn: SqlConnection, stream_id: str, uuids: list[str]
-    ) -> dict[str, tuple[int, int]]:
-        rows = await conn.fetch(self._sql(self.EXISTING), (stream_id, uuids))
-        return {row[0]: (row[1], row[2]) for row in rows}
+        self, conn: SqlConnection, wanted: dict[str, list[str]]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        uuids = sorted({u for values in wanted.values() for u in values})
+        rows = await conn.fetch(self._sql(self.EXISTING), (list(wanted), uuids))
+        return self._pairs(rows, wanted)
+
+    async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
+        streams = sorted(counts)
+        rows = await conn.fetch(self._sql(self.ALLOCATE), (streams, [counts[s] for s in streams]))
+        return {row[0]: int(row[1]) for row in rows}
 
     def _is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, _RETRYABLE)

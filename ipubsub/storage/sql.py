@@ -31,6 +31,7 @@ __all__ = ["SqlConnection", "SqlStore"]
 
 #: attempts of an append batch that hit a unique violation or a deadlock
 MAX_ATTEMPTS = 5
+_MAX_CACHED_STATEMENTS = 512
 
 class SqlConnection(Protocol):
     """The three calls :class:`SqlStore` makes, over any driver."""
@@ -63,15 +64,19 @@ class SqlStore(MessageStore):
         "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
         " VALUES (?, ?, ?, ?, ?, ?)"
     )
+    # Stored (stream, uuid) pairs of a batch: a superset query on both
+    # columns (it uses the unique index), filtered to the real pairs after.
     EXISTING: ClassVar[str] = (
-        "SELECT message_uuid, position, timestamp_us FROM {t}"
-        " WHERE stream_id = ? AND message_uuid IN ({marks})"
+        "SELECT stream_id, message_uuid, position, timestamp_us FROM {t}"
+        " WHERE stream_id IN ({streams}) AND message_uuid IN ({uuids})"
     )
-    # the upsert locks the counter row until commit
+    # One upsert for every stream of the batch, rows in sorted stream order so
+    # that concurrent batches lock counter rows in the same order; each row
+    # stays locked until commit.
     ALLOCATE: ClassVar[str] = (
-        "INSERT INTO {s} (stream_id, last_position) VALUES (?, ?) ON CONFLICT (stream_id)"
+        "INSERT INTO {s} (stream_id, last_position) VALUES {values} ON CONFLICT (stream_id)"
         " DO UPDATE SET last_position = {s}.last_position + excluded.last_position"
-        " RETURNING last_position"
+        " RETURNING stream_id, last_position"
     )
     DELETE: ClassVar[str] = (
         "DELETE FROM {t} WHERE (stream_id, position) IN"
@@ -134,6 +139,8 @@ class SqlStore(MessageStore):
         key = (template, *extra.values())
         sql = self._statements.get(key)
         if sql is None:
+            if len(self._statements) >= _MAX_CACHED_STATEMENTS:
+                self._statements.clear()  # batch shapes vary: keep the cache bounded
             sql = self._dialect(template.format(t=self.table, s=f"{self.table}_streams", **extra))
             self._statements[key] = sql
         return sql
@@ -179,37 +186,66 @@ class SqlStore(MessageStore):
         raise AssertionError("unreachable")
 
     async def _append_in(self, conn: SqlConnection, batch: Sequence[NewMessage]) -> list[AppendResult]:
+        """Four statements whatever the number of streams in the batch: find
+        stored uuids, bump every counter, insert every new row (then commit)."""
         plan = BatchPlan(batch)
-        for stream in plan.streams():
-            uuids = [batch[i].uuid for i in plan.pending(stream)]
-            new = plan.skip_found(stream, await self._find_existing(conn, stream, uuids))
-            if not new:
-                continue
-            last = await self._allocate(conn, stream, len(new))
-            first = last - len(new) + 1
-            rows = []
-            for offset, index in enumerate(new):
+        streams = plan.streams()
+        wanted = {s: [batch[i].uuid for i in plan.pending(s)] for s in streams}
+        found = await self._find_existing(conn, wanted)
+        new = {s: plan.skip_found(s, found.get(s, {})) for s in streams}
+        counts = {s: len(indexes) for s, indexes in new.items() if indexes}
+        if not counts:
+            return plan.results()
+        lasts = await self._allocate(conn, counts)
+        rows = []
+        for stream, count in counts.items():
+            first = lasts[stream] - count + 1
+            for offset, index in enumerate(new[stream]):
                 msg = batch[index]
                 rows.append((
                     stream, first + offset, msg.uuid, self._blob(msg.payload),
                     msg.timestamp_us, msg.expires_at_us,
                 ))
                 plan.stored(index, first + offset)
-            await conn.executemany(self._sql(self.INSERT), rows)
+        await self._insert(conn, rows)
         return plan.results()
 
     async def _find_existing(
-        self, conn: SqlConnection, stream_id: str, uuids: list[str]
-    ) -> dict[str, tuple[int, int]]:
-        """Stored uuids among ``uuids``: uuid to (position, timestamp)."""
-        sql = self._sql(self.EXISTING, marks=", ".join("?" * len(uuids)))
-        rows = await conn.fetch(sql, (stream_id, *uuids))
-        return {self._text(row[0]): (row[1], row[2]) for row in rows}
+        self, conn: SqlConnection, wanted: dict[str, list[str]]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """Stored messages among ``wanted`` (stream to uuids): stream to
+        uuid to (position, timestamp)."""
+        uuids = sorted({u for values in wanted.values() for u in values})
+        sql = self._sql(
+            self.EXISTING, streams=", ".join("?" * len(wanted)), uuids=", ".join("?" * len(uuids))
+        )
+        rows = await conn.fetch(sql, (*wanted, *uuids))
+        return self._pairs(rows, wanted)
 
-    async def _allocate(self, conn: SqlConnection, stream_id: str, count: int) -> int:
-        """Bump the stream's counter by ``count`` (locking it); return the new value."""
-        rows = await conn.fetch(self._sql(self.ALLOCATE), (stream_id, count))
-        return int(rows[0][0])
+    def _pairs(
+        self, rows: Sequence[Sequence[Any]], wanted: dict[str, list[str]]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """Rows (stream, uuid, position, timestamp) of the superset query,
+        kept only where the pair was asked for."""
+        asked = {(s, u) for s, values in wanted.items() for u in values}
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for row in rows:
+            stream, uuid = self._text(row[0]), self._text(row[1])
+            if (stream, uuid) in asked:
+                out.setdefault(stream, {})[uuid] = (int(row[2]), int(row[3]))
+        return out
+
+    async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
+        """Bump each stream's counter by its count (locking the rows); return
+        stream to its new last position."""
+        streams = sorted(counts)
+        sql = self._sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
+        rows = await conn.fetch(sql, [v for s in streams for v in (s, counts[s])])
+        return {self._text(row[0]): int(row[1]) for row in rows}
+
+    async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert the new message rows (one statement, many rows)."""
+        await conn.executemany(self._sql(self.INSERT), rows)
 
     async def read_after(
         self, stream_id: str, after: int | None, now_us: int, limit: int
