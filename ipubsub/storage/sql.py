@@ -1,18 +1,19 @@
-"""Pieces shared by the storage backends.
+"""The append/read/expire algorithm of the three SQL backends.
 
-:class:`SqlStore` is the whole append/read/expire algorithm of the three
-SQL backends, written once over a three-method connection protocol; the
-backend modules only supply the driver, the schema and the SQL dialect.
+:class:`SqlStore` is written once over a three-method connection protocol;
+the backend modules only supply the driver, the schema and the SQL dialect.
 
-How a SQL append stays correct across processes: per stream, inside one
-transaction, (1) look up which uuids are already stored, (2) bump the
-stream's counter row in ``{table}_streams`` by the number of new messages
-(the upsert takes the row lock, so writers of one stream queue up behind it
-and commit in position order), (3) insert the rows.  Streams are handled in
-sorted order so two multi-stream batches cannot deadlock.  If another
-process inserted one of the uuids between (1) and (3), the unique index on
-``(stream_id, message_uuid)`` rejects the insert; the transaction rolls back
-and the batch is retried, and the retry finds the existing row.
+How a SQL append stays correct across processes: inside one transaction,
+for all the streams of the batch at once, (1) look up which uuids are already
+stored, (2) bump each stream's counter row in ``{table}_streams`` by its
+number of new messages (the upsert takes the row locks, so writers of one
+stream queue up behind each other and commit in position order; rows are
+upserted in sorted stream order, so two multi-stream batches cannot
+deadlock), (3) insert the rows.  Four statements per batch, however many
+streams it touches.  If another process inserted one of the uuids between
+(1) and (3), the unique index on ``(stream_id, message_uuid)`` rejects the
+insert; the transaction rolls back and the batch is retried, and the retry
+finds the existing row.
 """
 
 from __future__ import annotations
