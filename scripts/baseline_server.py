@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -29,6 +30,20 @@ RECEIVE_REPLY = (
     b'{"messageUuid":"00000000-0000-4000-8000-000000000000","message":{"t":0},'
     b'"timestamp":"2026-01-01T00:00:00.000000Z"}'
 )
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _app(send: Handler, receive: Handler) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/streams/send", send)
+    app.router.add_get("/api/v1/streams/receive", receive)
+    app.router.add_get("/health", health)
+    return app
 
 
 def build_naive_queue_app() -> web.Application:
@@ -70,14 +85,7 @@ def build_naive_queue_app() -> web.Application:
         reply = {"messageUuid": "x", "message": message, "timestamp": "2026-01-01T00:00:00.000000Z"}
         return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
 
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/api/v1/streams/send", send)
-    app.router.add_get("/api/v1/streams/receive", receive)
-    app.router.add_get("/health", health)
-    return app
+    return _app(send, receive)
 
 
 def build_app(hold: bool) -> web.Application:
@@ -101,14 +109,8 @@ def build_app(hold: bool) -> web.Application:
         waiters.clear()
         return web.Response(body=b"{}", content_type="application/json")
 
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/api/v1/streams/send", send)
-    app.router.add_get("/api/v1/streams/receive", receive)
+    app = _app(send, receive)
     app.router.add_post("/release", release)
-    app.router.add_get("/health", health)
     return app
 
 
