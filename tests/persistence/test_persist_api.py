@@ -238,3 +238,31 @@ async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnect
         con = await asyncpg.connect(POSTGRES_DSN)
         await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
         await con.close()
+
+
+async def test_sqlite_in_a_multi_node_config_warns_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = Config.from_mapping({
+        "node": {"name": "a", "listen": "127.0.0.1:1", "advertise": "127.0.0.1:1"},
+        "cluster": {"seeds": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "w.db")}},
+    })
+    node = Node(config)
+    with caplog.at_level("WARNING", logger="ipubsub.node"):
+        await node.start()
+    await node.stop()
+    warning = [r.getMessage() for r in caplog.records if "sqlite" in r.getMessage()]
+    assert warning and "replay only sees what THIS node stored" in warning[0]
+    assert "127.0.0.1:2" in warning[0]
+
+
+async def test_sqlite_on_a_single_node_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = Config.from_mapping({
+        "node": {"listen": "127.0.0.1:1"},
+        "cluster": {"seeds": ["127.0.0.1:1"]},
+        "storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "w.db")}},
+    })
+    node = Node(config)
+    with caplog.at_level("WARNING", logger="ipubsub.node"):
+        await node.start()
+    await node.stop()
+    assert not [r for r in caplog.records if "sqlite" in r.getMessage()]
