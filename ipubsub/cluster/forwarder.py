@@ -22,6 +22,7 @@ import msgspec
 
 from ..commands import ReceiveCommand, Relayed, SendCommand
 from ..engine import Message, new_uuid, parse_timestamp
+from ..tasks import cancel_tasks
 from .peers import FORWARDED_HEADER, POLL_ID_HEADER, REQUEST_ID_HEADER, PeerClient, PeerUnreachable
 from .wire import CancelPoll, HandedMessage, Requeue, encode
 
@@ -131,9 +132,7 @@ class Forwarder:
         """Wait (bounded) for abandoned polls to be settled."""
         if self._abandoned:
             _, pending = await asyncio.wait(set(self._abandoned), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_tasks(pending)
 
     async def _cancel(self, address: str, poll_id: str, timeout: float) -> None:
         try:

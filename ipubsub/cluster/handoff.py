@@ -22,6 +22,7 @@ from typing import Callable
 import msgspec
 
 from ..engine import Engine, Message, new_uuid
+from ..tasks import cancel_tasks
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
 from .wire import HandedMessage, HandedStream, Handoff, decode, encode
@@ -83,9 +84,7 @@ class HandoffManager:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_tasks([task])
 
     def trigger(self) -> None:
         """Ask for a reconcile pass soon (ring changed, or a non-owned stream

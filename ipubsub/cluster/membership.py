@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import ClusterConfig
+from ..tasks import cancel_tasks
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
 from .wire import Gossip, Leave, MemberInfo, decode, encode
@@ -99,10 +100,7 @@ class Membership:
     async def close(self) -> None:
         """Stop heartbeating and abandon calls in flight."""
         task, self._task = self._task, None
-        tasks = [t for t in (task, *self._calls) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_tasks([task, *self._calls])
 
     async def leave(self, timeout: float) -> None:
         """Leave the ring: peers drop this node at once and stop forwarding

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Iterator
 
 from ..errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
+from ..tasks import cancel_tasks
 from .clock import Clock, SystemClock
 from .idle import IdleTracker
 from .message import Message
@@ -73,12 +74,7 @@ class Engine:
     async def close(self) -> None:
         """Stop the sweeper. Buffered messages stay until released or dropped."""
         task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_tasks([task])
 
     async def _sweep_loop(self) -> None:
         interval = max(0.05, min(self._idle_seconds / 8, 30.0))

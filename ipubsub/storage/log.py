@@ -24,6 +24,7 @@ from ..config import StorageConfig
 from ..engine import Clock
 from ..errors import ReceiveTimeout, StorageUnavailable
 from ..stats import LatencyHistogram
+from ..tasks import cancel_tasks
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
 
 __all__ = ["DurableLog"]
@@ -87,10 +88,7 @@ class DurableLog:
         while self._pending and self.status == UP and time.monotonic() < deadline:
             self._wake_writer.set()
             await asyncio.sleep(0.01)
-        tasks = [t for t in (*self._tasks, self._reconnecting) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_tasks([*self._tasks, self._reconnecting])
         for _, fut in self._pending:
             if not fut.done():
                 fut.set_exception(StorageUnavailable("the node is shutting down"))
