@@ -35,6 +35,15 @@ async def receive(client: TestClient, stream: str, timeout: int | str = 0, statu
     return payload
 
 
+async def wait_stat(node: Any, name: str, value: int) -> None:
+    """Wait (bounded, 2 s) until the engine counter ``name`` equals ``value``."""
+    for _ in range(100):
+        if getattr(node.engine.stats, name) == value:
+            return
+        await asyncio.sleep(0.02)
+    assert getattr(node.engine.stats, name) == value, name
+
+
 async def test_root_names_the_service(client: TestClient) -> None:
     resp = await client.get("/")
     body = await resp.json()
@@ -165,18 +174,10 @@ async def test_disconnected_poller_never_takes_a_message(client: TestClient) -> 
     writer.write(f"GET {RECEIVE}?streamId=dc&timeoutSeconds=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await writer.drain()
     node = client.node  # type: ignore[attr-defined]
-    for _ in range(100):
-        if node.engine.stats.waiting_receivers == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert node.engine.stats.waiting_receivers == 1
+    await wait_stat(node, "waiting_receivers", 1)
     writer.close()
     await writer.wait_closed()
-    for _ in range(100):
-        if node.engine.stats.waiting_receivers == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert node.engine.stats.waiting_receivers == 0
+    await wait_stat(node, "waiting_receivers", 0)
     await send(client, {"streamId": "dc", "message": "kept"})
     assert (await receive(client, "dc"))["message"] == "kept"
 
@@ -188,17 +189,10 @@ async def test_disconnected_blocked_sender_does_not_enqueue(client: TestClient) 
     writer.write(f"POST {SEND} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     await writer.drain()
     node = client.node  # type: ignore[attr-defined]
-    for _ in range(100):
-        if node.engine.stats.blocked_senders == 1:
-            break
-        await asyncio.sleep(0.02)
+    await wait_stat(node, "blocked_senders", 1)
     writer.close()
     await writer.wait_closed()
-    for _ in range(100):
-        if node.engine.stats.blocked_senders == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert node.engine.stats.blocked_senders == 0
+    await wait_stat(node, "blocked_senders", 0)
     assert (await receive(client, "ds"))["message"] == 1
     await receive(client, "ds", 0, status=424)
 

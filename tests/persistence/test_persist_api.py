@@ -61,6 +61,18 @@ async def pread(client: TestClient, stream: str, token: str | None = None, timeo
     return body  # type: ignore[no-any-return]
 
 
+async def replay(client: TestClient, stream: str, count: int) -> tuple[list[str], str | None]:
+    """Follow the stream's tokens from the start for ``count`` messages:
+    their uuids and the token after the last one."""
+    token = None
+    uuids = []
+    for _ in range(count):
+        body = await pread(client, stream, token)
+        uuids.append(body["messageUuid"])
+        token = body["dbResumeToken"]
+    return uuids, token
+
+
 async def test_persisted_send_answers_with_a_token(persisted: Any) -> None:
     client, _ = persisted
     body = await psend(client, "s", {"a": 1}, messageUuid="m1")
@@ -72,12 +84,7 @@ async def test_replay_follows_tokens_in_order_and_every_reader_sees_everything(p
     client, _ = persisted
     sent = [(await psend(client, "log", i))["messageUuid"] for i in range(10)]
     for _reader in range(3):  # reading never removes anything
-        token = None
-        got = []
-        for _ in range(10):
-            body = await pread(client, "log", token)
-            got.append(body["messageUuid"])
-            token = body["dbResumeToken"]
+        got, token = await replay(client, "log", 10)
         assert got == sent
         await pread(client, "log", token, status=424)
 
@@ -173,12 +180,7 @@ async def test_concurrent_writers_are_grouped_and_all_acknowledged(persisted: An
     assert len({r["dbResumeToken"] for r in results}) == 64
     log = client.node.log
     assert log.batches_total < log.writes_total  # group commit happened
-    token = None
-    seen = []
-    for _ in range(64):
-        body = await pread(client, "many", token)
-        seen.append(body["messageUuid"])
-        token = body["dbResumeToken"]
+    seen, _ = await replay(client, "many", 64)
     assert sorted(seen) == sorted(f"u{i}" for i in range(64))
 
 
