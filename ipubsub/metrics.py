@@ -107,17 +107,17 @@ class _NodeCollector:
         yield _gauge("ipubsub_handoff_pending_messages", "Messages in hand-offs of unknown fate", cluster.handoff.pending)
 
     def _storage(self) -> Iterator[Metric]:
-        log = self._node.log
-        if log is None:
+        durable = self._node.durable
+        if durable is None:
             return
-        yield _gauge("ipubsub_storage_up", "1 when the database answers", 1 if log.status == "up" else 0)
-        yield _counter("ipubsub_storage_writes", "Messages written to the database", log.writes_total)
-        yield _counter("ipubsub_storage_batches", "Write batches (group commits)", log.batches_total)
-        yield _counter("ipubsub_storage_reads", "Database reads", log.reads_total)
-        yield _counter("ipubsub_storage_errors", "Failed database operations", log.errors_total)
-        yield _counter("ipubsub_storage_expired_deleted", "Expired messages deleted", log.expired_deleted_total)
-        yield _histogram("ipubsub_storage_write_seconds", "Duration of a batch write", [], {(): log.write_latency})
-        yield _histogram("ipubsub_storage_read_seconds", "Duration of a read", [], {(): log.read_latency})
+        yield _gauge("ipubsub_storage_up", "1 when the database answers", 1 if durable.status == "up" else 0)
+        yield _counter("ipubsub_storage_writes", "Messages written to the database", durable.writes_total)
+        yield _counter("ipubsub_storage_batches", "Write batches (group commits)", durable.batches_total)
+        yield _counter("ipubsub_storage_reads", "Database reads", durable.reads_total)
+        yield _counter("ipubsub_storage_errors", "Failed database operations", durable.errors_total)
+        yield _counter("ipubsub_storage_expired_deleted", "Expired messages deleted", durable.expired_deleted_total)
+        yield _histogram("ipubsub_storage_write_seconds", "Duration of a batch write", [], {(): durable.write_latency})
+        yield _histogram("ipubsub_storage_read_seconds", "Duration of a read", [], {(): durable.read_latency})
 
 
 class NodeMetrics:

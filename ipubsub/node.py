@@ -24,7 +24,7 @@ from .logs import REQUEST_ID
 from .metrics import NodeMetrics, RequestMetrics
 from .stats import CallCounts
 from .storage import NewMessage, create_store
-from .storage.log import DurableLog
+from .storage.durable import DurableLog
 from .storage.tokens import decode_token, encode_token
 
 __all__ = ["Node"]
@@ -56,7 +56,7 @@ class Node:
         )
         self.cluster = Cluster(config, self.engine)
         store = create_store(config.storage)
-        self.log = DurableLog(store, config.storage, self.clock) if store is not None else None
+        self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
         self.metrics = NodeMetrics(self)
@@ -71,13 +71,13 @@ class Node:
     async def start(self) -> None:
         """Start background components (idle sweeper, storage, membership)."""
         self.engine.start()
-        if self.log is not None:
-            await self.log.start()
+        if self.durable is not None:
+            await self.durable.start()
             self._warn_if_local_storage_in_cluster()
             # A reachable database is normally open before we serve; one that
             # is down does not stop the node (persisted calls answer 503).
-            if not await self.log.wait_up(STORAGE_STARTUP_WAIT_SECONDS):
-                log.warning("starting without storage: %s", self.log.last_error or "still connecting")
+            if not await self.durable.wait_up(STORAGE_STARTUP_WAIT_SECONDS):
+                log.warning("starting without storage: %s", self.durable.last_error or "still connecting")
         await self.cluster.start()
         self.state = "running"
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
@@ -135,8 +135,8 @@ class Node:
         if len(self.cluster.ring) and not await self.cluster.handoff.drain(timeout=1.0):  # 7
             lost = self.engine.stats.buffered_messages + self.cluster.handoff.pending
             log.error("%d buffered messages could not be handed off and are lost", lost)
-        if self.log is not None:
-            await self.log.close()  # 8
+        if self.durable is not None:
+            await self.durable.close()  # 8
         await self.cluster.close(timeout=1.0)
         await self.engine.close()
         self.state = "stopped"
@@ -157,7 +157,7 @@ class Node:
             StorageUnavailable, OwnerUnavailable: see :mod:`ipubsub.errors`.
         """
         stream_id = cmd.stream_id
-        if cmd.persist and self.log is None:
+        if cmd.persist and self.durable is None:
             raise self._no_persistence("writeToDB")
         owner = self._remote_owner(stream_id, forwarded_by, "send")
         if owner is not None:
@@ -195,7 +195,7 @@ class Node:
         stream_id = cmd.stream_id
         after = None
         if cmd.from_db:
-            if self.log is None:
+            if self.durable is None:
                 raise self._no_persistence("readFromDB")
             if cmd.token is not None:
                 after = decode_token(cmd.token, stream_id)
@@ -207,20 +207,20 @@ class Node:
             if relayed is not None:
                 return relayed
         if cmd.from_db:
-            assert self.log is not None
-            row = await self.log.read(stream_id, after, cmd.timeout)
+            assert self.durable is not None
+            row = await self.durable.read(stream_id, after, cmd.timeout)
             return Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
     async def _persist(self, cmd: SendCommand) -> SendResult:
-        assert self.log is not None
+        assert self.durable is not None
         now = self.clock.time_us()
         stored = NewMessage(
             cmd.stream_id, cmd.uuid or new_uuid(), cmd.payload, now, now + cmd.ttl_seconds * 1_000_000
         )
-        result = await self.log.append(stored)
+        result = await self.durable.append(stored)
         return SendResult(stored.uuid, encode_token(cmd.stream_id, result.position))
 
     def _remote_owner(self, stream_id: str, forwarded_by: str | None, kind: str) -> str | None:
@@ -287,7 +287,7 @@ class Node:
             "blockedSenders": stats.blocked_senders,
             "droppedMessages": stats.dropped_total,
             "cluster": self.cluster.stats(),
-            "storage": self.log.describe() if self.log is not None else {"backend": "none"},
+            "storage": self.durable.describe() if self.durable is not None else {"backend": "none"},
             "counters": {
                 "accepted": stats.accepted_total,
                 "delivered": stats.delivered_total,

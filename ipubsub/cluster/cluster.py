@@ -27,19 +27,13 @@ _PUBLIC_STATUS = {"alive": "alive", "suspect": "suspect", "dead": "dead", "left"
 class Cluster:
     """Membership, ring, forwarding and hand-off for one node."""
 
-    def __init__(
-        self,
-        config: Config,
-        engine: Engine,
-        on_ring_change: Callable[[Ring], None] | None = None,
-    ) -> None:
+    def __init__(self, config: Config, engine: Engine) -> None:
         node, cluster = config.node, config.cluster
         self.name = node.name
         self.address = node.advertise
         self._cluster_name = cluster.name
         self._virtual_nodes = config.hash_ring.virtual_nodes
         self._engine = engine
-        self._extra_listener = on_ring_change
         self.peers = PeerClient(
             secret=cluster.secret,
             connect_timeout=cluster.peer_connect_timeout_seconds,
@@ -184,7 +178,7 @@ class Cluster:
     def on_cancel_poll(self, body: bytes) -> bytes:
         req = decode(body, CancelPoll)
         assert isinstance(req, CancelPoll)
-        cancelled = self._engine.release_tagged(req.pollId, "poll cancelled by the forwarding node")
+        cancelled = self._engine.cancel_poll(req.pollId, "poll cancelled by the forwarding node")
         return encode(CancelPollReply(cancelled))
 
     def on_requeue(self, body: bytes) -> None:
@@ -202,5 +196,3 @@ class Cluster:
 
     def _ring_changed(self, ring: Ring) -> None:
         self.handoff.trigger()
-        if self._extra_listener is not None:
-            self._extra_listener(ring)

@@ -124,10 +124,6 @@ class Membership:
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.name)
 
-    def status_of(self, name: str) -> str | None:
-        member = self._members.get(name)
-        return None if member is None else member.status
-
     def mark_suspect(self, name: str) -> None:
         """A call to ``name`` failed at the connection level."""
         member = self._members.get(name)

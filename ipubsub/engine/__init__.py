@@ -5,7 +5,8 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 
 from .clock import Clock, ManualClock, SystemClock
 from .engine import DEFAULT_STREAM_SIZE, Engine
-from .stats import EngineStats, Released
+from .stream import Released
+from .stats import EngineStats
 from .message import Message, format_timestamp, new_uuid, parse_timestamp
 
 __all__ = [

@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Iterator
 
 from ..errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 from ..tasks import cancel_tasks
 from .clock import Clock, SystemClock
 from .idle import IdleTracker
 from .message import Message
-from .stats import EngineStats, Released
-from .stream import Stream
+from .stats import EngineStats
+from .stream import Released, Stream
 
 __all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
 
@@ -59,8 +58,8 @@ class Engine:
         self._sweeper: asyncio.Task[None] | None = None
         # Waiters of forwarded polls, by poll id, so the forwarding node can
         # cancel them; and recently cancelled ids whose poll had not arrived.
-        self._tagged: dict[str, tuple[Stream, asyncio.Future[Message | None]]] = {}
-        self._cancelled_tags: OrderedDict[str, None] = OrderedDict()
+        self._polls: dict[str, tuple[Stream, asyncio.Future[Message | None]]] = {}
+        self._cancelled_polls: OrderedDict[str, None] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -97,10 +96,6 @@ class Engine:
     def stream_ids(self) -> list[str]:
         """A snapshot of the ids of every stream held in memory."""
         return list(self._streams)
-
-    def busy_stream_ids(self) -> Iterator[str]:
-        """Ids of streams holding messages or waiters (snapshot, safe to mutate)."""
-        return iter([s.id for s in self._streams.values() if not s.is_idle])
 
     def buffered(self, stream_id: str) -> list[Message]:
         """A copy of the stream's buffer, oldest first (empty if unknown)."""
@@ -180,21 +175,21 @@ class Engine:
 
     # -- receiving -----------------------------------------------------------
 
-    async def receive(self, stream_id: str, timeout: float, tag: str | None = None) -> Message:
+    async def receive(self, stream_id: str, timeout: float, poll_id: str | None = None) -> Message:
         """Take the oldest message of the stream, waiting up to ``timeout`` s.
 
         Waiting receivers are served first come, first served.  If the caller
         is cancelled after a message was handed to it, the message goes back
         to the front of the stream (or to the next waiting receiver).
 
-        ``tag`` names the waiter so that :meth:`release_tagged` can end it.
+        ``poll_id`` names the waiter so that :meth:`cancel_poll` can end it.
 
         Raises:
             ReceiveTimeout: nothing arrived in time.
             StreamReleased: the stream moved away, the node is stopping, or
-                the tagged poll was cancelled.
+                the poll was cancelled (:meth:`cancel_poll`).
         """
-        if tag is not None and tag in self._cancelled_tags:
+        if poll_id is not None and poll_id in self._cancelled_polls:
             raise StreamReleased(stream_id, "poll cancelled by the forwarding node")
         stream = self._streams.get(stream_id)
         if stream is not None:
@@ -211,8 +206,8 @@ class Engine:
         stream.add_receiver(fut)
         self.stats.waiting_receivers += 1
         handle = loop.call_later(timeout, self._expire_receiver, stream, fut)
-        if tag is not None:
-            self._tagged[tag] = (stream, fut)
+        if poll_id is not None:
+            self._polls[poll_id] = (stream, fut)
         try:
             result = await fut
         except asyncio.CancelledError:
@@ -225,8 +220,8 @@ class Engine:
             raise
         finally:
             handle.cancel()
-            if tag is not None:
-                self._tagged.pop(tag, None)
+            if poll_id is not None:
+                self._polls.pop(poll_id, None)
             if fut.cancelled():
                 stream.live_receivers -= 1
                 self.stats.waiting_receivers -= 1
@@ -254,15 +249,15 @@ class Engine:
         self.stats.buffered_messages += 1
         self.stats.buffered_bytes += msg.size
 
-    def release_tagged(self, tag: str, reason: str) -> bool:
-        """End the waiting receive tagged ``tag`` with :class:`StreamReleased`.
+    def cancel_poll(self, poll_id: str, reason: str) -> bool:
+        """End the waiting receive named ``poll_id`` with :class:`StreamReleased`.
         Returns False if no such receive waits (it was served, or has not
         arrived yet: then it is refused when it does)."""
-        entry = self._tagged.pop(tag, None)
+        entry = self._polls.pop(poll_id, None)
         if entry is None or entry[1].done():
-            self._cancelled_tags[tag] = None
-            while len(self._cancelled_tags) > 10000:
-                self._cancelled_tags.popitem(last=False)
+            self._cancelled_polls[poll_id] = None
+            while len(self._cancelled_polls) > 10000:
+                self._cancelled_polls.popitem(last=False)
             return False
         stream, fut = entry
         fut.set_result(Released(reason))  # type: ignore[arg-type]

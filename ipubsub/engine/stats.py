@@ -1,17 +1,8 @@
-"""Counters of the engine, and the result given to released waiters."""
+"""Operator-facing counters of the engine."""
 
 from __future__ import annotations
 
-__all__ = ["EngineStats", "Released"]
-
-
-class Released:
-    """Result given to a waiter that the engine lets go (stream moved, shutdown)."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+__all__ = ["EngineStats"]
 
 
 class EngineStats:
@@ -49,6 +40,3 @@ class EngineStats:
         self.evicted_streams_total = 0
         self.handed_in_total = 0
         self.handed_out_total = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}

@@ -15,9 +15,18 @@ from typing import Iterable
 
 from .message import Message
 
-__all__ = ["Stream"]
+__all__ = ["Released", "Stream"]
 
 _LIST_MAX = 32  # beyond this many buffered messages, switch the buffer to a deque
+
+
+class Released:
+    """Result given to a waiter that the engine lets go (stream moved, shutdown)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class Stream:
@@ -108,9 +117,6 @@ class Stream:
         self.nbytes -= msg.size
         return msg
 
-    def peek_front(self) -> Message:
-        assert self.buffer is not None
-        return self.buffer[0]
 
     def take_all(self) -> list[Message]:
         """Remove and return every buffered message, oldest first."""

@@ -36,7 +36,7 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 async def test_metrics_move_when_traffic_flows(make_client: MakeClient, tmp_path: Path) -> None:
     client = await make_client({"storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "m.db")}}})
-    assert await client.node.log.wait_up(10)  # type: ignore[attr-defined]
+    assert await client.node.durable.wait_up(10)  # type: ignore[attr-defined]
     before = await scrape(client)
     for i in range(5):
         await client.post("/api/v1/streams/send", data=json.dumps({"streamId": "m", "message": i, "inMemoryStreamSize": 3}))

@@ -196,7 +196,7 @@ async def api(make_api: MakeApi) -> Api:
 @pytest.fixture
 async def durable_api(make_api: MakeApi, tmp_path: Path) -> Api:
     api = await make_api({"storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "conformance.db")}}})
-    assert await api.node.log.wait_up(10)
+    assert await api.node.durable.wait_up(10)
     return api
 
 

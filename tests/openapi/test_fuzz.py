@@ -124,7 +124,7 @@ class NodeThread:
     async def _start(self) -> None:
         self.node = Node(self.config)
         await self.node.start()
-        assert self.node.log is not None and await self.node.log.wait_up(10)
+        assert self.node.durable is not None and await self.node.durable.wait_up(10)
         await self.node.serve()
 
     def stop(self) -> None:

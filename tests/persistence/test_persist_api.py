@@ -37,7 +37,7 @@ async def persisted(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Any]:
     )
     node = Node(config, clock=clock)
     await node.start()
-    assert node.log is not None and await node.log.wait_up(10)
+    assert node.durable is not None and await node.durable.wait_up(10)
     client = await aiohttp_client(build_app(node))
     client.node = node
     yield client, clock
@@ -124,7 +124,7 @@ async def test_expired_messages_are_never_returned(persisted: Any) -> None:
     assert (await pread(client, "ttl"))["message"] == "short"
     clock.advance(6)
     assert (await pread(client, "ttl"))["message"] == "long"  # before any deletion ran
-    deleted = await client.node.log.store.delete_expired(clock.time_us(), 100)
+    deleted = await client.node.durable.store.delete_expired(clock.time_us(), 100)
     assert deleted == 1
     clock.advance(100)
     await pread(client, "ttl", status=424)
@@ -132,7 +132,7 @@ async def test_expired_messages_are_never_returned(persisted: Any) -> None:
 
 async def test_a_waiting_reader_is_woken_by_the_write_not_by_polling(persisted: Any) -> None:
     client, _ = persisted
-    log = client.node.log
+    log = client.node.durable
     poll = asyncio.create_task(pread(client, "wake", timeout=20))
     for _ in range(100):
         if log.waiting_readers:
@@ -178,7 +178,7 @@ async def test_concurrent_writers_are_grouped_and_all_acknowledged(persisted: An
     client, _ = persisted
     results = await asyncio.gather(*(psend(client, "many", i, messageUuid=f"u{i}") for i in range(64)))
     assert len({r["dbResumeToken"] for r in results}) == 64
-    log = client.node.log
+    log = client.node.durable
     assert log.batches_total < log.writes_total  # group commit happened
     seen, _ = await replay(client, "many", 64)
     assert sorted(seen) == sorted(f"u{i}" for i in range(64))
@@ -218,7 +218,7 @@ async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnect
         assert health["status"] == "ok"
         assert health["storage"]["status"] in ("connecting", "down")
         await proxy.start()
-        assert await node.log.wait_up(15)
+        assert await node.durable.wait_up(15)
         await psend(client, "db", 1)
         await proxy.stop()  # the database goes away while the node runs
         body = await psend(client, "db", 2, status=503)
