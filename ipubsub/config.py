@@ -1,15 +1,23 @@
-"""Typed, frozen configuration loaded from YAML.
+"""Typed, frozen configuration loaded from YAML and environment variables.
 
 Every section is a frozen ``msgspec.Struct`` that rejects unknown keys, so a
 misspelt key stops the node at start-up instead of being silently ignored.
 Values carry their unit in their name (``*_seconds``, ``*_bytes``).
+
+Environment overrides: ``IPUBSUB_<SECTION>_<KEY>`` sets ``section.key`` (the
+dotted path upper-cased, dots as underscores: ``IPUBSUB_NODE_NAME``,
+``IPUBSUB_STORAGE_POSTGRES_DSN``, ``IPUBSUB_HASH_RING_VIRTUAL_NODES``) and wins
+over the file.  Lists are comma-separated (``IPUBSUB_CLUSTER_SEEDS=a:1,b:2``).
+A variable that starts like a section but names no key is an error; other
+``IPUBSUB_*`` variables (``IPUBSUB_URL`` of the client) are not config.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import msgspec
 
@@ -17,12 +25,15 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "ConfigError",
+    "ENV_PREFIX",
     "HashRingConfig",
+    "HttpConfig",
     "LimitsConfig",
     "LogConfig",
     "MatchConfig",
     "NodeConfig",
     "StorageConfig",
+    "env_settings",
     "load_config",
     "parse_address",
 ]
@@ -196,6 +207,12 @@ class LogConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
     access_log: bool = False
 
 
+class HttpConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the HTTP listener serves besides the API (one key per feature)."""
+
+    dashboard: bool = True
+
+
 class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole node configuration. ``Config()`` is a working single node."""
 
@@ -206,6 +223,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -227,33 +245,132 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
             ConfigError: the text is not YAML, or any value is invalid.
         """
         try:
-            data = msgspec.yaml.decode(text)
-        except msgspec.DecodeError as exc:
-            detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
-            raise ConfigError(f"{source}: not valid YAML: {detail}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-        try:
-            return cls.from_mapping(data)
+            return cls.from_mapping(_parse_yaml(text, source))
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load the YAML file at ``path``, or the built-in defaults when ``None``.
+def _parse_yaml(text: str | bytes, source: str) -> dict[str, Any]:
+    try:
+        data = msgspec.yaml.decode(text)
+    except msgspec.DecodeError as exc:
+        detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
+        raise ConfigError(f"{source}: not valid YAML: {detail}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the YAML file at ``path`` (the built-in defaults when ``None``)
+    with the ``IPUBSUB_<SECTION>_<KEY>`` variables of ``environ`` (default:
+    the process environment) applied over it.
 
     Raises:
-        ConfigError: the file cannot be read or is invalid.
+        ConfigError: the file cannot be read, or a value (from the file or a
+            variable, which the message then names) is invalid.
     """
-    if path is None:
-        return Config()
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        data = _parse_yaml(text, source)
+    settings = env_settings(os.environ if environ is None else environ)
+    for keys, value in settings.values():
+        section = data
+        for depth, key in enumerate(keys[:-1]):
+            inner = section.get(key)
+            if inner is not None and not isinstance(inner, dict):
+                raise ConfigError(f"{source}: {'.'.join(keys[:depth + 1])}: expected a mapping of settings")
+            section[key] = inner = dict(inner or {})
+            section = inner
+        section[keys[-1]] = value
     try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    return Config.from_yaml(text, source=str(path))
+        return Config.from_mapping(data)
+    except ConfigError as exc:
+        where = str(exc).split(":", 1)[0]
+        named = [v for v, (keys, _) in settings.items() if f"{'.'.join(keys)}.".startswith(f"{where}.")]
+        origin = f" (set by {', '.join(named)})" if named else ""
+        raise ConfigError(f"{source}: {exc}{origin}") from None
+
+
+# -- environment overrides ---------------------------------------------------------
+
+ENV_PREFIX = "IPUBSUB_"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _leaves(struct: msgspec.inspect.StructType, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for field in struct.fields:
+        keys = (*path, field.name)
+        if isinstance(field.type, msgspec.inspect.StructType):
+            yield from _leaves(field.type, keys)
+        else:
+            yield keys, field.type
+
+
+def _env_table() -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Variable name -> (key path, msgspec type info) of every setting."""
+    root = msgspec.inspect.type_info(Config)
+    assert isinstance(root, msgspec.inspect.StructType)
+    table: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for keys, kind in _leaves(root, ()):
+        variable = ENV_PREFIX + "_".join(keys).upper()
+        if variable in table:  # e.g. a section `a_b` beside a section `a` with a key `b_…`
+            raise AssertionError(f"{variable} would name both {table[variable][0]} and {keys}")
+        table[variable] = (keys, kind)
+    return table
+
+
+_ENV_TABLE = _env_table()
+_ENV_SECTIONS = tuple(ENV_PREFIX + f.name.upper() + "_" for f in msgspec.structs.fields(Config))
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """The settings given by ``IPUBSUB_<SECTION>_<KEY>`` variables, as
+    ``{variable: (key path, value)}``; values are converted by the key's type
+    (booleans: true/false/1/0/yes/no/on/off; lists: comma-separated).
+
+    Raises:
+        ConfigError: a variable starts with a section's prefix but names no
+            setting, or its value does not fit the setting's type.
+    """
+    out: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for variable in sorted(environ):
+        if not variable.startswith(_ENV_SECTIONS):
+            continue
+        entry = _ENV_TABLE.get(variable)
+        if entry is None:
+            raise ConfigError(
+                f"{variable}: no such setting (environment overrides are {ENV_PREFIX}<SECTION>_<KEY>, "
+                f"e.g. {ENV_PREFIX}NODE_NAME for node.name)"
+            )
+        keys, kind = entry
+        out[variable] = (keys, _env_value(variable, environ[variable], kind))
+    return out
+
+
+def _env_value(variable: str, raw: str, kind: Any) -> Any:
+    text = raw.strip()
+    if isinstance(kind, msgspec.inspect.ListType):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(kind, msgspec.inspect.BoolType):
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ConfigError(f"{variable}: expected true or false, got {raw!r}")
+    if isinstance(kind, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        number = int if isinstance(kind, msgspec.inspect.IntType) else float
+        try:
+            return number(text)
+        except ValueError:
+            raise ConfigError(f"{variable}: expected a number, got {raw!r}") from None
+    return raw
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$\.?(?P<path>[^`]*)`)?")
