@@ -60,6 +60,8 @@ class Engine:
         # cancel them; and recently cancelled ids whose poll had not arrived.
         self._polls: dict[str, tuple[Stream, asyncio.Future[Message | None]]] = {}
         self._cancelled_polls: OrderedDict[str, None] = OrderedDict()
+        # Engine-wide count of messages taken by receivers (Message.taken).
+        self._taken = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -235,7 +237,9 @@ class Engine:
     def requeue(self, stream_id: str, msg: Message) -> None:
         """Give back a message whose receiver could not take it: to the next
         waiting receiver, else to the front of the stream (even beyond its
-        capacity: an accepted message is never dropped for this)."""
+        capacity: an accepted message is never dropped for this).  Messages
+        given back while others wait at the front are restored in the order
+        they were first taken; hand-off batches arriving later go behind them."""
         self.stats.requeued_total += 1
         self.stats.delivered_total -= 1
         stream = self._streams.get(stream_id)
@@ -245,7 +249,7 @@ class Engine:
             stream.capacity = DEFAULT_STREAM_SIZE
         if stream.live_receivers and self._hand_to_receiver(stream, msg, count=False):
             return
-        stream.push_front(msg)
+        stream.put_back([msg])
         self.stats.buffered_messages += 1
         self.stats.buffered_bytes += msg.size
 
@@ -301,8 +305,8 @@ class Engine:
             index += 1
         rest = msgs[index:]
         if rest:
-            stream.insert_at(stream.handed_front, rest)
-            stream.handed_front += len(rest)
+            stream.insert_at(stream.front, rest)
+            stream.front += len(rest)
             self.stats.buffered_messages += len(rest)
             self.stats.buffered_bytes += sum(m.size for m in rest)
         self._settle(stream)
@@ -345,6 +349,9 @@ class Engine:
         fut = stream.next_receiver()
         if fut is None:
             return False
+        if not msg.taken:
+            self._taken += 1
+            msg.taken = self._taken
         fut.set_result(msg)
         stream.live_receivers -= 1
         stats = self.stats
@@ -401,6 +408,9 @@ class Engine:
         stats = self.stats
         if stream.buffer is not None:
             msg = stream.pop_front()
+            if not msg.taken:
+                self._taken += 1
+                msg.taken = self._taken
             stats.buffered_messages -= 1
             stats.buffered_bytes -= msg.size
             stats.delivered_total += 1
@@ -412,6 +422,8 @@ class Engine:
             entry = stream.next_sender()
             assert entry is not None
             fut, msg = entry
+            self._taken += 1
+            msg.taken = self._taken
             fut.set_result(True)
             stream.live_senders -= 1
             stats.blocked_senders -= 1

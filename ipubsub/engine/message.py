@@ -12,14 +12,20 @@ __all__ = ["Message", "format_timestamp", "new_uuid", "parse_timestamp"]
 
 class Message:
     """One accepted message: its id, its JSON payload (kept as the exact bytes
-    the sender sent) and when a node first accepted it."""
+    the sender sent) and when a node first accepted it.
 
-    __slots__ = ("uuid", "payload", "timestamp_us")
+    ``taken`` is set by the engine the first time the message leaves its
+    stream for a receiver (an engine-wide counter, 0 until then): messages
+    given back are restored in that order.
+    """
+
+    __slots__ = ("uuid", "payload", "timestamp_us", "taken")
 
     def __init__(self, uuid: str, payload: bytes, timestamp_us: int) -> None:
         self.uuid = uuid
         self.payload = payload
         self.timestamp_us = timestamp_us
+        self.taken = 0
 
     @property
     def size(self) -> int:

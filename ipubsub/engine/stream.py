@@ -29,6 +29,10 @@ class Released:
         self.reason = reason
 
 
+def _taken(msg: Message) -> int:
+    return msg.taken
+
+
 class Stream:
     """State of one stream. Mutated only by :class:`~ipubsub.engine.Engine`."""
 
@@ -37,7 +41,8 @@ class Stream:
         "capacity",
         "buffer",
         "nbytes",
-        "handed_front",
+        "front",
+        "returned",
         "receivers",
         "live_receivers",
         "senders",
@@ -52,9 +57,13 @@ class Stream:
         self.capacity = capacity
         self.buffer: list[Message] | deque[Message] | None = None
         self.nbytes = 0
-        # How many messages at the front of the buffer came from a hand-off,
-        # so that a later hand-off batch goes behind them but ahead of local ones.
-        self.handed_front = 0
+        # The head of the buffer holds, in this order: ``returned`` messages
+        # given back by receivers that could not take them (in the order they
+        # were first taken), then messages handed over by a previous owner;
+        # ``front`` counts both.  Messages accepted here come after them, so a
+        # later hand-off batch is inserted at ``front``.
+        self.front = 0
+        self.returned = 0
         # Waiter queues: None, a short list, or a deque (like the buffer).
         self.receivers: deque[asyncio.Future[Message | None]] | None = None
         self.live_receivers = 0
@@ -79,8 +88,23 @@ class Stream:
                 self.buffer = deque(buf)
         self.nbytes += msg.size
 
-    def push_front(self, msg: Message) -> None:
-        self.insert_at(0, (msg,))
+    def put_back(self, msgs: list[Message]) -> None:
+        """Insert given-back ``msgs`` at the head, merged with the messages
+        given back before by the order they were first taken (never-taken
+        ones, e.g. decoded from a peer's requeue, go first, in list order)."""
+        n = self.returned
+        if n:
+            buf = self.buffer
+            assert buf is not None
+            head = [buf.popleft() if type(buf) is deque else buf.pop(0) for _ in range(n)]  # type: ignore[union-attr]
+            msgs = sorted(msgs + head, key=_taken)
+            self.nbytes -= sum(m.size for m in head)
+            if not buf:
+                self.buffer = None
+        added = len(msgs) - n
+        self.insert_at(0, msgs)
+        self.returned += added
+        self.front += added
 
     def insert_at(self, index: int, msgs: Iterable[Message]) -> int:
         """Insert ``msgs`` in order starting at position ``index``; return how many."""
@@ -111,19 +135,20 @@ class Stream:
         msg = buf.pop(0) if type(buf) is list else buf.popleft()  # type: ignore[union-attr]
         if not buf:
             self.buffer = None
-            self.handed_front = 0
-        elif self.handed_front:
-            self.handed_front -= 1
+            self.front = self.returned = 0
+        elif self.front:
+            self.front -= 1
+            if self.returned:
+                self.returned -= 1
         self.nbytes -= msg.size
         return msg
-
 
     def take_all(self) -> list[Message]:
         """Remove and return every buffered message, oldest first."""
         items = list(self.buffer) if self.buffer is not None else []
         self.buffer = None
         self.nbytes = 0
-        self.handed_front = 0
+        self.front = self.returned = 0
         return items
 
     # -- waiters -------------------------------------------------------------

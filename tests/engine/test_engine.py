@@ -405,3 +405,58 @@ async def test_counters_return_to_zero_after_mixed_traffic(engine: Engine) -> No
     assert engine.stats.waiting_receivers == 0
     assert engine.stats.blocked_senders == 0
     assert engine.stats.buffered_bytes == 0
+
+
+async def test_put_back_between_two_hand_off_batches_keeps_order(engine: Engine) -> None:
+    """Issue 18 item 1: batch 1 (h1 to a waiting receiver, h2 buffered), a
+    local send, the receiver's client leaves in the same step (h1 put back),
+    then batch 2 (h3): the order must be h1, h2, h3, local1."""
+    receiver = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.attach("s", 100, [msg("h1"), msg("h2")])  # h1 resolves the receiver's future
+    engine.send_nowait("s", msg("local1"), 100)
+    receiver.cancel()  # ... but its client went away before the task ran
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    assert engine.stats.requeued_total == 1
+    engine.attach("s", 100, [msg("h3")])
+    got = [(await engine.receive("s", 0)).uuid for _ in range(4)]
+    assert got == ["uh1", "uh2", "uh3", "ulocal1"]
+
+
+async def test_requeue_of_a_taken_hand_off_message_keeps_later_batches_behind_it(engine: Engine) -> None:
+    """The same through a requeue (a forwarded poll whose client left): a
+    buffered handed-over message was taken, then given back."""
+    engine.attach("s", 100, [msg("h1"), msg("h2")])
+    engine.send_nowait("s", msg("local1"), 100)
+    taken = await engine.receive("s", 0)
+    engine.requeue("s", Message(taken.uuid, taken.payload, taken.timestamp_us))  # as decoded from the wire
+    engine.attach("s", 100, [msg("h3")])
+    got = [(await engine.receive("s", 0)).uuid for _ in range(4)]
+    assert got == ["uh1", "uh2", "uh3", "ulocal1"]
+
+
+async def test_requeue_of_the_only_hand_off_message_keeps_the_next_batch_behind_it(engine: Engine) -> None:
+    engine.attach("s", 100, [msg("h1")])
+    engine.send_nowait("s", msg("local1"), 100)
+    taken = await engine.receive("s", 0)
+    engine.requeue("s", taken)
+    engine.attach("s", 100, [msg("h2")])
+    got = [(await engine.receive("s", 0)).uuid for _ in range(3)]
+    assert got == ["uh1", "uh2", "ulocal1"]
+
+
+async def test_two_receivers_cancelled_in_the_same_step_put_back_in_order(engine: Engine) -> None:
+    first = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    second = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.send_nowait("s", msg(1), 100)
+    engine.send_nowait("s", msg(2), 100)
+    engine.send_nowait("s", msg(3), 100)
+    second.cancel()  # the second poll's task happens to run first
+    first.cancel()
+    for task in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [m.uuid for m in engine.buffered("s")] == ["u1", "u2", "u3"]
