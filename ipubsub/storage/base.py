@@ -102,6 +102,17 @@ class MessageStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
+        """The ``limit`` alive messages of the stream with the greatest
+        positions (fewer if it holds fewer), in increasing position order:
+        what an operator inspecting a stream sees; readers use
+        :meth:`read_after`.
+
+        Raises:
+            StorageUnavailable: the database cannot be reached or failed.
+        """
+
+    @abc.abstractmethod
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` messages with ``expires_at_us <= now_us``;
         return how many were deleted.  Backends with native expiry (Cassandra

@@ -89,6 +89,8 @@ _STATEMENTS = {
     "exists": "SELECT position FROM {ks}.{t} WHERE stream_id = ? AND position = ?",
     "read": "SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {ks}.{t}"
     " WHERE stream_id = ? AND position > ? LIMIT ?",
+    "read_latest": "SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {ks}.{t}"
+    " WHERE stream_id = ? ORDER BY position DESC LIMIT ?",
     "ping": "SELECT release_version FROM system.local",
 }
 
@@ -287,6 +289,21 @@ class CassandraStore(MessageStore):
                     break
                 cursor = rows[-1]["position"]
         return out
+
+    async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
+        """The newest alive messages, oldest of them first (rows past their
+        expiry that the TTL has not dropped yet are skipped)."""
+        async with self._guard("read"):
+            rows = (await self._run("read_latest", (stream_id, 2 * limit + 8))).current_rows
+        alive = [
+            StoredMessage(
+                stream_id, row["position"], row["message_uuid"], row["payload"] or b"",
+                row["timestamp_us"], row["expires_at_us"],
+            )
+            for row in rows
+            if row["expires_at_us"] > now_us
+        ]
+        return alive[:limit][::-1]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Nothing to do: Cassandra drops expired rows itself (TTL). Returns 0."""

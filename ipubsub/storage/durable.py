@@ -199,6 +199,20 @@ class DurableLog:
             finally:
                 self._forget_reader(stream_id, waiter)
 
+    async def latest(self, stream_id: str, limit: int) -> list[StoredMessage]:
+        """The ``limit`` newest alive messages of the stream, oldest first
+        (for operators inspecting it; readers use :meth:`read`).
+
+        Raises:
+            StorageUnavailable: the database is down or failed the read.
+        """
+        self._check_up()
+        try:
+            return await self.store.read_latest(stream_id, self._clock.time_us(), limit)
+        except StorageUnavailable as exc:
+            self._failed(exc)
+            raise
+
     async def _read_one(self, stream_id: str, after: int | None) -> StoredMessage | None:
         started = time.monotonic()
         try:

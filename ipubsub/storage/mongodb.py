@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 try:
-    from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+    from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
     from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -202,6 +202,21 @@ class MongodbStore(MessageStore):
                 doc["timestamp_us"], doc["expires_at_us"],
             )
             for doc in docs
+        ]
+
+    async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
+        """The newest alive messages, oldest of them first."""
+        self._require()
+        query = {"stream_id": stream_id, "expires_at_us": {"$gt": now_us}}
+        async with self._guard("read"):
+            cursor = self._messages.find(query, _FIELDS).sort("position", DESCENDING).limit(limit)
+            docs = await cursor.to_list(None)
+        return [
+            StoredMessage(
+                stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]),
+                doc["timestamp_us"], doc["expires_at_us"],
+            )
+            for doc in reversed(docs)
         ]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:

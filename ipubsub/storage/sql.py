@@ -22,7 +22,7 @@ import abc
 import asyncio
 import random
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Protocol, Sequence
 
 from ..errors import StorageUnavailable
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
@@ -60,6 +60,10 @@ class SqlStore(MessageStore):
     READ: ClassVar[str] = (
         "SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {t}"
         " WHERE stream_id = ? AND position > ? AND expires_at_us > ? ORDER BY position LIMIT ?"
+    )
+    READ_LATEST: ClassVar[str] = (
+        "SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {t}"
+        " WHERE stream_id = ? AND expires_at_us > ? ORDER BY position DESC LIMIT ?"
     )
     INSERT: ClassVar[str] = (
         "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
@@ -256,10 +260,17 @@ class SqlStore(MessageStore):
         args = (stream_id, 0 if after is None else after, now_us, limit)
         async with self._guard("read"), self._session(write=False) as conn:
             rows = await conn.fetch(self._sql(self.READ), args)
-        return [
-            StoredMessage(stream_id, row[0], self._text(row[1]), bytes(row[2]), row[3], row[4])
-            for row in rows
-        ]
+        return self._stored(stream_id, rows)
+
+    async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
+        """The newest alive messages, oldest of them first; see :meth:`MessageStore.read_latest`."""
+        self._check_open()
+        async with self._guard("read"), self._session(write=False) as conn:
+            rows = await conn.fetch(self._sql(self.READ_LATEST), (stream_id, now_us, limit))
+        return self._stored(stream_id, reversed(rows))
+
+    def _stored(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
+        return [StoredMessage(stream_id, row[0], self._text(row[1]), bytes(row[2]), row[3], row[4]) for row in rows]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` expired messages; return how many."""

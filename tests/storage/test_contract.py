@@ -96,6 +96,18 @@ async def test_after_none_starts_at_the_oldest_alive_message(store: MessageStore
     assert [m.uuid for m in alive] == ["m2", "m3"]
 
 
+async def test_read_latest_gives_the_newest_alive_messages_oldest_first(store: MessageStore, t0: int) -> None:
+    results = await store.append([msg("S", f"m{i}", t0, ttl_us=(2 if i == 4 else 1) * HOUR_US) for i in range(5)])
+    await store.append([msg("other", "o", t0)])
+    latest = await store.read_latest("S", t0, 3)
+    assert [m.uuid for m in latest] == ["m2", "m3", "m4"]
+    assert [m.position for m in latest] == [r.position for r in results[2:]]
+    assert latest[-1] == StoredMessage("S", results[4].position, "m4", b"m4", t0, t0 + 2 * HOUR_US)
+    assert [m.uuid for m in await store.read_latest("S", t0, 10)] == [f"m{i}" for i in range(5)]
+    assert [m.uuid for m in await store.read_latest("S", t0 + HOUR_US, 3)] == ["m4"]  # the others expired
+    assert await store.read_latest("nothing", t0, 3) == []
+
+
 # -- expiry -------------------------------------------------------------------------
 
 
