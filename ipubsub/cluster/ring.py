@@ -15,6 +15,9 @@ from uhashring import HashRing
 
 __all__ = ["Ring"]
 
+# uhashring's default hash is the md5 digest read as one integer.
+_HASH_SPACE = 1 << 128
+
 
 class Ring:
     """Owners of streams for one member set.
@@ -25,7 +28,7 @@ class Ring:
         version: this node's count of ring changes (for change detection).
     """
 
-    __slots__ = ("_members", "_ring", "_single", "version", "fingerprint")
+    __slots__ = ("_members", "_ring", "_single", "_shares", "version", "fingerprint")
 
     def __init__(self, members: Mapping[str, str], virtual_nodes: int, version: int = 0) -> None:
         self._members = dict(sorted(members.items()))
@@ -35,6 +38,7 @@ class Ring:
         self.version = version
         # Identical on every node holding the same member set.
         self.fingerprint = zlib.crc32("\n".join(names).encode()) if names else 0
+        self._shares: dict[str, float] | None = None
 
     def owner(self, stream_id: str) -> str | None:
         """Name of the node owning ``stream_id`` (``None`` for an empty ring)."""
@@ -51,6 +55,26 @@ class Ring:
             KeyError: not a member of this ring.
         """
         return self._members[name]
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of the hash space each member owns (so, on average, of
+        all stream ids); the fractions add up to 1.  Computed once per ring."""
+        if self._shares is None:
+            self._shares = self._compute_shares()
+        return dict(self._shares)
+
+    def _compute_shares(self) -> dict[str, float]:
+        if self._ring is None:
+            return {name: 1.0 for name in self._members}
+        # A key goes to the first point above its hash (wrapping to the
+        # first point), so each point owns the arc from the point before it.
+        points = self._ring.get_points()
+        arcs = dict.fromkeys(self._members, 0)
+        previous = points[-1][0] - _HASH_SPACE
+        for point, name in points:
+            arcs[name] += point - previous
+            previous = point
+        return {name: arc / _HASH_SPACE for name, arc in arcs.items()}
 
     @property
     def members(self) -> dict[str, str]:

@@ -6,7 +6,7 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 from .clock import Clock, ManualClock, SystemClock
 from .engine import DEFAULT_STREAM_SIZE, Engine
 from .stream import Released
-from .stats import EngineStats
+from .stats import EngineStats, StreamInfo
 from .message import Message, format_timestamp, new_uuid, parse_timestamp
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ManualClock",
     "Message",
     "Released",
+    "StreamInfo",
     "SystemClock",
     "format_timestamp",
     "new_uuid",

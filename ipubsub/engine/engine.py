@@ -20,7 +20,7 @@ from ..tasks import cancel_tasks
 from .clock import Clock, SystemClock
 from .idle import IdleTracker
 from .message import Message
-from .stats import EngineStats
+from .stats import EngineStats, StreamInfo
 from .stream import Released, Stream
 
 __all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
@@ -103,6 +103,13 @@ class Engine:
         """A copy of the stream's buffer, oldest first (empty if unknown)."""
         stream = self._streams.get(stream_id)
         return [] if stream is None or stream.buffer is None else list(stream.buffer)
+
+    def stream_info(self, stream_id: str) -> StreamInfo | None:
+        """Figures of one stream in O(1), ``None`` if it is not in memory."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None
+        return StreamInfo(stream.capacity, len(stream), stream.nbytes, stream.live_receivers, stream.live_senders)
 
     def capacity(self, stream_id: str) -> int | None:
         stream = self._streams.get(stream_id)

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["EngineStats"]
+from dataclasses import dataclass
+
+__all__ = ["EngineStats", "StreamInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What one in-memory stream holds right now (for operators).
+
+    ``capacity`` is ``None`` while only receivers have touched the stream
+    (its first send fixes it); 0 means sync match."""
+
+    capacity: int | None
+    buffered_messages: int
+    buffered_bytes: int
+    waiting_receivers: int
+    blocked_senders: int
 
 
 class EngineStats:
