@@ -18,6 +18,7 @@ from .api.internal import InternalRoutes
 from .cluster.cluster import Cluster
 from .commands import Delivery, ReceiveCommand, Relayed, SendCommand, SendResult
 from .config import Config, parse_address
+from .dashboard import Dashboard
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
 from .logs import REQUEST_ID
@@ -60,6 +61,7 @@ class Node:
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
         self.metrics = NodeMetrics(self)
+        self.dashboard = Dashboard(self)
         self.state = "new"
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -79,6 +81,7 @@ class Node:
             if not await self.durable.wait_up(STORAGE_STARTUP_WAIT_SECONDS):
                 log.warning("starting without storage: %s", self.durable.last_error or "still connecting")
         await self.cluster.start()
+        self.dashboard.start()
         self.state = "running"
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
 
@@ -96,8 +99,9 @@ class Node:
         log.info("node %s listening on http://%s:%d", self.name, host, port)
 
     def http_extensions(self) -> list[Callable[[AddRoute], None]]:
-        """Extra route groups to mount (cluster internals, metrics)."""
-        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to, self.metrics.add_to]
+        """Extra route groups to mount (cluster internals, metrics, dashboard)."""
+        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to, self.metrics.add_to,
+                self.dashboard.add_to]
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
@@ -135,8 +139,9 @@ class Node:
         if len(self.cluster.ring) and not await self.cluster.handoff.drain(timeout=1.0):  # 7
             lost = self.engine.stats.buffered_messages + self.cluster.handoff.pending
             log.error("%d buffered messages could not be handed off and are lost", lost)
+        await self.dashboard.close()  # 8
         if self.durable is not None:
-            await self.durable.close()  # 8
+            await self.durable.close()
         await self.cluster.close(timeout=1.0)
         await self.engine.close()
         self.state = "stopped"

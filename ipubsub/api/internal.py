@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..cluster.cluster import Cluster
     from .app import AddRoute
 
-__all__ = ["InternalRoutes"]
+__all__ = ["InternalRoutes", "require_secret"]
 
 SECRET_HEADER = "X-IPubSub-Secret"
 _JSON = "application/json"
@@ -24,6 +24,22 @@ _JSON = "application/json"
 MAX_INTERNAL_BODY = 64 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def require_secret(secret: str, handler: Handler) -> Handler:
+    """``handler`` behind the cluster secret: 401 unless the request carries
+    it (compared in constant time); ``handler`` itself when no secret is set."""
+    if not secret:
+        return handler
+    expected = secret.encode()
+
+    async def guarded(request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("internal endpoints need the cluster secret (X-IPubSub-Secret)")
+        return await handler(request)
+
+    return guarded
 
 
 class InternalRoutes:
@@ -39,17 +55,7 @@ class InternalRoutes:
         add("POST", "/internal/v1/requeue", self._guard(self.requeue))
 
     def _guard(self, handler: Handler) -> Handler:
-        if not self._secret:
-            return handler
-        secret = self._secret
-
-        async def guarded(request: web.Request) -> web.Response:
-            given = request.headers.get(SECRET_HEADER, "").encode()
-            if not hmac.compare_digest(given, secret):
-                raise Unauthorized("internal endpoints need the cluster secret (X-IPubSub-Secret)")
-            return await handler(request)
-
-        return guarded
+        return require_secret(self._secret.decode(), handler)
 
     @staticmethod
     async def _body(request: web.Request) -> bytes:
