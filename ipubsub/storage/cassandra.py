@@ -101,6 +101,19 @@ def ttl_seconds(expires_at_us: int, now_us: int) -> int:
     return max(1, min(_MAX_TTL_SECONDS, -(-remaining_us // 1_000_000)))
 
 
+def stored_messages(stream_id: str, rows: Sequence[dict[str, Any]], now_us: int) -> list[StoredMessage]:
+    """The alive messages among rows of the ``read`` statement (a null blob
+    is how Cassandra returns an empty payload)."""
+    return [
+        StoredMessage(
+            stream_id, row["position"], row["message_uuid"], row["payload"] or b"",
+            row["timestamp_us"], row["expires_at_us"],
+        )
+        for row in rows
+        if row["expires_at_us"] > now_us
+    ]
+
+
 class CassandraStore(MessageStore):
     """Message log in a Cassandra keyspace (see the module notes on ordering).
 
@@ -178,13 +191,17 @@ class CassandraStore(MessageStore):
 
     # -- the asyncio bridge ----------------------------------------------------
 
-    def _run(self, name: str, params: Sequence[Any]) -> asyncio.Future[ResultSet]:
-        """Execute a prepared statement; the future resolves on the event loop."""
+    def _run(self, name: str, params: Sequence[Any], fetch_size: int | None = None) -> asyncio.Future[ResultSet]:
+        """Execute a prepared statement; the future resolves on the event loop
+        with the first page of rows (``fetch_size`` rows, default the driver's)."""
         if self._session is None or name not in self._prepared:
             raise StorageUnavailable(f"{self._where} is not open")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[ResultSet] = loop.create_future()
-        response: ResponseFuture = self._session.execute_async(self._prepared[name], params)
+        bound = self._prepared[name].bind(params)
+        if fetch_size is not None:
+            bound.fetch_size = fetch_size
+        response: ResponseFuture = self._session.execute_async(bound)
 
         def settle(rows: Any, error: BaseException | None) -> None:  # on the loop
             if done.done():  # cancelled by a timeout meanwhile
@@ -274,17 +291,13 @@ class CassandraStore(MessageStore):
         out: list[StoredMessage] = []
         cursor = 0 if after is None else after
         async with self._guard("read"):
+            # One range read of the partition per batch: LIMIT and fetch_size
+            # equal, so the whole batch comes in one page.  Only rows expired
+            # but not yet dropped by their TTL make it read on.
             while len(out) < limit:
                 page = min(limit - len(out), _READ_PAGE)
-                rows = (await self._run("read", (stream_id, cursor, page))).current_rows
-                out.extend(
-                    StoredMessage(
-                        stream_id, row["position"], row["message_uuid"], row["payload"] or b"",
-                        row["timestamp_us"], row["expires_at_us"],
-                    )
-                    for row in rows
-                    if row["expires_at_us"] > now_us
-                )
+                rows = (await self._run("read", (stream_id, cursor, page), fetch_size=page)).current_rows
+                out.extend(stored_messages(stream_id, rows, now_us))
                 if len(rows) < page:
                     break
                 cursor = rows[-1]["position"]

@@ -1,12 +1,15 @@
 """The durable log as a node uses it, on top of any :class:`MessageStore`.
 
-* Group commit: concurrent appends are queued and written together, one
-  batch per database round trip, so persisted throughput grows with the
-  number of concurrent writers; each caller is answered only after its
-  batch committed.
-* Readers waiting for the next message of a stream are woken by appends on
-  this node (the stream's owner), not by polling the database; one last read
-  at the end of a wait also catches what another node may have written.
+* Group commit (:mod:`.group_commit`): concurrent appends are queued and
+  written together, one batch per database transaction, so persisted
+  throughput grows with the number of concurrent writers; each caller is
+  answered only after its batch committed.  A caller's own batch
+  (:meth:`DurableLog.append_batch`) is never split across transactions.
+* Reads come in batches: wait for the first message after a position, then
+  take up to ``limit`` in one indexed range read.  Readers waiting for the
+  next message of a stream are woken by appends on this node (the stream's
+  owner), not by polling the database; one last read at the end of a wait
+  also catches what another node may have written.
 * The store is opened in the background with backoff, so a node starts (and
   serves memory-only calls) while its database is down; while the database
   fails, persisted calls answer 503 and a probe reconnects.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from ..config import StorageConfig
 from ..engine import Clock
@@ -26,12 +29,16 @@ from ..errors import ReceiveTimeout, StorageUnavailable
 from ..stats import LatencyHistogram
 from ..tasks import cancel_tasks
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
+from .group_commit import GroupCommit
 
-__all__ = ["DurableLog"]
+__all__ = ["MAX_READ_BATCH", "DurableLog"]
 
 log = logging.getLogger("ipubsub.storage")
 
 CONNECTING, UP, DOWN = "connecting", "up", "down"
+
+#: the most messages one batch read returns
+MAX_READ_BATCH = 1000
 
 
 class DurableLog:
@@ -49,8 +56,7 @@ class DurableLog:
         self._clock = clock
         self.status = CONNECTING
         self.last_error: str | None = None
-        self._pending: list[tuple[NewMessage, asyncio.Future[AppendResult]]] = []
-        self._wake_writer = asyncio.Event()
+        self._writes = GroupCommit(store, config.write_batch_max, self._written, self._failed)
         self._readers: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._up = asyncio.Event()
@@ -69,10 +75,8 @@ class DurableLog:
         """Start connecting (in the background), the writer and the sweeper."""
         loop = asyncio.get_running_loop()
         self._reconnecting = loop.create_task(self._connect(opening=True), name="ipubsub-storage-connect")
-        self._tasks = [
-            loop.create_task(self._writer(), name="ipubsub-storage-writer"),
-            loop.create_task(self._sweeper(), name="ipubsub-storage-sweeper"),
-        ]
+        self._writes.start()
+        self._tasks = [loop.create_task(self._sweeper(), name="ipubsub-storage-sweeper")]
 
     async def wait_up(self, timeout: float) -> bool:
         """Wait until the store is open; return whether it is."""
@@ -84,15 +88,10 @@ class DurableLog:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop, disconnect."""
-        deadline = time.monotonic() + timeout
-        while self._pending and self.status == UP and time.monotonic() < deadline:
-            self._wake_writer.set()
-            await asyncio.sleep(0.01)
-        await cancel_tasks([*self._tasks, self._reconnecting])
-        for _, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(StorageUnavailable("the node is shutting down"))
-        self._pending.clear()
+        if self.status == UP:
+            await self._writes.flush(timeout)
+        await cancel_tasks([*self._tasks, *self._writes.tasks, self._reconnecting])
+        self._writes.fail_queued(StorageUnavailable("the node is shutting down"))
         for waiters in self._readers.values():
             for waiter in waiters:
                 _wake(waiter)
@@ -104,7 +103,7 @@ class DurableLog:
             "backend": self.store.name,
             "status": self.status,
             "error": self.last_error,
-            "pendingWrites": len(self._pending),
+            "pendingWrites": self._writes.pending,
             "writes": self.writes_total,
             "batches": self.batches_total,
             "reads": self.reads_total,
@@ -121,43 +120,27 @@ class DurableLog:
         Raises:
             StorageUnavailable: the database is down or failed the write.
         """
+        (result,) = await self.append_batch((msg,))
+        return result
+
+    async def append_batch(self, msgs: Sequence[NewMessage]) -> list[AppendResult]:
+        """Store ``msgs`` durably in one transaction (streams may differ;
+        per-stream order is kept); one result per message, in order, as
+        :meth:`MessageStore.append` promises.
+
+        Raises:
+            StorageUnavailable: the database is down or failed the write
+                (then nothing of the batch was stored).
+        """
         self._check_up()
-        fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((msg, fut))
-        self._wake_writer.set()
-        return await fut
+        if not msgs:
+            return []
+        return await self._writes.append(msgs)
 
-    async def _writer(self) -> None:
-        limit = self._config.write_batch_max
-        while True:
-            await self._wake_writer.wait()
-            self._wake_writer.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:limit], self._pending[limit:]
-                await self._write(batch)
-
-    async def _write(self, batch: list[tuple[NewMessage, asyncio.Future[AppendResult]]]) -> None:
-        started = time.monotonic()
-        try:
-            results = await self.store.append([m for m, _ in batch])
-        except Exception as exc:
-            error = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(f"storage write failed: {exc}")
-            if not isinstance(exc, StorageUnavailable):
-                log.exception("unexpected storage error")
-            self._failed(error)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(error)
-            return
-        self.write_latency.observe(time.monotonic() - started)
+    def _written(self, streams: set[str], count: int, seconds: float) -> None:
+        self.write_latency.observe(seconds)
         self.batches_total += 1
-        self.writes_total += len(batch)
-        streams = set()
-        for (msg, fut), result in zip(batch, results):
-            if not fut.done():
-                fut.set_result(result)
-            if not result.duplicate:
-                streams.add(msg.stream_id)
+        self.writes_total += count
         for stream_id in streams:
             self._wake_readers(stream_id)
 
@@ -171,6 +154,23 @@ class DurableLog:
             ReceiveTimeout: none arrived in time.
             StorageUnavailable: the database is down or failed the read.
         """
+        (row,) = await self.read_batch(stream_id, after, timeout, 1)
+        return row
+
+    async def read_batch(self, stream_id: str, after: int | None, timeout: float, limit: int) -> list[StoredMessage]:
+        """Alive messages after position ``after`` (``None``: from the oldest
+        alive), oldest first: wait up to ``timeout`` seconds for the first
+        one, then return at once up to ``limit`` (1..:data:`MAX_READ_BATCH`)
+        that are stored, read with one indexed range read.  Never empty.
+
+        Raises:
+            ValueError: ``limit`` is out of range (a caller's bug: the API
+                validates ``maxMessages``).
+            ReceiveTimeout: nothing arrived in time.
+            StorageUnavailable: the database is down or failed the read.
+        """
+        if not 1 <= limit <= MAX_READ_BATCH:
+            raise ValueError(f"limit must be 1..{MAX_READ_BATCH}, got {limit}")
         self._check_up()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -180,9 +180,9 @@ class DurableLog:
             waiter: asyncio.Future[None] = loop.create_future()
             self._readers.setdefault(stream_id, []).append(waiter)
             try:
-                row = await self._read_one(stream_id, after)
-                if row is not None:
-                    return row
+                rows = await self._read_rows(stream_id, after, limit)
+                if rows:
+                    return rows
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise ReceiveTimeout(stream_id, timeout)
@@ -192,9 +192,9 @@ class DurableLog:
                 finally:
                     handle.cancel()
                 if loop.time() >= deadline:
-                    row = await self._read_one(stream_id, after)  # last look
-                    if row is not None:
-                        return row
+                    rows = await self._read_rows(stream_id, after, limit)  # last look
+                    if rows:
+                        return rows
                     raise ReceiveTimeout(stream_id, timeout)
             finally:
                 self._forget_reader(stream_id, waiter)
@@ -213,16 +213,16 @@ class DurableLog:
             self._failed(exc)
             raise
 
-    async def _read_one(self, stream_id: str, after: int | None) -> StoredMessage | None:
+    async def _read_rows(self, stream_id: str, after: int | None, limit: int) -> list[StoredMessage]:
         started = time.monotonic()
         try:
-            rows = await self.store.read_after(stream_id, after, self._clock.time_us(), 1)
+            rows = await self.store.read_after(stream_id, after, self._clock.time_us(), limit)
         except StorageUnavailable as exc:
             self._failed(exc)
             raise
         self.read_latency.observe(time.monotonic() - started)
         self.reads_total += 1
-        return rows[0] if rows else None
+        return rows
 
     def _wake_readers(self, stream_id: str) -> None:
         for fut in self._readers.pop(stream_id, ()):

@@ -53,6 +53,13 @@ def _date(time_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=time_us)
 
 
+def read_options(limit: int) -> dict[str, Any]:
+    """``find`` options of a batch read: oldest first, ``limit`` documents,
+    all in the first reply (one round trip; the server's default first batch
+    holds only 101)."""
+    return {"sort": [("position", ASCENDING)], "limit": limit, "batch_size": limit}
+
+
 class MongodbStore(MessageStore):
     """Message log in MongoDB collections (see the module notes on ordering).
 
@@ -194,8 +201,7 @@ class MongodbStore(MessageStore):
             "expires_at_us": {"$gt": now_us},
         }
         async with self._guard("read"):
-            cursor = self._messages.find(query, _FIELDS).sort("position", ASCENDING).limit(limit)
-            docs = await cursor.to_list(None)
+            docs = await self._messages.find(query, _FIELDS, **read_options(limit)).to_list(None)
         return [
             StoredMessage(
                 stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]),

@@ -126,6 +126,8 @@ class MysqlStore(SqlStore):
             table_key="storage.mysql.table",
             where=f"mysql at {url_location(config.dsn, 3306)}",
             timeout=operation_timeout_seconds,
+            # half the pool: reads and the sweeper keep connections
+            concurrency=max(1, config.pool_size // 2),
             errors=(pymysql.err.MySQLError,),
             secret=url_password(config.dsn),
         )

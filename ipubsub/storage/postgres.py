@@ -29,6 +29,7 @@ __all__ = ["PostgresStore"]
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _PLACEHOLDER = re.compile(r"\?")
+_COLUMNS = ("stream_id", "position", "message_uuid", "payload", "timestamp_us", "expires_at_us")
 
 
 class _Connection:
@@ -45,6 +46,9 @@ class _Connection:
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._con.executemany(sql, rows)
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        await self._con.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
 class PostgresStore(SqlStore):
@@ -68,9 +72,13 @@ class PostgresStore(SqlStore):
         " last_position BIGINT NOT NULL)",
     )
     # Array parameters keep one statement text (asyncpg prepares per text).
+    # The exact (stream, uuid) pairs, joined: one unique-index probe per pair
+    # whatever plan is cached (``stream_id = ANY(..) AND message_uuid =
+    # ANY(..)`` got a generic plan scanning the whole stream once the table grew).
     EXISTING = (
-        "SELECT stream_id, message_uuid, position, timestamp_us FROM {t}"
-        " WHERE stream_id = ANY(?::text[]) AND message_uuid = ANY(?::text[])"
+        "SELECT m.stream_id, m.message_uuid, m.position, m.timestamp_us"
+        " FROM unnest(?::text[], ?::text[]) AS k(s, u)"
+        " JOIN {t} m ON m.stream_id = k.s AND m.message_uuid = k.u"
     )
     ALLOCATE = (
         "INSERT INTO {s} (stream_id, last_position)"
@@ -85,6 +93,8 @@ class PostgresStore(SqlStore):
             table_key="storage.postgres.table",
             where=f"postgres at {url_location(config.dsn, 5432)}",
             timeout=operation_timeout_seconds,
+            # half the pool: reads and the sweeper keep connections
+            concurrency=max(1, config.pool_size // 2),
             errors=_DRIVER_ERRORS,
             secret=url_password(config.dsn),
         )
@@ -131,14 +141,22 @@ class PostgresStore(SqlStore):
     async def _find_existing(
         self, conn: SqlConnection, wanted: dict[str, list[str]]
     ) -> dict[str, dict[str, tuple[int, int]]]:
-        uuids = sorted({u for values in wanted.values() for u in values})
-        rows = await conn.fetch(self._sql(self.EXISTING), (list(wanted), uuids))
+        streams = [s for s, uuids in wanted.items() for _ in uuids]
+        uuids = [u for values in wanted.values() for u in values]
+        rows = await conn.fetch(self._sql(self.EXISTING), (streams, uuids))
         return self._pairs(rows, wanted)
 
     async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
         streams = sorted(counts)
         rows = await conn.fetch(self._sql(self.ALLOCATE), (streams, [counts[s] for s in streams]))
         return {row[0]: int(row[1]) for row in rows}
+
+    async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+        # COPY: a fraction of the CPU of INSERT on both sides (no per-row
+        # statement, no array encoding); a duplicate uuid still fails the
+        # unique index, and the batch is retried like any other.
+        assert isinstance(conn, _Connection)
+        await conn.copy(self.table, _COLUMNS, rows)
 
     def _is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, _RETRYABLE)

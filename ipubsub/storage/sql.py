@@ -92,6 +92,7 @@ class SqlStore(MessageStore):
         self,
         *,
         table: str,
+        concurrency: int = 1,
         table_key: str,
         where: str,
         timeout: float,
@@ -103,8 +104,13 @@ class SqlStore(MessageStore):
         self._timeout = timeout
         self._errors = errors
         self._secret = secret
+        self._concurrency = concurrency
         self._open = False
         self._statements: dict[tuple[str, ...], str] = {}
+
+    @property
+    def append_concurrency(self) -> int:
+        return self._concurrency
 
     # -- what a backend supplies ---------------------------------------------
 

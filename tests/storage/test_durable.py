@@ -1,0 +1,136 @@
+"""DurableLog (the node's view of a store) against every backend: batch
+reads, batch appends through the group commit, waiting readers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from ipubsub.engine import SystemClock
+from ipubsub.errors import ReceiveTimeout
+from ipubsub.storage import NewMessage, create_store
+from ipubsub.storage.durable import MAX_READ_BATCH, DurableLog
+
+from .conftest import drop_tables, storage_config
+
+pytestmark = pytest.mark.timeout(120)
+
+HOUR_US = 3_600 * 1_000_000
+MakeLog = Callable[..., Awaitable[DurableLog]]
+
+
+def msgs(stream: str, prefix: str, count: int) -> list[NewMessage]:
+    now = time.time_ns() // 1000
+    return [NewMessage(stream, f"{prefix}{i}", f'"{prefix}{i}"'.encode(), now, now + HOUR_US) for i in range(count)]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def make_log(backend: str, tmp_path: Path) -> AsyncIterator[MakeLog]:
+    """Factory of started, connected durable logs on one fresh table."""
+    table = f"t_{secrets.token_hex(6)}"
+    logs: list[DurableLog] = []
+
+    async def make(timeout: float = 5.0, **storage: object) -> DurableLog:
+        config = storage_config(backend, table, tmp_path, timeout)
+        if storage:
+            import msgspec
+
+            config = msgspec.structs.replace(config, **storage)
+        store = create_store(config)
+        assert store is not None
+        log = DurableLog(store, config, SystemClock())
+        logs.append(log)
+        await log.start()
+        assert await log.wait_up(60), log.last_error
+        return log
+
+    try:
+        yield make
+    finally:
+        async with asyncio.timeout(60):
+            for log in logs:
+                await log.close()
+            await drop_tables(backend, table)
+
+
+async def test_batch_read_waits_for_the_first_message_then_takes_what_is_stored(make_log: MakeLog) -> None:
+    log = await make_log()
+    reader = asyncio.create_task(log.read_batch("S", None, 20, 50))
+    # registered, and its first (empty) read done
+    await wait_until(lambda: log.waiting_readers == 1 and log.reads_total == 1)
+    reads_before = log.reads_total
+
+    await log.append_batch(msgs("S", "m", 30))  # one transaction: all 30 visible at once
+    got = await asyncio.wait_for(reader, 10)
+    assert [m.uuid for m in got] == [f"m{i}" for i in range(30)]
+    assert log.reads_total - reads_before == 1  # woken by the write, one range read
+    assert log.waiting_readers == 0
+
+
+async def test_batch_reads_page_through_the_log_one_read_per_batch(make_log: MakeLog) -> None:
+    log = await make_log()
+    for n in range(5):
+        await log.append_batch(msgs("S", f"b{n}-", 500))
+    expected = [f"b{n}-{i}" for n in range(5) for i in range(500)]
+
+    reads_before = log.reads_total
+    seen = []
+    after = None
+    for size in (1000, 1000, 500):
+        got = await log.read_batch("S", after, 0, MAX_READ_BATCH)
+        assert len(got) == size
+        seen.extend(got)
+        after = got[-1].position
+    assert log.reads_total - reads_before == 3
+    assert [m.uuid for m in seen] == expected
+    assert all(a.position < b.position for a, b in itertools.pairwise(seen))
+    assert [m.uuid for m in await log.read_batch("S", seen[1499].position, 0, 2)] == expected[1500:1502]
+    with pytest.raises(ReceiveTimeout):
+        await log.read_batch("S", after, 0, 10)
+
+
+@pytest.mark.parametrize("limit", [0, MAX_READ_BATCH + 1])
+async def test_batch_read_limit_is_checked(make_log: MakeLog, limit: int) -> None:
+    log = await make_log()
+    with pytest.raises(ValueError):
+        await log.read_batch("S", None, 0, limit)
+
+
+async def test_concurrent_batches_are_each_committed_whole_and_in_order(make_log: MakeLog) -> None:
+    log = await make_log()
+    batches = [msgs("S", f"w{k}-", 100) for k in range(12)]
+    results = await asyncio.wait_for(asyncio.gather(*(log.append_batch(b) for b in batches)), 60)
+
+    for batch_results in results:
+        positions = [r.position for r in batch_results]
+        assert not any(r.duplicate for r in batch_results)
+        assert all(a < b for a, b in itertools.pairwise(positions))
+    assert log.writes_total == 1200
+    assert log.batches_total <= 12  # group commit merged callers, never split one
+    stored = []
+    after = None
+    while len(stored) < 1200:
+        got = await log.read_batch("S", after, 0, MAX_READ_BATCH)
+        stored.extend(got)
+        after = got[-1].position
+    by_writer: dict[str, list[str]] = {}
+    for m in stored:
+        by_writer.setdefault(m.uuid.partition("-")[0], []).append(m.uuid)
+    assert by_writer == {f"w{k}": [f"w{k}-{i}" for i in range(100)] for k in range(12)}
+
+    retry = await log.append_batch(batches[3])  # a whole batch retried: stored once
+    assert [r.position for r in retry] == [r.position for r in results[3]]
+    assert all(r.duplicate for r in retry)
