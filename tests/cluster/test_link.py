@@ -212,3 +212,17 @@ async def test_bytes_that_are_not_a_handshake_close_the_connection(rig: LinkRig)
     finally:
         writer.close()
     assert (await rig.client().call(Echo(1))).meta.n == 1
+
+
+async def test_an_answer_after_the_caller_went_away_reaches_the_orphan_hook(rig: LinkRig) -> None:
+    client = rig.client()
+    call = await client.open(Park(9))
+    orphaned: list[tuple[str, bytes]] = []
+    call.orphan = lambda reply: orphaned.append((reply.meta.note, reply.payload))
+    waiter = asyncio.ensure_future(call.future)
+    await wait_for(lambda: 9 in rig.parked, what="the call parked")
+    rig.answer(9, b"handed over")  # the owner hands the poll a message ...
+    waiter.cancel()  # ... as the caller goes away: the future is cancelled
+    call.cancel()
+    await wait_for(lambda: orphaned == [("answered", b"handed over")], what="the late answer")
+    assert call.future.cancelled()

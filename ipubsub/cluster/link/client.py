@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import msgspec
 
@@ -43,7 +43,7 @@ class Call(Generic[M]):
     with a :class:`LinkError`; ``written`` tells whether its frame left this
     node (so whether a lost link may have delivered it)."""
 
-    __slots__ = ("id", "future", "written", "started", "deadline", "cancelled", "_conn")
+    __slots__ = ("id", "future", "written", "started", "deadline", "cancelled", "orphan", "_conn")
 
     def __init__(self, call_id: int, future: asyncio.Future[Reply[M]], conn: _ClientConnection[M],
                  started: float, deadline: float) -> None:  # fmt: skip
@@ -53,6 +53,9 @@ class Call(Generic[M]):
         self.started = started
         self.deadline = deadline
         self.cancelled = False
+        # Gets the answer if it arrives after ``future`` was cancelled (the
+        # caller went away): e.g. to give back a message it carried.
+        self.orphan: Callable[[Reply[M]], None] | None = None
         self._conn = conn
 
     def cancel(self) -> None:
@@ -130,8 +133,11 @@ class _ClientConnection(Connection, Generic[M]):
     def _on_frame(self, kind: int, call_id: int, meta: memoryview, payload: bytes) -> None:
         if kind == REPLY:
             call = self.calls.pop(call_id, None)
-            if call is not None and not call.future.done():
-                call.future.set_result(Reply(self.link.decode_reply(meta), payload))
+            if call is not None:
+                if not call.future.done():
+                    call.future.set_result(Reply(self.link.decode_reply(meta), payload))
+                elif call.orphan is not None:
+                    call.orphan(Reply(self.link.decode_reply(meta), payload))
         elif kind == REFUSED or kind == ABORTED:
             call = self.calls.pop(call_id, None)
             if call is not None and not call.future.done():
@@ -239,6 +245,12 @@ class LinkClient(Generic[M]):
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.usable
+
+    @property
+    def last_received(self) -> float | None:
+        """Loop time of the last frame from the peer on an open connection."""
+        conn = self._conn
+        return conn.last_received if conn is not None and not conn.closed else None
 
     @property
     def in_flight(self) -> int:
