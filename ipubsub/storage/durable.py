@@ -10,9 +10,13 @@
   next message of a stream are woken by appends on this node (the stream's
   owner), not by polling the database; one last read at the end of a wait
   also catches what another node may have written.
-* The store is opened in the background with backoff, so a node starts (and
-  serves memory-only calls) while its database is down; while the database
-  fails, persisted calls answer 503 and a probe reconnects.
+* Health (:mod:`.health`): the store is opened in the background with
+  backoff, so a node starts (and serves memory-only calls) while its
+  database is down.  Every call is bounded by ``operation_timeout_seconds``
+  (an append's time in the queue included); the first call that fails or
+  times out marks the store ``down``, queued appends fail at once, later
+  calls answer 503 without waiting, and a probe reconnects.  An idle node
+  pings its database, so ``/health`` tells the truth without traffic.
 * Expired messages are deleted in bounded batches by a background sweep.
 """
 
@@ -30,12 +34,13 @@ from ..stats import LatencyHistogram
 from ..tasks import cancel_tasks
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
 from .group_commit import GroupCommit
+from .health import StorageStatus, StoreHealth
 
-__all__ = ["MAX_READ_BATCH", "DurableLog"]
+__all__ = ["MAX_READ_BATCH", "DurableLog", "StorageStatus"]
 
 log = logging.getLogger("ipubsub.storage")
 
-CONNECTING, UP, DOWN = "connecting", "up", "down"
+CONNECTING, UP, DOWN = StorageStatus.CONNECTING, StorageStatus.UP, StorageStatus.DOWN
 
 #: the most messages one batch read returns
 MAX_READ_BATCH = 1000
@@ -54,17 +59,20 @@ class DurableLog:
         self.store = store
         self._config = config
         self._clock = clock
-        self.status = CONNECTING
-        self.last_error: str | None = None
-        self._writes = GroupCommit(store, config.write_batch_max, self._written, self._failed)
+        self._health = StoreHealth(store, config, self._down)
+        self._writes = GroupCommit(
+            store,
+            config.write_batch_max,
+            self._health.timeout,
+            lambda detail: self._health.timed_out("append", detail),
+            self._written,
+            self._health.failed,
+        )
         self._readers: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._up = asyncio.Event()
-        self._reconnecting: asyncio.Task[None] | None = None
         self.writes_total = 0
         self.batches_total = 0
         self.reads_total = 0
-        self.errors_total = 0
         self.expired_deleted_total = 0
         self.write_latency = LatencyHistogram()
         self.read_latency = LatencyHistogram()
@@ -72,25 +80,34 @@ class DurableLog:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start connecting (in the background), the writer and the sweeper."""
-        loop = asyncio.get_running_loop()
-        self._reconnecting = loop.create_task(self._connect(opening=True), name="ipubsub-storage-connect")
+        """Start connecting (in the background), the writers and the sweeper."""
+        self._health.start()
         self._writes.start()
-        self._tasks = [loop.create_task(self._sweeper(), name="ipubsub-storage-sweeper")]
+        self._tasks = [asyncio.get_running_loop().create_task(self._sweeper(), name="ipubsub-storage-sweeper")]
 
     async def wait_up(self, timeout: float) -> bool:
         """Wait until the store is open; return whether it is."""
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await self._health.wait_up(timeout)
+
+    @property
+    def status(self) -> StorageStatus:
+        """``connecting``, ``up`` or ``down``."""
+        return self._health.status
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the store is not up (``None`` while up)."""
+        return self._health.last_error
+
+    @property
+    def errors_total(self) -> int:
+        return self._health.errors_total
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop, disconnect."""
         if self.status == UP:
             await self._writes.flush(timeout)
-        await cancel_tasks([*self._tasks, *self._writes.tasks, self._reconnecting])
+        await cancel_tasks([*self._tasks, *self._writes.tasks, self._health.task])
         self._writes.fail_queued(StorageUnavailable("the node is shutting down"))
         for waiters in self._readers.values():
             for waiter in waiters:
@@ -132,10 +149,12 @@ class DurableLog:
             StorageUnavailable: the database is down or failed the write
                 (then nothing of the batch was stored).
         """
-        self._check_up()
+        self._health.check()
         if not msgs:
             return []
-        return await self._writes.append(msgs)
+        results = await self._writes.append(msgs)
+        self._health.succeeded()
+        return results
 
     def _written(self, streams: set[str], count: int, seconds: float) -> None:
         self.write_latency.observe(seconds)
@@ -171,7 +190,7 @@ class DurableLog:
         """
         if not 1 <= limit <= MAX_READ_BATCH:
             raise ValueError(f"limit must be 1..{MAX_READ_BATCH}, got {limit}")
-        self._check_up()
+        self._health.check()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -206,20 +225,11 @@ class DurableLog:
         Raises:
             StorageUnavailable: the database is down or failed the read.
         """
-        self._check_up()
-        try:
-            return await self.store.read_latest(stream_id, self._clock.time_us(), limit)
-        except StorageUnavailable as exc:
-            self._failed(exc)
-            raise
+        return await self._health.run("read", lambda: self.store.read_latest(stream_id, self._clock.time_us(), limit))
 
     async def _read_rows(self, stream_id: str, after: int | None, limit: int) -> list[StoredMessage]:
         started = time.monotonic()
-        try:
-            rows = await self.store.read_after(stream_id, after, self._clock.time_us(), limit)
-        except StorageUnavailable as exc:
-            self._failed(exc)
-            raise
+        rows = await self._health.run("read", lambda: self.store.read_after(stream_id, after, self._clock.time_us(), limit))
         self.read_latency.observe(time.monotonic() - started)
         self.reads_total += 1
         return rows
@@ -245,49 +255,12 @@ class DurableLog:
 
     # -- health ------------------------------------------------------------------------
 
-    def _check_up(self) -> None:
-        if self.status != UP:
-            detail = f": {self.last_error}" if self.last_error else ""
-            raise StorageUnavailable(
-                f"the {self.store.name} database is {'not connected yet' if self.status == CONNECTING else 'unavailable'}"
-                f"{detail}",
-                retry_after=1,
-            )
-
-    def _failed(self, exc: StorageUnavailable) -> None:
-        self.errors_total += 1
-        self.last_error = exc.message
-        if self.status == UP:
-            log.error("storage unavailable: %s", exc.message)
-            self.status = DOWN
-            self._up.clear()
-            if self._reconnecting is None or self._reconnecting.done():
-                self._reconnecting = asyncio.get_running_loop().create_task(
-                    self._connect(opening=False), name="ipubsub-storage-reconnect"
-                )
-
-    async def _connect(self, opening: bool) -> None:
-        delay = 0.1
-        while True:
-            try:
-                if opening:
-                    await self.store.open()
-                else:
-                    await self.store.ping()
-            except StorageUnavailable as exc:
-                self.last_error = exc.message
-                log.warning("storage %s not reachable (%s); retrying in %.1fs", self.store.name, exc.message, delay)
-            except Exception as exc:  # a bug or an unexpected driver error: keep trying
-                self.last_error = str(exc)
-                log.exception("opening storage %s failed", self.store.name)
-            else:
-                self.status = UP
-                self.last_error = None
-                self._up.set()
-                log.info("storage %s %s", self.store.name, "opened" if opening else "reachable again")
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._config.reconnect_max_seconds)
+    def _down(self, error: StorageUnavailable) -> None:
+        """The store just went down: queued appends fail now rather than
+        wait for their deadline."""
+        failed = self._writes.fail_queued(error)
+        if failed:
+            log.warning("%d queued durable writes failed: %s", failed, error.message)
 
     async def _sweeper(self) -> None:
         interval = self._config.sweep_interval_seconds
@@ -298,13 +271,15 @@ class DurableLog:
                 continue
             try:
                 for _ in range(100):  # at most 100 batches per round
-                    deleted = await self.store.delete_expired(self._clock.time_us(), batch)
+                    deleted = await self._health.run(
+                        "delete expired", lambda: self.store.delete_expired(self._clock.time_us(), batch)
+                    )
                     self.expired_deleted_total += deleted
                     if deleted < batch:
                         break
                     await asyncio.sleep(0)
-            except StorageUnavailable as exc:
-                self._failed(exc)
+            except StorageUnavailable:
+                pass  # the health component marked the store down
             except Exception:
                 log.exception("expiry sweep failed")
 

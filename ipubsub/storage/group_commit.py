@@ -32,13 +32,15 @@ log = logging.getLogger("ipubsub.storage")
 
 
 class _Entry:
-    """One caller's messages and the future that answers it."""
+    """One caller's messages, the future that answers it, and whether a
+    writer took it (then the database may commit it whatever happens)."""
 
-    __slots__ = ("msgs", "future")
+    __slots__ = ("msgs", "future", "taken")
 
     def __init__(self, msgs: Sequence[NewMessage], future: asyncio.Future[list[AppendResult]]) -> None:
         self.msgs = msgs
         self.future = future
+        self.taken = False
 
 
 class GroupCommit:
@@ -47,6 +49,9 @@ class GroupCommit:
     Args:
         store: the open store to append to.
         batch_max: messages per database batch (entries are not split).
+        deadline: seconds a database batch may take.
+        timed_out: builds the error of a batch or caller past its deadline
+            (given a detail to append to the message).
         on_written: called after each committed batch with the stream ids
             that received new messages (to wake readers).
         on_failed: called with the error of a failed batch (marks the
@@ -57,11 +62,15 @@ class GroupCommit:
         self,
         store: MessageStore,
         batch_max: int,
+        deadline: float,
+        timed_out: Callable[[str], StorageUnavailable],
         on_written: Callable[[set[str], int, float], None],
         on_failed: Callable[[StorageUnavailable], None],
     ) -> None:
         self._store = store
         self._batch_max = batch_max
+        self._deadline = deadline
+        self._timed_out = timed_out
         self._on_written = on_written
         self._on_failed = on_failed
         self._queue: collections.deque[_Entry] = collections.deque()
@@ -88,16 +97,32 @@ class GroupCommit:
         return self._tasks
 
     async def append(self, msgs: Sequence[NewMessage]) -> list[AppendResult]:
-        """Queue ``msgs`` and wait for the commit of the batch that holds them.
+        """Queue ``msgs`` and wait for the commit of the batch that holds
+        them, at most ``deadline`` seconds in all (queueing included).
 
         Raises:
-            StorageUnavailable: the batch failed.
+            StorageUnavailable: the batch failed, or the deadline passed
+                (``on_failed`` hears of it too).  If the messages were still queued they are
+                withdrawn (not stored); if a batch was writing them they may
+                have been stored: a retry with the same uuids is safe.
         """
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Entry(msgs, future))
+        entry = _Entry(msgs, future)
+        self._queue.append(entry)
         self._queued_messages += len(msgs)
         self._wake.set()
-        return await future
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await future
+        except TimeoutError:
+            if entry.taken:
+                error = self._timed_out("; the write may have been stored: retry with the same messageUuid")
+            else:
+                self._queue.remove(entry)
+                self._queued_messages -= len(msgs)
+                error = self._timed_out("; nothing was stored")
+            self._on_failed(error)
+            raise error from None
 
     async def flush(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the queue to drain."""
@@ -136,13 +161,23 @@ class GroupCommit:
             batch.append(entry)
             count += len(entry.msgs)
         self._queued_messages -= count
+        for entry in batch:
+            entry.taken = True
         return batch
 
     async def _write(self, batch: list[_Entry]) -> None:
         msgs = [m for entry in batch for m in entry.msgs]
         started = time.monotonic()
         try:
-            results = await self._store.append(msgs)
+            async with asyncio.timeout(self._deadline):
+                results = await self._store.append(msgs)
+        except TimeoutError:
+            error = self._timed_out("")
+            self._on_failed(error)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            return
         except Exception as exc:
             if isinstance(exc, StorageUnavailable):
                 error = exc

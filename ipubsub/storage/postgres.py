@@ -131,12 +131,27 @@ class PostgresStore(SqlStore):
     async def _session(self, write: bool) -> AsyncIterator[SqlConnection]:
         if self._pool is None:
             raise self._not_open()
-        async with self._pool.acquire() as con:
-            if not write:
-                yield _Connection(con)
-                return
-            async with con.transaction():
-                yield _Connection(con)
+        pool = self._pool
+        con = await pool.acquire()
+        transaction = con.transaction() if write else None
+        try:
+            if transaction is not None:
+                await transaction.start()
+            yield _Connection(con)
+            if transaction is not None:
+                await transaction.commit()
+        except BaseException as exc:
+            if isinstance(exc, asyncpg.PostgresError):  # the server said no: the link is fine
+                if transaction is not None:
+                    await transaction.rollback()
+            else:
+                # cancelled (a deadline), or the link broke: the connection's
+                # state is unknown and a graceful clean-up would wait on it
+                # (on a dead network path, for a whole timeout): drop it
+                con.terminate()
+            raise
+        finally:
+            await pool.release(con)
 
     async def _find_existing(
         self, conn: SqlConnection, wanted: dict[str, list[str]]

@@ -18,7 +18,6 @@ from ipubsub.config import Config
 from ipubsub.engine import ManualClock
 from ipubsub.node import Node
 from tests.conftest import deep_merge
-from tests.support.procs import free_port
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -184,6 +183,32 @@ async def test_concurrent_writers_are_grouped_and_all_acknowledged(persisted: An
     assert sorted(seen) == sorted(f"u{i}" for i in range(64))
 
 
+async def wait_storage(client: TestClient, status: str, timeout: float = 15.0) -> None:
+    """Wait until /health reports the storage ``status``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await (await client.get("/health")).json())["storage"]["status"] != status:
+        assert asyncio.get_running_loop().time() < deadline, f"storage not {status} within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def replay_all(client: TestClient, stream: str) -> tuple[list[Any], str | None]:
+    """Every message of the durable stream, oldest first, and the last token."""
+    token = None
+    out = []
+    for _ in range(10_000):
+        params = {"streamId": stream, "readFromDB": "true", "timeoutSeconds": "0"}
+        if token is not None:
+            params["dbResumeToken"] = token
+        resp = await client.get(RECEIVE, params=params)
+        if resp.status == 424:
+            return out, token
+        body = await resp.json()
+        assert resp.status == 200, body
+        out.append(body["message"])
+        token = body["dbResumeToken"]
+    raise AssertionError("the stream never ran dry")
+
+
 async def _pg_reachable() -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", 5432), 2)
@@ -198,8 +223,10 @@ async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnect
         if os.environ.get("CI"):
             pytest.fail("CI requires PostgreSQL on 127.0.0.1:5432")
         pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
-    port = free_port()
-    proxy = TcpProxy("127.0.0.1", 5432, port)
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    await proxy.cut()  # the database is down when the node starts
+    port = proxy.port
     table = f"t_{secrets.token_hex(4)}"
     dsn = POSTGRES_DSN.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
     config = Config.from_mapping(deep_merge(
@@ -217,21 +244,31 @@ async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnect
         health = await (await client.get("/health")).json()
         assert health["status"] == "ok"
         assert health["storage"]["status"] in ("connecting", "down")
-        await proxy.start()
+        proxy.heal()
         assert await node.durable.wait_up(15)
         await psend(client, "db", 1)
-        await proxy.stop()  # the database goes away while the node runs
+        await proxy.cut()  # the database goes away while the node runs
         body = await psend(client, "db", 2, status=503)
         assert body["code"] == "storage_unavailable"
         assert (await (await client.get("/health")).json())["storage"]["status"] == "down"
-        await proxy.start()
-        for _ in range(150):
-            if (await (await client.get("/health")).json())["storage"]["status"] == "up":
-                break
-            await asyncio.sleep(0.1)
+        proxy.heal()
+        await wait_storage(client, "up")
         await psend(client, "db", 3)
-        got = [(await pread(client, "db"))["message"]]
-        assert got == [1]
+
+        proxy.blackhole()  # packets dropped, not refused: answered within the 2 s deadline
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        body = await psend(client, "db", 4, status=503)
+        assert body["code"] == "storage_unavailable"
+        assert loop.time() - started < 3
+        assert (await (await client.get("/health")).json())["storage"]["status"] == "down"
+        proxy.heal()
+        await wait_storage(client, "up")
+        await psend(client, "db", 5)
+
+        got, _ = await replay_all(client, "db")
+        # 4 timed out in flight: it may have committed when the path healed
+        assert got in ([1, 3, 5], [1, 3, 4, 5])
     finally:
         await node.stop()
         await proxy.stop()

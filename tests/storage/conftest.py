@@ -31,6 +31,8 @@ from ipubsub.config import (
 )
 from ipubsub.storage import MessageStore, create_store
 
+from ..support.tcp_proxy import TcpProxy
+
 BACKENDS = ["sqlite", "postgres", "mysql", "cassandra", "mongodb"]
 POSTGRES_DSN = os.environ.get("IPUBSUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_DSN = os.environ.get("IPUBSUB_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
@@ -90,6 +92,24 @@ async def require(backend: str) -> None:
         pytest.skip("set IPUBSUB_TEST_CASSANDRA to run")
     elif backend == "mongodb" and not MONGODB:
         pytest.skip("set IPUBSUB_TEST_MONGODB to run")
+
+
+async def start_proxy(backend: str) -> TcpProxy:
+    """A started TCP proxy (on a port the kernel picked) in front of the
+    backend's server (postgres or mysql)."""
+    dsn, default_port = (POSTGRES_DSN, 5432) if backend == "postgres" else (MYSQL_DSN, 3306)
+    parts = urlsplit(dsn)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await proxy.start()
+    return proxy
+
+
+def proxied_dsn(backend: str, port: int) -> str:
+    """The backend's test DSN pointed at a proxy on 127.0.0.1:``port``."""
+    dsn = POSTGRES_DSN if backend == "postgres" else MYSQL_DSN
+    parts = urlsplit(dsn)
+    credentials = parts.netloc.rpartition("@")[0]
+    return dsn.replace(parts.netloc, f"{credentials}@127.0.0.1:{port}")
 
 
 async def drop_tables(backend: str, table: str) -> None:

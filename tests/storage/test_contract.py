@@ -16,7 +16,6 @@ import time
 import unicodedata
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,8 +23,7 @@ from ipubsub.config import ConfigError, StorageConfig
 from ipubsub.errors import StorageUnavailable
 from ipubsub.storage import AppendResult, MessageStore, NewMessage, StoredMessage, create_store
 
-from ..support.tcp_proxy import TcpProxy
-from .conftest import BACKENDS, MYSQL_DSN, POSTGRES_DSN, MakeStore, storage_config
+from .conftest import BACKENDS, MakeStore, proxied_dsn, start_proxy, storage_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -439,28 +437,19 @@ async def test_silent_database_times_out(backend_name: str, silent_port: int, tm
 async def test_outage_raises_then_recovers(make_store: MakeStore, backend: str, t0: int) -> None:
     if backend not in ("postgres", "mysql"):
         pytest.skip("the outage is staged with a TCP proxy in front of the SQL servers")
-    dsn = POSTGRES_DSN if backend == "postgres" else MYSQL_DSN
-    parts = urlsplit(dsn)
-    with socket.socket() as probe:  # a free port for the proxy to listen on
-        probe.bind(("127.0.0.1", 0))
-        free_port = probe.getsockname()[1]
-    default_port = 5432 if backend == "postgres" else 3306
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port, free_port)
-    await proxy.start()
+    proxy = await start_proxy(backend)
     try:
-        credentials = parts.netloc.rpartition("@")[0]
-        proxied = dsn.replace(parts.netloc, f"{credentials}@127.0.0.1:{proxy.port}")
-        store = await make_store(timeout=1.0, dsn=proxied)
+        store = await make_store(timeout=1.0, dsn=proxied_dsn(backend, proxy.port))
         await store.append([msg("S", "before", t0)])
 
-        await proxy.stop()
+        await proxy.cut()
         calls = (lambda: store.append([msg("S", "during", t0)]), lambda: store.read_after("S", None, t0, 10))
         for call in calls:
             with pytest.raises(StorageUnavailable):
                 async with asyncio.timeout(10):
                     await call()
 
-        await proxy.start()
+        proxy.heal()
         async with asyncio.timeout(10):
             await store.append([msg("S", "after", t0)])
             assert [m.uuid for m in await store.read_after("S", None, t0, 10)] == ["before", "after"]

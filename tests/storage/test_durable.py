@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
+import msgspec
 import pytest
 
 from ipubsub.engine import SystemClock
-from ipubsub.errors import ReceiveTimeout
+from ipubsub.errors import ReceiveTimeout, StorageUnavailable
 from ipubsub.storage import NewMessage, create_store
 from ipubsub.storage.durable import MAX_READ_BATCH, DurableLog
 
-from .conftest import drop_tables, storage_config
+from .conftest import drop_tables, proxied_dsn, start_proxy, storage_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,11 +44,10 @@ async def make_log(backend: str, tmp_path: Path) -> AsyncIterator[MakeLog]:
     table = f"t_{secrets.token_hex(6)}"
     logs: list[DurableLog] = []
 
-    async def make(timeout: float = 5.0, **storage: object) -> DurableLog:
-        config = storage_config(backend, table, tmp_path, timeout)
+    async def make(timeout: float = 5.0, dsn: str | None = None, **storage: object) -> DurableLog:
+        """``dsn`` replaces the backend's; ``storage`` replaces ``storage.*`` keys."""
+        config = storage_config(backend, table, tmp_path, timeout, **({"dsn": dsn} if dsn else {}))
         if storage:
-            import msgspec
-
             config = msgspec.structs.replace(config, **storage)
         store = create_store(config)
         assert store is not None
@@ -134,3 +134,75 @@ async def test_concurrent_batches_are_each_committed_whole_and_in_order(make_log
     retry = await log.append_batch(batches[3])  # a whole batch retried: stored once
     assert [r.position for r in retry] == [r.position for r in results[3]]
     assert all(r.duplicate for r in retry)
+
+
+# -- a database that stops answering (issue 9, item 7) ------------------------------
+
+
+async def timed(call: Awaitable[object]) -> tuple[float, BaseException | None]:
+    """How long ``call`` took and what it raised."""
+    started = time.monotonic()
+    try:
+        await call
+    except Exception as exc:
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+@pytest.mark.parametrize("backend_name", ["postgres", "mysql"], indirect=True)
+async def test_blackholed_database_bounds_every_call_and_reports_down(make_log: MakeLog, backend: str) -> None:
+    """Packets dropped, not refused: every durable call fails within its own
+    deadline (time queued behind a stuck batch included), the log says
+    ``down`` as soon as one timed out, and a probe brings it back."""
+    deadline = 1.0
+    proxy = await start_proxy(backend)
+    try:
+        log = await make_log(
+            timeout=deadline, reconnect_max_seconds=0.2, dsn=proxied_dsn(backend, proxy.port)
+        )
+        await log.append_batch(msgs("S", "before", 1))
+
+        proxy.blackhole()
+        started = time.monotonic()
+        calls = [timed(log.append(m)) for m in msgs("S", "lost", 20)]
+        calls += [timed(log.read("S", None, 5))]
+        async with asyncio.timeout(30):
+            outcomes = await asyncio.gather(*calls)
+        for seconds, error in outcomes:
+            assert isinstance(error, StorageUnavailable), error
+            assert seconds < deadline + 0.5, f"a call took {seconds:.2f} s with a {deadline} s deadline"
+        assert log.describe()["status"] == "down"
+        assert time.monotonic() - started < deadline + 0.5
+
+        seconds, error = await timed(log.append(msgs("S", "while-down", 1)[0]))
+        assert isinstance(error, StorageUnavailable) and seconds < 0.1  # refused at once
+
+        proxy.heal()
+        await wait_until(lambda: log.describe()["status"] == "up", timeout=20)
+        await log.append_batch(msgs("S", "after", 1))
+        stored = [m.uuid for m in await log.read_batch("S", None, 0, 100)]
+        # a batch caught mid-flight may have committed when the path healed
+        assert stored[0] == "before0" and stored[-1] == "after0"
+        assert set(stored[1:-1]) <= {f"lost{i}" for i in range(20)}
+    finally:
+        await proxy.stop()
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"], indirect=True)
+async def test_idle_node_notices_a_blackholed_database(make_log: MakeLog, backend: str) -> None:
+    """With no traffic at all, the liveness probe marks the storage down
+    within a probe interval plus the deadline, and up again after."""
+    proxy = await start_proxy(backend)
+    try:
+        log = await make_log(
+            timeout=1.0, probe_interval_seconds=0.5, reconnect_max_seconds=0.2,
+            dsn=proxied_dsn(backend, proxy.port),
+        )
+        proxy.blackhole()
+        started = time.monotonic()
+        await wait_until(lambda: log.describe()["status"] == "down", timeout=10)
+        assert time.monotonic() - started < 0.5 + 1.0 + 0.5
+        proxy.heal()
+        await wait_until(lambda: log.describe()["status"] == "up", timeout=20)
+    finally:
+        await proxy.stop()
