@@ -133,9 +133,9 @@ async def test_a_waiting_reader_is_woken_by_the_write_not_by_polling(persisted: 
     client, _ = persisted
     log = client.node.durable
     poll = asyncio.create_task(pread(client, "wake", timeout=20))
-    for _ in range(100):
-        if log.waiting_readers:
-            break
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (log.waiting_readers == 1 and log.reads_total == 1):  # registered, first read done
+        assert asyncio.get_running_loop().time() < deadline, "the reader never started waiting"
         await asyncio.sleep(0.01)
     reads_before = log.reads_total
     await asyncio.sleep(0.5)
