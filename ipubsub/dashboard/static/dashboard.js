@@ -87,7 +87,7 @@ function drawChart(figure, values, format) {
   const { points, max } = chartPoints(values, 300, 90);
   if (points.length === 0) {
     const text = svgEl("text", { class: "empty", x: 6, y: 50 });
-    text.textContent = "collecting…";
+    text.textContent = values.length ? "no data in this window" : "collecting…";
     svg.append(text);
   } else {
     const first = points[0].split(",")[0], last = points[points.length - 1].split(",")[0];
@@ -102,6 +102,7 @@ function drawChart(figure, values, format) {
   const latest = values.length ? values[values.length - 1] : null;
   caption.textContent = format(latest) + " (max " + format(max) + ")";
   figure.dataset.points = String(points.length);
+  figure.dataset.peak = String(Math.max(0, ...values.filter((v) => v !== null && v !== undefined)));
   figure.dataset.latest = latest === null || latest === undefined ? "" : String(latest);
 }
 
@@ -120,9 +121,11 @@ function renderOverview(o) {
   $("self-node").textContent = o.self;
   const agreement = o.ringAgreement;
   const badge = $("ring-badge");
+  const silent = o.ringMembers - agreement.answered, differ = agreement.answered - agreement.sameAsHere;
   badge.textContent = agreement.agreed
     ? "ring agreed by " + agreement.answered + "/" + o.ringMembers + " (hash " + o.ringHash + ")"
-    : "ring: " + agreement.sameAsHere + " of " + o.ringMembers + " members agree with this node";
+    : "ring: " + agreement.sameAsHere + " of " + o.ringMembers + " agree" +
+      (differ ? ", " + differ + " differ" : "") + (silent ? ", " + silent + " no answer" : "");
   badge.className = "badge " + (agreement.agreed ? "ok" : "bad");
   $("updated").textContent = "updated " + new Date(o.generatedAt).toLocaleTimeString();
 
