@@ -4,26 +4,25 @@ each call is served, and owns the lifecycle (start, drain, stop)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import resource
 import time
-from typing import Callable
 
 from aiohttp import web
 
 from . import __version__
-from .api.app import AddRoute, build_app, build_runner
-from .api.internal import InternalRoutes
+from .calls import Delivery, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.cluster import Cluster
-from .commands import Delivery, ReceiveCommand, Relayed, SendCommand, SendResult
 from .config import Config, parse_address
 from .dashboard import Dashboard
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
-from .logs import REQUEST_ID
-from .metrics import NodeMetrics, RequestMetrics
-from .stats import CallCounts
+from .observability.counters import CallCounts
+from .observability.logs import REQUEST_ID
+from .observability.metrics import NodeMetrics, RequestMetrics
+from .observability.snapshot import NodeSnapshot, NodeState, ProcessSnapshot
 from .storage import NewMessage, create_store
 from .storage.durable import DurableLog
 from .storage.tokens import decode_token, encode_token
@@ -55,14 +54,14 @@ class Node:
             max_stream_bytes=config.limits.max_stream_bytes,
             max_buffered_bytes=config.limits.max_buffered_bytes,
         )
-        self.cluster = Cluster(config, self.engine)
+        self.cluster = Cluster(config, self.engine, self.clock)
         store = create_store(config.storage)
         self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
-        self.metrics = NodeMetrics(self)
+        self.metrics = NodeMetrics(self.snapshot, self.request_metrics)
         self.dashboard = Dashboard(self)
-        self.state = "new"
+        self.state = NodeState.NEW
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -82,7 +81,7 @@ class Node:
                 log.warning("starting without storage: %s", self.durable.last_error or "still connecting")
         await self.cluster.start()
         self.dashboard.start()
-        self.state = "running"
+        self.state = NodeState.RUNNING
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
 
     async def serve(self) -> None:
@@ -91,17 +90,14 @@ class Node:
         Raises:
             OSError: the address cannot be bound.
         """
+        from .api.app import build_app, build_runner
+
         host, port = parse_address(self.config.node.listen)
         self._runner = build_runner(build_app(self), self.config)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port, backlog=4096)
         await self._site.start()
         log.info("node %s listening on http://%s:%d", self.name, host, port)
-
-    def http_extensions(self) -> list[Callable[[AddRoute], None]]:
-        """Extra route groups to mount (cluster internals, metrics, dashboard)."""
-        return [InternalRoutes(self.cluster, self.config.cluster.secret).add_to, self.metrics.add_to,
-                self.dashboard.add_to]
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
@@ -119,39 +115,40 @@ class Node:
         await asyncio.shield(self._stopping)
 
     async def _stop(self) -> None:
-        if self.state == "new":
-            self.state = "stopped"
+        if self.state is NodeState.NEW:
+            self.state = NodeState.STOPPED
             return
         grace = self.config.node.shutdown_grace_seconds
-        self.state = "draining"  # 1
+        self.state = NodeState.DRAINING  # 1
         log.info("node %s shutting down", self.name)
         await self.cluster.leave(timeout=min(2.0, grace))  # 2
         if self._site is not None:
             await self._site.stop()  # 3
-        if not await self.cluster.handoff.drain(timeout=grace / 2):  # 4
+        has_peers = self.cluster.has_peers
+        if has_peers and not await self.cluster.hand_off(timeout=grace / 2):  # 4
             log.warning("some buffered messages could not be handed off yet")
         released = self.engine.release_waiters("node is shutting down")  # 5
-        await self.cluster.forwarder.release_polls(timeout=1.0)
+        await self.cluster.release_forwarded_polls(timeout=1.0)
         if released:
             log.info("released %d waiting calls", released)
         if self._runner is not None:
             await self._runner.cleanup()  # 6
-        if len(self.cluster.ring) and not await self.cluster.handoff.drain(timeout=1.0):  # 7
-            lost = self.engine.stats.buffered_messages + self.cluster.handoff.pending
-            log.error("%d buffered messages could not be handed off and are lost", lost)
+        if has_peers:  # 7
+            await self.cluster.hand_off(timeout=1.0)
+        self._report_lost_buffers()
         await self.dashboard.close()  # 8
         if self.durable is not None:
             await self.durable.close()
         await self.cluster.close(timeout=1.0)
         await self.engine.close()
-        self.state = "stopped"
+        self.state = NodeState.STOPPED
         log.info("node %s stopped", self.name)
 
     # -- request flow --------------------------------------------------------
 
     async def send(
-        self, cmd: SendCommand, *, forwarded_by: str | None = None, request_id: str | None = None
-    ) -> SendResult | Relayed:
+        self, cmd: SendCall, *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> Sent | Relayed:
         """Accept a message for its stream, here or through its owner.
 
         A call forwarded by another node (``forwarded_by``) is always served
@@ -171,7 +168,7 @@ class Node:
                 return relayed
         if cmd.persist:
             return await self._persist(cmd)
-        if self.state != "running" and not len(self.cluster.ring):
+        if self.state is not NodeState.RUNNING and not len(self.cluster.ring):
             raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
         msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
         if cmd.blocking_timeout:
@@ -180,11 +177,11 @@ class Node:
             self.engine.send_nowait(stream_id, msg, cmd.size)
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
-        return SendResult(msg.uuid)
+        return Sent(msg.uuid)
 
     async def receive(
         self,
-        cmd: ReceiveCommand,
+        cmd: ReceiveCall,
         *,
         forwarded_by: str | None = None,
         poll_id: str | None = None,
@@ -219,14 +216,14 @@ class Node:
             self.cluster.served_elsewhere_owned(stream_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
-    async def _persist(self, cmd: SendCommand) -> SendResult:
+    async def _persist(self, cmd: SendCall) -> Sent:
         assert self.durable is not None
         now = self.clock.time_us()
         stored = NewMessage(
             cmd.stream_id, cmd.uuid or new_uuid(), cmd.payload, now, now + cmd.ttl_seconds * 1_000_000
         )
         result = await self.durable.append(stored)
-        return SendResult(stored.uuid, encode_token(cmd.stream_id, result.position))
+        return Sent(stored.uuid, encode_token(cmd.stream_id, result.position))
 
     def _remote_owner(self, stream_id: str, forwarded_by: str | None, kind: str) -> str | None:
         """The owner to forward to, or ``None`` to serve here (we own the
@@ -267,47 +264,39 @@ class Node:
                 ", ".join(others),
             )
 
+    def _report_lost_buffers(self) -> None:
+        """Shutdown: log what stays in memory (nowhere to hand it to, or the
+        hand-off did not finish) and is lost with this process."""
+        buffered = self.engine.stats.buffered_messages + self.cluster.handoff_pending
+        if not buffered:
+            return
+        streams = sum(1 for stream_id in self.engine.stream_ids() if self.engine.buffered(stream_id))
+        where = "no other node to hand them to" if not self.cluster.has_peers else "the hand-off did not finish"
+        log.error(
+            "%d buffered in-memory messages of %d streams are lost at shutdown (%s); "
+            "use writeToDB for messages that must survive a restart",
+            buffered, streams, where,
+        )
+
     # -- views ---------------------------------------------------------------
 
     def owner_of(self, stream_id: str) -> tuple[str, str]:
         """Name and address of the node that owns ``stream_id``."""
         return self.cluster.owner_view(stream_id)
 
-    def cluster_view(self) -> dict[str, object]:
-        return self.cluster.view()
-
-    def health(self) -> dict[str, object]:
-        """Status and operator counters (``status`` is ``ok`` while serving)."""
-        stats = self.engine.stats
+    def snapshot(self) -> NodeSnapshot:
+        """This node's state and counters now (read by /health, /api/v1/cluster
+        and /metrics)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {
-            "status": "ok" if self.state == "running" else self.state,
-            "node": self.name,
-            "version": __version__,
-            "uptimeSeconds": round(time.monotonic() - self._started_monotonic, 3),
-            "streams": self.engine.stream_count,
-            "bufferedMessages": stats.buffered_messages,
-            "bufferedBytes": stats.buffered_bytes,
-            "waitingReceivers": stats.waiting_receivers,
-            "blockedSenders": stats.blocked_senders,
-            "droppedMessages": stats.dropped_total,
-            "cluster": self.cluster.stats(),
-            "storage": self.durable.describe() if self.durable is not None else {"backend": "none"},
-            "counters": {
-                "accepted": stats.accepted_total,
-                "delivered": stats.delivered_total,
-                "dropped": stats.dropped_total,
-                "receiveTimeouts": stats.receive_timeouts_total,
-                "sendTimeouts": stats.send_timeouts_total,
-                "requeued": stats.requeued_total,
-                "released": stats.released_total,
-                "evictedStreams": stats.evicted_streams_total,
-                "handedIn": stats.handed_in_total,
-                "handedOut": stats.handed_out_total,
-            },
-            "process": {
-                "pid": os.getpid(),
-                "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 6),
-                "maxRssBytes": usage.ru_maxrss * 1024,
-            },
-        }
+        return NodeSnapshot(
+            node=self.name,
+            version=__version__,
+            state=self.state,
+            uptime_seconds=time.monotonic() - self._started_monotonic,
+            streams=self.engine.stream_count,
+            engine=copy.copy(self.engine.stats),
+            cluster=self.cluster.snapshot(),
+            storage=self.durable.snapshot() if self.durable is not None else None,
+            calls=tuple(self.calls.items()),
+            process=ProcessSnapshot(os.getpid(), usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024),
+        )

@@ -1,4 +1,5 @@
-"""Builds the aiohttp application and its runner for a node."""
+"""Builds the aiohttp application and its runner for a node: every route
+the node serves is mounted here."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import TYPE_CHECKING, Callable
 from aiohttp import web
 
 from ..errors import NotFound
-from .errors import json_response
-from .middleware import Handler, make_wrapper
+from .errors import method_not_allowed_response
+from .handler import Handler, make_wrapper
+from .internal import InternalRoutes
 from .openapi import add_openapi_routes
 from .routes import PublicRoutes
 
@@ -24,9 +26,9 @@ AddRoute = Callable[[str, str, Handler], None]
 
 
 def build_app(node: Node) -> web.Application:
-    """The node's HTTP application: public API, internal cluster endpoints,
-    metrics and OpenAPI, every handler wrapped the same way, and JSON 404/405
-    answers for everything else."""
+    """The node's HTTP application: public API, metrics, OpenAPI, the
+    dashboard and the internal cluster endpoints, every handler wrapped the same way, and JSON
+    404/405 answers for everything else."""
     limit = node.config.limits.max_message_bytes
     app = web.Application(client_max_size=limit)
     wrap = make_wrapper(node.request_metrics, limit)
@@ -42,20 +44,15 @@ def build_app(node: Node) -> web.Application:
 
     PublicRoutes(node).add_to(add)
     add_openapi_routes(add)
-    for group in node.http_extensions():
-        group(add)
+    InternalRoutes(node.cluster, node.config.cluster.secret).add_to(add)
+    node.dashboard.add_to(add)
 
     async def unmatched(request: web.Request) -> web.Response:
         allowed = methods.get(request.path)
         if allowed is None:
             raise NotFound(f"no such endpoint: {request.method} {request.path}")
-        allow = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
-        return json_response(
-            {"error": f"method {request.method} not allowed on {request.path} (allowed: {allow})",
-             "code": "method_not_allowed"},
-            status=405,
-            headers={"Allow": allow},
-        )
+        allow = sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set()))
+        return method_not_allowed_response(request, allow)
 
     app.router.add_route("*", "/{tail:.*}", wrap(unmatched, "unmatched"))
     return app

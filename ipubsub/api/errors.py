@@ -23,7 +23,8 @@ from ..errors import (
     Unavailable,
     WrongCluster,
 )
-from .wire import encode_json
+from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
+from .codec import encode_json
 
 __all__ = [
     "STATUS_BY_ERROR",
@@ -31,6 +32,7 @@ __all__ = [
     "http_error_response",
     "internal_error_response",
     "json_response",
+    "method_not_allowed_response",
     "status_of",
 ]
 
@@ -49,7 +51,7 @@ STATUS_BY_ERROR: dict[type[IPubSubError], int] = {
     IPubSubError: 500,
 }
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_large"}
+_HTTP_CODES = {404: "not_found", 413: "message_too_large"}
 
 
 def status_of(exc: IPubSubError) -> int:
@@ -63,7 +65,7 @@ def status_of(exc: IPubSubError) -> int:
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=encode_json(body), status=status, content_type="application/json", headers=headers
+        body=encode_json(body), status=status, content_type=JSON_CONTENT_TYPE, headers=headers
     )
 
 
@@ -71,7 +73,7 @@ def error_response(exc: IPubSubError) -> web.Response:
     """The JSON answer for a domain error, with ``Retry-After`` where it applies."""
     headers = None
     if isinstance(exc, Unavailable):
-        headers = {"Retry-After": str(exc.retry_after)}
+        headers = {RETRY_AFTER_HEADER: str(exc.retry_after)}
     return json_response(exc.to_dict(), status=status_of(exc), headers=headers)
 
 
@@ -80,12 +82,21 @@ def http_error_response(exc: web.HTTPException, request: web.Request, max_body: 
     body over the size limit)."""
     if exc.status == 413:
         return error_response(MessageTooLarge(request.content_length, max_body))
-    code = _HTTP_CODES.get(exc.status, "http_error")
-    text = f"{exc.reason}: {request.method} {request.path}"
     if exc.status == 405:
-        allowed = exc.headers.get("Allow", "")
-        text = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
-    return json_response({"error": text, "code": code}, status=exc.status)
+        return method_not_allowed_response(request, exc.headers.get("Allow", "").split(", "))
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    return json_response({"error": f"{exc.reason}: {request.method} {request.path}", "code": code}, status=exc.status)
+
+
+def method_not_allowed_response(request: web.Request, allowed: list[str]) -> web.Response:
+    """The JSON 405 answer, with the ``Allow`` header listing ``allowed``."""
+    allow = ", ".join(allowed)
+    return json_response(
+        {"error": f"method {request.method} not allowed on {request.path} (allowed: {allow})",
+         "code": "method_not_allowed"},
+        status=405,
+        headers={"Allow": allow},
+    )
 
 
 def internal_error_response() -> web.Response:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import Unauthorized
+from ..errors import BadRequest, Unauthorized
+from ..protocol import (
+    INTERNAL_CANCEL_POLL_PATH,
+    INTERNAL_GOSSIP_PATH,
+    INTERNAL_HANDOFF_PATH,
+    INTERNAL_LEAVE_PATH,
+    INTERNAL_REQUEUE_PATH,
+    JSON_CONTENT_TYPE,
+    SECRET_HEADER,
+)
 from .errors import json_response
 
 if TYPE_CHECKING:
@@ -18,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InternalRoutes", "require_secret"]
 
-SECRET_HEADER = "X-IPubSub-Secret"
-_JSON = "application/json"
 # Hand-off batches exceed the public body limit (limits.max_message_bytes).
 MAX_INTERNAL_BODY = 64 * 1024 * 1024
 
@@ -48,11 +55,11 @@ class InternalRoutes:
         self._secret = secret.encode()
 
     def add_to(self, add: AddRoute) -> None:
-        add("POST", "/internal/v1/gossip", self._guard(self.gossip))
-        add("POST", "/internal/v1/leave", self._guard(self.leave))
-        add("POST", "/internal/v1/handoff", self._guard(self.handoff))
-        add("POST", "/internal/v1/polls/cancel", self._guard(self.cancel_poll))
-        add("POST", "/internal/v1/requeue", self._guard(self.requeue))
+        add("POST", INTERNAL_GOSSIP_PATH, self._guard(self.gossip))
+        add("POST", INTERNAL_LEAVE_PATH, self._guard(self.leave))
+        add("POST", INTERNAL_HANDOFF_PATH, self._guard(self.handoff))
+        add("POST", INTERNAL_CANCEL_POLL_PATH, self._guard(self.cancel_poll))
+        add("POST", INTERNAL_REQUEUE_PATH, self._guard(self.requeue))
 
     def _guard(self, handler: Handler) -> Handler:
         return require_secret(self._secret.decode(), handler)
@@ -60,13 +67,11 @@ class InternalRoutes:
     @staticmethod
     async def _body(request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > MAX_INTERNAL_BODY:
-            from ..errors import BadRequest
-
             raise BadRequest(f"internal payload over {MAX_INTERNAL_BODY} bytes")
         return await request.content.read()
 
     async def gossip(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._cluster.on_gossip(await self._body(request)), content_type=_JSON)
+        return web.Response(body=self._cluster.on_gossip(await self._body(request)), content_type=JSON_CONTENT_TYPE)
 
     async def leave(self, request: web.Request) -> web.Response:
         self._cluster.on_leave(await self._body(request))
@@ -77,7 +82,7 @@ class InternalRoutes:
         return json_response({"ok": True, "messages": count})
 
     async def cancel_poll(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._cluster.on_cancel_poll(await self._body(request)), content_type=_JSON)
+        return web.Response(body=self._cluster.on_cancel_poll(await self._body(request)), content_type=JSON_CONTENT_TYPE)
 
     async def requeue(self, request: web.Request) -> web.Response:
         self._cluster.on_requeue(await self._body(request))

@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..protocol import JSON_CONTENT_TYPE, OPENAPI_PATH, REQUEST_ID_HEADER
+
 if TYPE_CHECKING:
     from .app import AddRoute
 
-__all__ = ["OPENAPI_PATH", "add_openapi_routes", "openapi_document", "serve_openapi"]
-
-OPENAPI_PATH = "/api/v1/openapi.json"
-_REQUEST_ID_HEADER = "X-Request-Id"
-_JSON = "application/json"
+__all__ = ["add_openapi_routes", "openapi_document", "serve_openapi"]
 
 
 @functools.cache
@@ -33,10 +31,10 @@ def openapi_document() -> bytes:
 
 
 async def serve_openapi(request: web.Request) -> web.Response:
-    response = web.Response(body=openapi_document(), content_type=_JSON)
-    request_id = request.headers.get(_REQUEST_ID_HEADER)
+    response = web.Response(body=openapi_document(), content_type=JSON_CONTENT_TYPE)
+    request_id = request.headers.get(REQUEST_ID_HEADER)
     if request_id is not None:  # also when mounted without the common wrapper
-        response.headers[_REQUEST_ID_HEADER] = request_id
+        response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
 

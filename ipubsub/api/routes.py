@@ -8,20 +8,31 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import SERVICE_NAME, __version__
-from ..commands import Relayed
+from ..calls import Relayed
+from ..observability.metrics import METRICS_CONTENT_TYPE
+from ..observability.views import cluster_view, health_view, is_healthy
+from ..protocol import (
+    CLUSTER_PATH,
+    FORWARDED_HEADER,
+    HEALTH_PATH,
+    INFO_PATH,
+    JSON_CONTENT_TYPE,
+    METRICS_PATH,
+    OWNER_PATH,
+    POLL_ID_HEADER,
+    RECEIVE_PATH,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER_HEADER,
+    SEND_PATH,
+)
+from .codec import check_stream_id, encode_delivery, encode_sent, parse_receive, parse_send
 from .errors import json_response
-from .wire import check_stream_id, encode_delivery, encode_send_result, parse_receive, parse_send
 
 if TYPE_CHECKING:
     from ..node import Node
     from .app import AddRoute
 
-__all__ = ["FORWARDED_HEADER", "POLL_ID_HEADER", "PublicRoutes", "REQUEST_ID_HEADER", "relayed_response"]
-
-FORWARDED_HEADER = "X-IPubSub-Forwarded-By"
-POLL_ID_HEADER = "X-IPubSub-Poll-Id"
-REQUEST_ID_HEADER = "X-Request-Id"
-_JSON = "application/json"
+__all__ = ["PublicRoutes", "relayed_response"]
 
 
 class PublicRoutes:
@@ -32,12 +43,13 @@ class PublicRoutes:
         self._config = node.config
 
     def add_to(self, add: AddRoute) -> None:
-        add("GET", "/", self.info)
-        add("GET", "/health", self.health)
-        add("POST", "/api/v1/streams/send", self.send)
-        add("GET", "/api/v1/streams/receive", self.receive)
-        add("GET", "/api/v1/streams/owner", self.owner)
-        add("GET", "/api/v1/cluster", self.cluster)
+        add("GET", INFO_PATH, self.info)
+        add("GET", HEALTH_PATH, self.health)
+        add("GET", METRICS_PATH, self.metrics)
+        add("POST", SEND_PATH, self.send)
+        add("GET", RECEIVE_PATH, self.receive)
+        add("GET", OWNER_PATH, self.owner)
+        add("GET", CLUSTER_PATH, self.cluster)
 
     async def info(self, request: web.Request) -> web.Response:
         return json_response(
@@ -50,8 +62,11 @@ class PublicRoutes:
         )
 
     async def health(self, request: web.Request) -> web.Response:
-        body = self._node.health()
-        return json_response(body, status=200 if body["status"] == "ok" else 503)
+        snapshot = self._node.snapshot()
+        return json_response(health_view(snapshot), status=200 if is_healthy(snapshot) else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._node.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def send(self, request: web.Request) -> web.Response:
         cmd = parse_send(await request.read(), self._config)
@@ -61,7 +76,7 @@ class PublicRoutes:
         )
         if isinstance(result, Relayed):
             return relayed_response(result)
-        return web.Response(body=encode_send_result(result), content_type=_JSON)
+        return web.Response(body=encode_sent(result), content_type=JSON_CONTENT_TYPE)
 
     async def receive(self, request: web.Request) -> web.Response:
         cmd = parse_receive(request.query, self._config)
@@ -74,7 +89,7 @@ class PublicRoutes:
         )
         if isinstance(result, Relayed):
             return relayed_response(result)
-        return web.Response(body=encode_delivery(result), content_type=_JSON)
+        return web.Response(body=encode_delivery(result), content_type=JSON_CONTENT_TYPE)
 
     async def owner(self, request: web.Request) -> web.Response:
         stream_id = check_stream_id(request.query.get("streamId"))
@@ -82,10 +97,10 @@ class PublicRoutes:
         return json_response({"streamId": stream_id, "node": name, "address": address})
 
     async def cluster(self, request: web.Request) -> web.Response:
-        return json_response(self._node.cluster_view())
+        return json_response(cluster_view(self._node.cluster.snapshot()))
 
 
 def relayed_response(reply: Relayed) -> web.Response:
     """The owner's answer to a forwarded call, status and body unchanged."""
-    headers = {"Retry-After": reply.retry_after} if reply.retry_after else None
-    return web.Response(body=reply.body, status=reply.status, content_type=_JSON, headers=headers)
+    headers = {RETRY_AFTER_HEADER: reply.retry_after} if reply.retry_after else None
+    return web.Response(body=reply.body, status=reply.status, content_type=JSON_CONTENT_TYPE, headers=headers)

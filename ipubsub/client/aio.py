@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 
 from ..errors import ReceiveTimeout, StreamReleased, Unavailable, error_from_response
+from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
 from .iterators import Replay, Subscription, positive
 from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
 from .routing import Router, parse_urls
@@ -42,7 +43,7 @@ _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # A forced refresh (after an error) is skipped if one ran this recently.
 MIN_REFRESH_GAP_SECONDS = 0.2
 MAX_REFRESH_INTERVAL_SECONDS = 300.0
-_JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON_HEADERS = {"Content-Type": JSON_CONTENT_TYPE}
 
 
 class AsyncClient:
@@ -359,7 +360,7 @@ class AsyncClient:
             method, url, params=query, data=body, headers=_JSON_HEADERS if body is not None else None, timeout=timeout
         ) as response:
             raw = await response.read()
-            retry_after = response.headers.get("Retry-After", "")
+            retry_after = response.headers.get(RETRY_AFTER_HEADER, "")
         try:
             answer = decode_json(raw) if raw else None
         except msgspec.DecodeError:

@@ -10,7 +10,12 @@ from typing import Any
 
 import msgspec
 
+from ..protocol import CLUSTER_PATH, RECEIVE_PATH, SEND_PATH
+
 __all__ = [
+    "CLUSTER_PATH",
+    "RECEIVE_PATH",
+    "SEND_PATH",
     "ClusterView",
     "Member",
     "ReceivedMessage",
@@ -23,9 +28,6 @@ __all__ = [
     "whole_seconds",
 ]
 
-SEND_PATH = "/api/v1/streams/send"
-RECEIVE_PATH = "/api/v1/streams/receive"
-CLUSTER_PATH = "/api/v1/cluster"
 
 encode_json = msgspec.json.encode
 decode_json = msgspec.json.decode

@@ -1,33 +1,69 @@
 """The cluster as the node sees it: who owns a stream, forwarding to the
-owner with the failure rules, leaving, hand-off, and the internal endpoints."""
+owner with the failure rules, leaving, hand-off, and the internal endpoints.
+
+:class:`Cluster` is the only thing the node and the API touch; its parts
+(membership, forwarder, hand-off, peer client) stay behind it.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..commands import ReceiveCommand, Relayed, SendCommand
+from ..calls import ReceiveCall, Relayed, SendCall
 from ..config import Config
-from ..engine import Engine, Message
+from ..engine import Clock, Engine, Message
 from ..errors import OwnerUnavailable
 from .forwarder import Forwarder
 from .handoff import HandoffManager
-from .membership import Membership
+from .membership import Membership, MemberStatus
+from .messages import CancelPoll, CancelPollReply, Requeue, decode, encode
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
-from .wire import CancelPoll, CancelPollReply, Requeue, decode, encode
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ClusterSnapshot", "MemberSnapshot"]
 
 log = logging.getLogger("ipubsub.cluster")
 
-_PUBLIC_STATUS = {"alive": "alive", "suspect": "suspect", "dead": "dead", "left": "dead"}
+
+@dataclass(frozen=True, slots=True)
+class MemberSnapshot:
+    """One member as this node sees it."""
+
+    name: str
+    address: str
+    status: MemberStatus
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """This node's view of the cluster and its cluster counters, at one instant.
+
+    ``ring_version`` counts this node's ring changes (it differs between
+    nodes); ``ring_hash`` is equal on nodes whose rings hold the same members.
+    """
+
+    node: str
+    cluster: str
+    members: tuple[MemberSnapshot, ...]
+    ring_members: tuple[str, ...]
+    ring_version: int
+    ring_hash: int
+    virtual_nodes: int
+    ring_changes: int
+    forwarded: int
+    handed_out: int
+    handed_in: int
+    handoff_batches: int
+    handoff_pending: int
 
 
 class Cluster:
     """Membership, ring, forwarding and hand-off for one node."""
 
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(self, config: Config, engine: Engine, clock: Clock | None = None) -> None:
         node, cluster = config.node, config.cluster
         self.name = node.name
         self.address = node.advertise
@@ -40,7 +76,7 @@ class Cluster:
             request_timeout=cluster.peer_request_timeout_seconds,
         )
         self.membership = Membership(
-            cluster, self.name, self.address, config.hash_ring.virtual_nodes, self.peers, self._ring_changed
+            cluster, self.name, self.address, config.hash_ring.virtual_nodes, self.peers, self._ring_changed, clock
         )
         self.forwarder = Forwarder(self.name, self.peers, self._requeue_locally)
         self.handoff = HandoffManager(
@@ -63,6 +99,25 @@ class Cluster:
     async def leave(self, timeout: float) -> None:
         """Announce the leave; from now on this node owns no stream."""
         await self.membership.leave(timeout)
+
+    async def hand_off(self, timeout: float) -> bool:
+        """Move every buffered message of streams owned elsewhere to its
+        owner; return whether all found a new home within ``timeout``."""
+        return await self.handoff.drain(timeout)
+
+    async def release_forwarded_polls(self, timeout: float) -> None:
+        """Ask owners to end every poll forwarded from here (shutdown)."""
+        await self.forwarder.release_polls(timeout)
+
+    @property
+    def handoff_pending(self) -> int:
+        """Messages in hand-off batches whose fate is not known yet."""
+        return self.handoff.pending
+
+    @property
+    def has_peers(self) -> bool:
+        """Whether any other node is in this node's ring (somewhere to hand off to)."""
+        return any(name != self.name for name in self.membership.ring.members)
 
     async def close(self, timeout: float) -> None:
         await self.forwarder.close(timeout)
@@ -91,7 +146,7 @@ class Cluster:
         if not self.owns(stream_id):
             self.handoff.trigger()
 
-    async def forward_send(self, cmd: SendCommand, owner: str, request_id: str | None) -> Relayed | None:
+    async def forward_send(self, cmd: SendCall, owner: str, request_id: str | None) -> Relayed | None:
         """Send through ``owner``; ``None`` means: serve it here after all.
 
         Raises:
@@ -99,7 +154,7 @@ class Cluster:
         """
         return await self._forward(owner, cmd.stream_id, lambda address: self.forwarder.send(address, cmd, request_id))
 
-    async def forward_receive(self, cmd: ReceiveCommand, owner: str, request_id: str | None) -> Relayed | None:
+    async def forward_receive(self, cmd: ReceiveCall, owner: str, request_id: str | None) -> Relayed | None:
         """Long-poll through ``owner``; ``None`` means: serve it here.
 
         Raises:
@@ -135,34 +190,25 @@ class Cluster:
         ring = self.membership.ring
         return owner, ring.address(owner) if owner in ring else self.address
 
-    def view(self) -> dict[str, object]:
+    def snapshot(self) -> ClusterSnapshot:
         ring = self.membership.ring
-        return {
-            "self": self.name,
-            "cluster": self._cluster_name,
-            "members": [
-                {"name": m.name, "address": m.address, "status": _PUBLIC_STATUS[m.status], "incarnation": m.incarnation}
-                for m in self.membership.members()
-            ],
-            "ringVersion": ring.version,
-            "ringHash": ring.fingerprint,
-            "ringMembers": sorted(ring.members),
-            "virtualNodes": self._virtual_nodes,
-        }
-
-    def stats(self) -> dict[str, int]:
-        members = self.membership.members()
-        return {
-            "members": len(members),
-            "alive": sum(1 for m in members if m.status == "alive"),
-            "ringSize": len(self.membership.ring),
-            "ringVersion": self.membership.ring.version,
-            "ringChanges": self.membership.changes_total,
-            "forwarded": self.forwarder.forwarded_total,
-            "handedOutMessages": self.handoff.moved_out_total,
-            "handedInMessages": self.handoff.moved_in_total,
-            "handoffPending": self.handoff.pending,
-        }
+        return ClusterSnapshot(
+            node=self.name,
+            cluster=self._cluster_name,
+            members=tuple(
+                MemberSnapshot(m.name, m.address, m.status, m.incarnation) for m in self.membership.members()
+            ),
+            ring_members=tuple(sorted(ring.members)),
+            ring_version=ring.version,
+            ring_hash=ring.fingerprint,
+            virtual_nodes=self._virtual_nodes,
+            ring_changes=self.membership.changes_total,
+            forwarded=self.forwarder.forwarded_total,
+            handed_out=self.handoff.moved_out_total,
+            handed_in=self.handoff.moved_in_total,
+            handoff_batches=self.handoff.batches_total,
+            handoff_pending=self.handoff.pending,
+        )
 
     # -- internal endpoints ------------------------------------------------------------
 
@@ -177,13 +223,11 @@ class Cluster:
 
     def on_cancel_poll(self, body: bytes) -> bytes:
         req = decode(body, CancelPoll)
-        assert isinstance(req, CancelPoll)
         cancelled = self._engine.cancel_poll(req.pollId, "poll cancelled by the forwarding node")
         return encode(CancelPollReply(cancelled))
 
     def on_requeue(self, body: bytes) -> None:
         req = decode(body, Requeue)
-        assert isinstance(req, Requeue)
         m = req.message
         self._requeue_locally(req.streamId, Message(m.uuid, bytes(m.message), m.timestampUs))
 

@@ -20,28 +20,29 @@ from typing import Callable
 
 import msgspec
 
-from ..commands import ReceiveCommand, Relayed, SendCommand
+from ..calls import ReceiveCall, Relayed, SendCall
 from ..engine import Message, new_uuid, parse_timestamp
 from ..tasks import cancel_tasks
-from .peers import FORWARDED_HEADER, POLL_ID_HEADER, REQUEST_ID_HEADER, PeerClient, PeerUnreachable
-from .wire import CancelPoll, HandedMessage, Requeue, encode
+from ..protocol import (
+    FORWARDED_HEADER,
+    INTERNAL_CANCEL_POLL_PATH,
+    INTERNAL_REQUEUE_PATH,
+    JSON_CONTENT_TYPE,
+    POLL_ID_HEADER,
+    RECEIVE_PATH,
+    REQUEST_ID_HEADER,
+    SEND_PATH,
+    ReceiveReply,
+)
+from .peers import PeerClient, PeerUnreachable
+from .messages import CancelPoll, HandedMessage, Requeue, encode
 
-__all__ = ["CANCEL_POLL_PATH", "Forwarder", "REQUEUE_PATH"]
+__all__ = ["Forwarder"]
 
 log = logging.getLogger("ipubsub.cluster")
 
-SEND_PATH = "/api/v1/streams/send"
-RECEIVE_PATH = "/api/v1/streams/receive"
-CANCEL_POLL_PATH = "/internal/v1/polls/cancel"
-REQUEUE_PATH = "/internal/v1/requeue"
 # Extra read time beyond the poll's own timeout before we give up on the owner.
 POLL_GRACE_SECONDS = 10.0
-
-
-class _Delivered(msgspec.Struct):
-    messageUuid: str
-    message: msgspec.Raw
-    timestamp: str
 
 
 class Forwarder:
@@ -70,7 +71,7 @@ class Forwarder:
             headers[REQUEST_ID_HEADER] = request_id
         return headers
 
-    async def send(self, address: str, cmd: SendCommand, request_id: str | None = None) -> Relayed:
+    async def send(self, address: str, cmd: SendCall, request_id: str | None = None) -> Relayed:
         """Replay a send on ``address``.
 
         Raises:
@@ -78,13 +79,13 @@ class Forwarder:
         """
         self.forwarded_total += 1
         headers = self._headers(request_id)
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = JSON_CONTENT_TYPE
         read_timeout = cmd.blocking_timeout + POLL_GRACE_SECONDS
         return await self._peers.forward(
             address, "POST", SEND_PATH, headers=headers, body=cmd.raw, read_timeout=read_timeout
         )
 
-    async def receive(self, address: str, cmd: ReceiveCommand, request_id: str | None = None) -> Relayed:
+    async def receive(self, address: str, cmd: ReceiveCall, request_id: str | None = None) -> Relayed:
         """Replay a long poll on ``address``, for as long as the client waits.
 
         Raises:
@@ -136,7 +137,7 @@ class Forwarder:
 
     async def _cancel(self, address: str, poll_id: str, timeout: float) -> None:
         try:
-            await self._peers.call(address, CANCEL_POLL_PATH, encode(CancelPoll(poll_id)), timeout=timeout)
+            await self._peers.call(address, INTERNAL_CANCEL_POLL_PATH, encode(CancelPoll(poll_id)), timeout=timeout)
         except PeerUnreachable:
             pass
 
@@ -154,14 +155,14 @@ class Forwarder:
         if reply.status != 200:
             return
         try:
-            got = msgspec.json.decode(reply.body, type=_Delivered)
+            got = msgspec.json.decode(reply.body, type=ReceiveReply)
             msg = Message(got.messageUuid, bytes(got.message), parse_timestamp(got.timestamp))
         except (msgspec.DecodeError, ValueError):
             log.error("could not decode a message returned to a cancelled poll on %s", stream_id)
             return
         back = Requeue(stream_id, HandedMessage(msg.uuid, msgspec.Raw(msg.payload), msg.timestamp_us))
         try:
-            status, _ = await self._peers.call(address, REQUEUE_PATH, encode(back), timeout=5.0)
+            status, _ = await self._peers.call(address, INTERNAL_REQUEUE_PATH, encode(back), timeout=5.0)
         except PeerUnreachable:
             status = 0
         if status != 200:

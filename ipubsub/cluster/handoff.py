@@ -22,16 +22,17 @@ from typing import Callable
 import msgspec
 
 from ..engine import Engine, Message, new_uuid
+from ..errors import WrongCluster
+from ..protocol import INTERNAL_HANDOFF_PATH
 from ..tasks import cancel_tasks
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
-from .wire import HandedMessage, HandedStream, Handoff, decode, encode
+from .messages import HandedMessage, HandedStream, Handoff, decode, encode
 
-__all__ = ["HANDOFF_PATH", "HandoffManager"]
+__all__ = ["HandoffManager"]
 
 log = logging.getLogger("ipubsub.cluster")
 
-HANDOFF_PATH = "/internal/v1/handoff"
 _MAX_BATCH_MESSAGES = 5000
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
 _REMEMBERED_BATCHES = 10000
@@ -156,7 +157,7 @@ class HandoffManager:
 
     async def _transfer(self, owner: str, ring: Ring, batch: Handoff) -> bool:
         try:
-            status, body = await self._peers.call(ring.address(owner), HANDOFF_PATH, encode(batch), timeout=10.0)
+            status, body = await self._peers.call(ring.address(owner), INTERNAL_HANDOFF_PATH, encode(batch), timeout=10.0)
         except PeerUnreachable as exc:
             self._on_unreachable(owner)
             if exc.sent:
@@ -215,10 +216,7 @@ class HandoffManager:
             BadRequest: malformed payload.  WrongCluster: another cluster.
         """
         batch = decode(body, Handoff)
-        assert isinstance(batch, Handoff)
         if batch.cluster != self._cluster:
-            from ..errors import WrongCluster
-
             raise WrongCluster(f"this node belongs to cluster {self._cluster!r}, not {batch.cluster!r}")
         if batch.batchId in self._applied:
             return 0

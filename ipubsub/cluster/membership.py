@@ -16,34 +16,46 @@ its dead or left former self as soon as anyone hears from it.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 from ..config import ClusterConfig
+from ..engine import Clock, SystemClock
+from ..errors import WrongCluster
 from ..tasks import cancel_tasks
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
-from .wire import Gossip, Leave, MemberInfo, decode, encode
+from ..protocol import INTERNAL_GOSSIP_PATH, INTERNAL_LEAVE_PATH
+from .messages import Gossip, Leave, MemberInfo, decode, encode
 
-__all__ = ["Member", "Membership"]
+__all__ = ["MemberState", "MemberStatus", "Membership"]
 
 log = logging.getLogger("ipubsub.cluster")
 
-GOSSIP_PATH = "/internal/v1/gossip"
-LEAVE_PATH = "/internal/v1/leave"
 
-ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+class MemberStatus(enum.StrEnum):
+    """A member's status in this node's view (``left``: announced its leave)."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+ALIVE, SUSPECT, DEAD, LEFT = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD, MemberStatus.LEFT
 IN_RING = (ALIVE, SUSPECT)
 
 
 @dataclass(slots=True)
-class Member:
+class MemberState:
+    """What this node knows of one member (times on the injected monotonic clock)."""
+
     name: str
     address: str
     incarnation: int
-    status: str
+    status: MemberStatus
     last_heard: float
     changed_at: float
 
@@ -57,6 +69,8 @@ class Membership:
         virtual_nodes: ring points per node.
         peers: the peer HTTP client.
         on_ring_change: called with the new ring after every change.
+        clock: monotonic time for failure detection, wall time for the
+            incarnation (injectable for tests).
     """
 
     def __init__(
@@ -67,6 +81,7 @@ class Membership:
         virtual_nodes: int,
         peers: PeerClient,
         on_ring_change: Callable[[Ring], None],
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self.name = name
@@ -74,10 +89,11 @@ class Membership:
         self._vnodes = virtual_nodes
         self._peers = peers
         self._on_ring_change = on_ring_change
-        self.incarnation = time.time_ns() // 1000
-        now = time.monotonic()
-        self._members: dict[str, Member] = {
-            name: Member(name, address, self.incarnation, ALIVE, now, now)
+        self._clock = clock or SystemClock()
+        self.incarnation = self._clock.time_us()
+        now = self._clock.monotonic()
+        self._members: dict[str, MemberState] = {
+            name: MemberState(name, address, self.incarnation, ALIVE, now, now)
         }
         self._leaving = False
         self._version = 1
@@ -113,7 +129,7 @@ class Membership:
         if not peers:
             return
         results = await asyncio.gather(
-            *(self._peers.call(m.address, LEAVE_PATH, payload, timeout=timeout) for m in peers),
+            *(self._peers.call(m.address, INTERNAL_LEAVE_PATH, payload, timeout=timeout) for m in peers),
             return_exceptions=True,
         )
         acked = sum(1 for r in results if isinstance(r, tuple) and r[0] == 200)
@@ -121,7 +137,7 @@ class Membership:
 
     # -- views -----------------------------------------------------------------
 
-    def members(self) -> list[Member]:
+    def members(self) -> list[MemberState]:
         return sorted(self._members.values(), key=lambda m: m.name)
 
     def mark_suspect(self, name: str) -> None:
@@ -129,7 +145,7 @@ class Membership:
         member = self._members.get(name)
         if member is not None and member.name != self.name and member.status == ALIVE:
             member.status = SUSPECT
-            member.changed_at = time.monotonic()
+            member.changed_at = self._clock.monotonic()
             log.warning("member %s (%s) is suspect: a call to it failed", name, member.address)
 
     # -- incoming messages -----------------------------------------------------
@@ -141,7 +157,6 @@ class Membership:
             BadRequest: malformed payload.  WrongCluster: another cluster.
         """
         gossip = decode(body, Gossip)
-        assert isinstance(gossip, Gossip)
         self._check_cluster(gossip.cluster)
         self._merge(gossip)
         return encode(self._snapshot())
@@ -153,7 +168,6 @@ class Membership:
             BadRequest, WrongCluster.
         """
         leave = decode(body, Leave)
-        assert isinstance(leave, Leave)
         self._check_cluster(leave.cluster)
         member = self._members.get(leave.name)
         if member is not None and member.incarnation <= leave.incarnation and member.name != self.name:
@@ -165,8 +179,6 @@ class Membership:
 
     def _check_cluster(self, cluster: str) -> None:
         if cluster != self._config.name:
-            from ..errors import WrongCluster
-
             raise WrongCluster(
                 f"this node belongs to cluster {self._config.name!r}, not {cluster!r}",
                 cluster=self._config.name,
@@ -181,7 +193,7 @@ class Membership:
         )
 
     def _merge(self, gossip: Gossip) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         changed = False
         sender = gossip.sender
         if sender.name == self.name and sender.incarnation != self.incarnation:
@@ -193,7 +205,7 @@ class Membership:
             member = self._members.get(sender.name)
             status = LEFT if sender.status == LEFT else ALIVE
             if member is None:
-                self._members[sender.name] = Member(
+                self._members[sender.name] = MemberState(
                     sender.name, sender.address, sender.incarnation, status, now, now
                 )
                 changed = True
@@ -210,7 +222,7 @@ class Membership:
             if member is None:
                 if info.status in IN_RING:
                     # Heard of, not from: give it a full dead period to answer us.
-                    self._members[info.name] = Member(info.name, info.address, info.incarnation, ALIVE, now, now)
+                    self._members[info.name] = MemberState(info.name, info.address, info.incarnation, ALIVE, now, now)
                     changed = True
                     log.info("member %s (%s) learned from %s", info.name, info.address, sender.name)
             elif info.incarnation > member.incarnation and info.status in IN_RING and member.status not in IN_RING:
@@ -222,13 +234,13 @@ class Membership:
         if changed:
             self._rebuild_ring()
 
-    def _set(self, member: Member, status: str, incarnation: int) -> bool:
+    def _set(self, member: MemberState, status: MemberStatus, incarnation: int) -> bool:
         """Update a member; the caller rebuilds the ring if anything changed."""
         changed = member.status != status or member.incarnation != incarnation
         member.incarnation = incarnation
         if member.status != status:
             member.status = status
-            member.changed_at = time.monotonic()
+            member.changed_at = self._clock.monotonic()
         return changed
 
     def _rebuild_ring(self) -> None:
@@ -248,7 +260,7 @@ class Membership:
         self._on_ring_change(ring)
 
     def _detect_failures(self) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         cfg = self._config
         changed = False
         for member in list(self._members.values()):
@@ -297,7 +309,7 @@ class Membership:
     async def _exchange(self, address: str, payload: bytes) -> None:
         try:
             status, body = await self._peers.call(
-                address, GOSSIP_PATH, payload, timeout=max(1.0, self._config.suspect_after_seconds)
+                address, INTERNAL_GOSSIP_PATH, payload, timeout=max(1.0, self._config.suspect_after_seconds)
             )
         except PeerUnreachable:
             return
@@ -308,7 +320,6 @@ class Membership:
                 reply = decode(body, Gossip)
             except Exception:
                 return
-            assert isinstance(reply, Gossip)
             if reply.cluster == self._config.name and not self._leaving:
                 self._merge(reply)
         elif address not in self._warned:

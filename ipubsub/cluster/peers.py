@@ -7,14 +7,10 @@ from typing import Mapping
 
 import aiohttp
 
-from ..commands import Relayed
+from ..calls import Relayed
+from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER, SECRET_HEADER
 
-__all__ = ["FORWARDED_HEADER", "POLL_ID_HEADER", "PeerClient", "PeerUnreachable", "SECRET_HEADER"]
-
-FORWARDED_HEADER = "X-IPubSub-Forwarded-By"
-POLL_ID_HEADER = "X-IPubSub-Poll-Id"
-SECRET_HEADER = "X-IPubSub-Secret"
-REQUEST_ID_HEADER = "X-Request-Id"
+__all__ = ["PeerClient", "PeerUnreachable"]
 
 # Connection-level failures: the peer did not (fully) answer.
 _UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
@@ -67,7 +63,7 @@ class PeerClient:
         Raises:
             PeerUnreachable: connection refused, reset or timed out.
         """
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": JSON_CONTENT_TYPE}
         if self._secret:
             headers[SECRET_HEADER] = self._secret
         limit = aiohttp.ClientTimeout(
@@ -112,7 +108,7 @@ class PeerClient:
                     method, url, params=params, data=body, headers=headers, timeout=limit
                 ) as resp:
                     data = await resp.read()
-                    return Relayed(resp.status, data, resp.headers.get("Retry-After"))
+                    return Relayed(resp.status, data, resp.headers.get(RETRY_AFTER_HEADER))
             except aiohttp.ServerDisconnectedError as exc:
                 if attempt == 2:
                     raise PeerUnreachable(address, exc) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..observability.views import health_view
 from .history import SERIES, History, Sample
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def node_summary(node: Node, history: History, names: tuple[str, ...] = SERIES,
                  points: int | None = None) -> dict[str, Any]:
     """This node as the dashboard shows it: identity, ring view, totals,
     the newest point of every series and the chosen series themselves."""
-    health = node.health()
+    health = health_view(node.snapshot())
     ring = node.cluster.ring
     counters = health["counters"]
     assert isinstance(counters, dict)

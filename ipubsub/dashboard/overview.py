@@ -23,6 +23,7 @@ from ..errors import BadRequest
 from ..tasks import cancel_tasks
 from .figures import node_summary
 from .history import SERIES, History
+from ..observability.views import cluster_view
 from .peer import PeerAnswer, PeerUnreachable, ask_peer
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class ClusterOverview:
 
     async def _build(self) -> dict[str, Any]:
         node = self._node
-        view = node.cluster_view()
+        view = cluster_view(node.cluster.snapshot())
         ring = node.cluster.ring
         shares = ring.shares()
         members = sorted(cast(list[dict[str, Any]], view["members"]), key=lambda m: str(m["name"]))

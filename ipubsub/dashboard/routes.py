@@ -25,6 +25,7 @@ from .figures import node_summary, read_figures
 from .history import History
 from .inspect import STREAM_PATH, inspect_here, inspect_stream, parse_messages
 from .overview import SUMMARY_PATH, ClusterOverview
+from ..observability.views import cluster_view
 from .peer import PeerAnswer, PeerUnreachable, ask_peer
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class Dashboard:
         name = request.query.get("node") or node.name
         if name == node.name:
             return json_response(node_summary(node, self.history))
-        members = {m["name"]: m for m in cast(list[dict[str, Any]], node.cluster_view()["members"])}
+        members = {m["name"]: m for m in cast(list[dict[str, Any]], cluster_view(node.cluster.snapshot())["members"])}
         member = members.get(name)
         if member is None:
             raise NotFound(f"no member named {name!r}", field="node")

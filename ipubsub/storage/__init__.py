@@ -13,23 +13,50 @@ a node needs just the driver it uses (``pip install 'ipubsub[postgres]'``):
 
 from __future__ import annotations
 
-from ..config import StorageConfig
+import importlib.util
+
+from ..config import ConfigError, StorageConfig
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
 
-__all__ = ["AppendResult", "MessageStore", "NewMessage", "StoredMessage", "create_store"]
+__all__ = ["AppendResult", "MessageStore", "NewMessage", "StoredMessage", "check_driver", "create_store"]
+
+# backend -> (driver module, the extra that installs it)
+_DRIVERS = {
+    "postgres": ("asyncpg", "postgres"),
+    "mysql": ("aiomysql", "mysql"),
+    "cassandra": ("cassandra", "cassandra"),
+    "mongodb": ("pymongo", "mongodb"),
+}
+
+
+def check_driver(backend: str) -> None:
+    """Make sure the database driver ``storage.backend`` needs is installed,
+    without importing it.
+
+    Raises:
+        ConfigError: it is not; the one-line message names what to install.
+    """
+    driver = _DRIVERS.get(backend)
+    if driver is not None and importlib.util.find_spec(driver[0]) is None:
+        raise ConfigError(
+            f"storage.backend is {backend}, but its driver {driver[0]} is not installed: "
+            f"pip install 'ipubsub[{driver[1]}]'"
+        )
 
 
 def create_store(config: StorageConfig) -> MessageStore | None:
     """The (not yet opened) store for ``config.backend``, or ``None`` for ``none``.
 
     Raises:
-        ImportError: the backend's driver is not installed (names the extra).
-        ConfigError: the backend's settings are unusable (bad DSN, table name).
+        ConfigError: the backend's driver is not installed (the message names
+            the extra to install), or its settings are unusable (bad DSN,
+            table name).
     """
     timeout = config.operation_timeout_seconds
     backend = config.backend
     if backend == "none":
         return None
+    check_driver(backend)
     if backend == "sqlite":
         from .sqlite import SqliteStore
 

@@ -25,22 +25,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 from ..config import StorageConfig
 from ..engine import Clock
 from ..errors import ReceiveTimeout, StorageUnavailable
-from ..stats import LatencyHistogram
+from ..observability.counters import LatencyHistogram
 from ..tasks import cancel_tasks
 from .base import AppendResult, MessageStore, NewMessage, StoredMessage
 from .group_commit import GroupCommit
 from .health import StorageStatus, StoreHealth
 
-__all__ = ["MAX_READ_BATCH", "DurableLog", "StorageStatus"]
+__all__ = ["MAX_READ_BATCH", "DurableLog", "StorageSnapshot", "StorageStatus"]
 
 log = logging.getLogger("ipubsub.storage")
 
 CONNECTING, UP, DOWN = StorageStatus.CONNECTING, StorageStatus.UP, StorageStatus.DOWN
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSnapshot:
+    """The durable log's state and counters at one instant."""
+
+    backend: str
+    status: StorageStatus
+    error: str | None
+    pending_writes: int
+    writes: int
+    batches: int
+    reads: int
+    errors: int
+    expired_deleted: int
+    write_latency: LatencyHistogram
+    read_latency: LatencyHistogram
 
 #: the most messages one batch read returns
 MAX_READ_BATCH = 1000
@@ -114,19 +132,22 @@ class DurableLog:
                 _wake(waiter)
         await self.store.close()
 
-    def describe(self) -> dict[str, Any]:
-        """Status for /health."""
-        return {
-            "backend": self.store.name,
-            "status": self.status,
-            "error": self.last_error,
-            "pendingWrites": self._writes.pending,
-            "writes": self.writes_total,
-            "batches": self.batches_total,
-            "reads": self.reads_total,
-            "errors": self.errors_total,
-            "expiredDeleted": self.expired_deleted_total,
-        }
+    def snapshot(self) -> StorageSnapshot:
+        """State and counters for /health and /metrics (the latency
+        histograms are the live objects, not copies)."""
+        return StorageSnapshot(
+            backend=self.store.name,
+            status=self.status,
+            error=self.last_error,
+            pending_writes=self._writes.pending,
+            writes=self.writes_total,
+            batches=self.batches_total,
+            reads=self.reads_total,
+            errors=self.errors_total,
+            expired_deleted=self.expired_deleted_total,
+            write_latency=self.write_latency,
+            read_latency=self.read_latency,
+        )
 
     # -- writing -------------------------------------------------------------------
 

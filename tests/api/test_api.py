@@ -211,7 +211,6 @@ BAD_SENDS: list[tuple[Any, str]] = [
     ({"streamId": 5, "message": 1}, "streamId"),
     ({"streamId": None, "message": 1}, "streamId"),
     ({"streamId": "a\u0000b", "message": 1}, "streamId"),
-    ({"streamId": "s", "message": 1, "messageUuid": ""}, "messageUuid"),
     ({"streamId": "s", "message": 1, "messageUuid": "u" * 129}, "messageUuid"),
     ({"streamId": "s", "message": 1, "messageUuid": 7}, "messageUuid"),
     ({"streamId": "s", "message": 1, "inMemoryStreamSize": -1}, "inMemoryStreamSize"),
@@ -219,13 +218,11 @@ BAD_SENDS: list[tuple[Any, str]] = [
     ({"streamId": "s", "message": 1, "inMemoryStreamSize": "10"}, "inMemoryStreamSize"),
     ({"streamId": "s", "message": 1, "inMemoryStreamSize": True}, "inMemoryStreamSize"),
     ({"streamId": "s", "message": 1, "inMemoryStreamSize": 10**7}, "inMemoryStreamSize"),
-    ({"streamId": "s", "message": 1, "inMemoryStreamSize": 0}, "inMemoryStreamSize"),
-    ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": -1}, "blockingSendTimeoutSeconds"),
     ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": 10**6}, "blockingSendTimeoutSeconds"),
     ({"streamId": "s", "message": 1, "blockingSendTimeoutSeconds": "1"}, "blockingSendTimeoutSeconds"),
     ({"streamId": "s", "message": 1, "writeToDB": "yes"}, "writeToDB"),
-    ({"streamId": "s", "message": 1, "dbTTLSeconds": 0}, "dbTTLSeconds"),
-    ({"streamId": "s", "message": 1, "dbTTLSeconds": 10**10}, "dbTTLSeconds"),
+    ({"streamId": "s", "message": 1, "writeToDB": True, "dbTTLSeconds": -1}, "dbTTLSeconds"),
+    ({"streamId": "s", "message": 1, "writeToDB": True, "dbTTLSeconds": 10**10}, "dbTTLSeconds"),
     (b'{"streamId": "s", "message": "\xff"}', "UTF-8"),
 ]
 
@@ -242,12 +239,10 @@ BAD_RECEIVES: list[tuple[dict[str, str], str]] = [
     ({"streamId": ""}, "streamId"),
     ({"streamId": "x" * 257}, "streamId"),
     ({"streamId": "s", "timeoutSeconds": "abc"}, "timeoutSeconds"),
-    ({"streamId": "s", "timeoutSeconds": "-1"}, "timeoutSeconds"),
     ({"streamId": "s", "timeoutSeconds": "1.5"}, "timeoutSeconds"),
     ({"streamId": "s", "timeoutSeconds": "301"}, "timeoutSeconds"),
     ({"streamId": "s", "timeoutSeconds": "99999999999999999999"}, "timeoutSeconds"),
     ({"streamId": "s", "readFromDB": "maybe"}, "readFromDB"),
-    ({"streamId": "s", "dbResumeToken": "abc"}, "dbResumeToken"),
 ]
 
 
@@ -257,6 +252,33 @@ async def test_bad_receive_is_a_clear_400(client: TestClient, query: dict[str, s
     payload = await resp.json()
     assert resp.status == 400, payload
     assert mentions in payload["error"]
+
+
+async def test_ipubsub_client_zero_values_mean_what_the_original_means(client: TestClient) -> None:
+    """Clients generated from iPubSub's api.yaml send zero values for fields
+    they leave unset; each is served with the original's meaning."""
+    # an empty messageUuid: the server makes one up
+    sent = await send(client, {"streamId": "z1", "message": 1, "messageUuid": ""})
+    assert sent["messageUuid"]
+    # inMemoryStreamSize 0 without a blocking timeout: the default size (100), circular
+    for i in range(101):
+        await send(client, {"streamId": "z2", "message": i, "inMemoryStreamSize": 0})
+    assert client.node.engine.capacity("z2") == 100  # type: ignore[attr-defined]
+    assert (await receive(client, "z2"))["message"] == 1  # message 0 was dropped: circular
+    # a negative blocking timeout is 0: a circular send that never waits
+    for i in range(3):
+        await send(client, {"streamId": "z3", "message": i, "inMemoryStreamSize": 2,
+                            "blockingSendTimeoutSeconds": -5})
+    assert [(await receive(client, "z3"))["message"] for _ in range(2)] == [1, 2]
+    # dbTTLSeconds is ignored unless writeToDB
+    for ttl in (0, -1, 10**10):
+        await send(client, {"streamId": "z4", "message": ttl, "writeToDB": False, "dbTTLSeconds": ttl})
+    # dbResumeToken is ignored unless readFromDB; a negative timeout answers at once
+    await receive(client, "z4", dbResumeToken="not-a-token")
+    await receive(client, "z4", timeout=-3)
+    assert (await receive(client, "z4", readFromDB="FALSE"))["message"] == 10**10
+    for flag in ("f", "0", "false"):
+        await receive(client, "z4", readFromDB=flag, status=424)
 
 
 async def test_body_over_the_limit_is_413(make_client: MakeClient) -> None:

@@ -108,8 +108,8 @@ def test_receive_with_nothing_exits_3(node: NodeProcess, stream: str) -> None:
 
 
 def test_server_rejections_exit_4_with_the_server_text(node: NodeProcess, tiny_node: NodeProcess, stream: str) -> None:
-    bad = cli("send", stream, "1", "--size", "0", "--url", node.url)  # 400
-    assert bad.returncode == 4 and "needs blockingSendTimeoutSeconds > 0" in bad.stderr
+    bad = cli("send", stream, "1", "--size", "10000000", "--url", node.url)  # 400
+    assert bad.returncode == 4 and "inMemoryStreamSize must be at most" in bad.stderr
     big = cli("send", stream, "-", "--url", node.url, stdin=json.dumps("x" * (1024 * 1024 + 1)))  # 413
     assert big.returncode == 4 and "exceeds limits.max_message_bytes" in big.stderr
     slow = cli("send", stream, "1", "--size", "0", "--blocking-timeout", "1", "--url", node.url)  # 424

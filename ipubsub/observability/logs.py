@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from .config import LogConfig
+from ..config import LogConfig
 
 __all__ = ["REQUEST_ID", "setup_logging"]
 

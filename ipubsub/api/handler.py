@@ -1,10 +1,11 @@
-"""The wrapper around every handler: request id, metrics, and the mapping of
-every failure to a JSON answer (via :mod:`ipubsub.api.errors`).
+"""The wrapper every handler gets when its route is added: request id,
+per-route metrics, and the mapping of every failure to a JSON answer (via
+:mod:`ipubsub.api.errors`).
 
-It is a plain wrapper applied when routes are added rather than an aiohttp
-middleware: any middleware makes aiohttp add a second wrapper of its own to
-every request, which costs a coroutine frame per waiting long poll and about
-a microsecond per request.
+A plain function wrapper rather than an aiohttp middleware on purpose: any
+middleware makes aiohttp add a second wrapper of its own to every request,
+which costs a coroutine frame per waiting long poll and about a microsecond
+per request.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import IPubSubError
-from ..logs import REQUEST_ID
-from ..metrics import RequestMetrics
+from ..observability.logs import REQUEST_ID
+from ..observability.metrics import RequestMetrics
+from ..protocol import REQUEST_ID_HEADER
 from .errors import error_response, http_error_response, internal_error_response
 
 __all__ = ["Handler", "make_wrapper"]
 
 log = logging.getLogger("ipubsub.api")
 
-REQUEST_ID_HEADER = "X-Request-Id"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

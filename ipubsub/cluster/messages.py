@@ -1,10 +1,14 @@
-"""Payloads of the internal endpoints (``/internal/v1/...``) that nodes use
+"""Messages nodes exchange on the internal endpoints (``/internal/v1/...``) that nodes use
 between themselves: membership gossip, leave, hand-off, poll cancellation and
 requeue.  Message payloads travel as raw JSON, never re-encoded."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
+
+from ..errors import BadRequest
 
 __all__ = [
     "CancelPoll",
@@ -81,15 +85,15 @@ class Requeue(msgspec.Struct, frozen=True):
 
 encode = msgspec.json.Encoder().encode
 
+T = TypeVar("T", bound=msgspec.Struct)
 
-def decode(data: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
-    """Decode an internal payload.
+
+def decode(data: bytes, kind: type[T]) -> T:
+    """Decode an internal payload into ``kind``.
 
     Raises:
         BadRequest: malformed payload.
     """
-    from ..errors import BadRequest
-
     try:
         return msgspec.json.decode(data, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -1,4 +1,5 @@
-"""Command line: ``ipubsub serve`` runs a node; the other commands talk to one."""
+"""``ipubsub serve``: run a node until SIGTERM or SIGINT, then shut it down
+in order (see :meth:`ipubsub.node.Node.stop`)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,16 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
 
-from . import __version__
-from .cli_client import add_client_commands
-from .config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, load_config
+from ..storage import check_driver
 
-__all__ = ["main"]
+__all__ = ["add_serve_command"]
 
 log = logging.getLogger("ipubsub.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ipubsub",
-        description="ipubsub: a distributed long-poll stream service (iPubSub API).",
-    )
-    parser.add_argument("--version", action="version", version=f"ipubsub {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run a node",
@@ -32,28 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
         "with SQLite persistence under ./ipubsub-data.",
     )
     serve.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the configuration and that the storage backend's driver is installed, then exit",
+    )
     serve.set_defaults(func=_serve)
-    add_client_commands(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ipubsub`` command; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    return int(args.func(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        check_driver(config.storage.backend)
     except ConfigError as exc:
         print(f"ipubsub: config error: {exc}", file=sys.stderr)
         return 2
-    from .logs import setup_logging
+    if args.dry_run:
+        print(f"ipubsub: configuration ok (node {config.node.name}, storage {config.storage.backend})")
+        return 0
+    from ..observability.logs import setup_logging
 
     setup_logging(config.log, config.node.name)
     runner = _loop_runner(config)
@@ -78,7 +68,7 @@ def _loop_runner(config: Config) -> asyncio.Runner:
 
 
 async def _run_node(config: Config) -> int:
-    from .node import Node
+    from ..node import Node
 
     node = Node(config)
     stop = asyncio.Event()

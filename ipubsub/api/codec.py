@@ -1,58 +1,52 @@
-"""The public wire format: parsing and validating requests, encoding replies.
+"""Decoding and validating public requests, encoding replies.
 
 Pure functions over bytes and strings, testable without a server.  The
 ``message`` payload is kept as the exact JSON text the sender wrote
 (``msgspec.Raw``), so it round-trips unchanged and is never re-encoded.
+
+Compatibility with iPubSub clients (generated clients send zero values for
+fields they leave unset; docs/design.md lists every difference):
+
+* ``dbTTLSeconds`` is ignored unless ``writeToDB``; with ``writeToDB``, 0 or
+  absent means the default (24 h);
+* ``dbResumeToken`` is ignored unless ``readFromDB``;
+* a negative ``blockingSendTimeoutSeconds`` means 0 (circular buffer);
+* ``inMemoryStreamSize`` 0 (or absent) without a blocking timeout means the
+  default size; 0 with a blocking timeout is a sync match;
+* an empty ``messageUuid`` is treated as absent (the server makes one up);
+* a negative ``timeoutSeconds`` answers at once, like 0.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Mapping
+from typing import Mapping
 
 import msgspec
 
-from ..commands import Delivery, ReceiveCommand, SendCommand, SendResult
+from ..calls import Delivery, ReceiveCall, SendCall, Sent
 from ..config import Config
-from ..engine import format_timestamp
+from ..engine import DEFAULT_STREAM_SIZE, format_timestamp
 from ..errors import BadRequest, MessageTooLarge
+from ..protocol import ReceiveReply, SendBody, SendReply
 
 __all__ = [
     "MAX_STREAM_ID_BYTES",
     "MAX_UUID_CHARS",
+    "check_stream_id",
     "encode_delivery",
     "encode_json",
-    "encode_send_result",
+    "encode_sent",
     "parse_receive",
     "parse_send",
 ]
 
 MAX_STREAM_ID_BYTES = 256
 MAX_UUID_CHARS = 128
+DEFAULT_TTL_SECONDS = 86400
+# Longest integer text accepted in a query (beyond, the value is out of range anyway).
+_MAX_INT_CHARS = 9
 
-
-class _SendBody(msgspec.Struct):
-    streamId: str
-    message: msgspec.Raw
-    messageUuid: str | None = None
-    inMemoryStreamSize: Annotated[int, msgspec.Meta(ge=0)] = 100
-    blockingSendTimeoutSeconds: Annotated[int, msgspec.Meta(ge=0)] = 0
-    writeToDB: bool = False
-    dbTTLSeconds: Annotated[int, msgspec.Meta(ge=1)] = 86400
-
-
-class _SendReply(msgspec.Struct, omit_defaults=True):
-    messageUuid: str
-    dbResumeToken: str | None = None
-
-
-class _ReceiveReply(msgspec.Struct, omit_defaults=True):
-    messageUuid: str
-    message: msgspec.Raw
-    timestamp: str
-    dbResumeToken: str | None = None
-
-
-_decode_send = msgspec.json.Decoder(_SendBody).decode
+_decode_send = msgspec.json.Decoder(SendBody).decode
 _encoder = msgspec.json.Encoder()
 encode_json = _encoder.encode
 
@@ -75,7 +69,7 @@ def check_stream_id(value: str | None, field: str = "streamId") -> str:
     return value
 
 
-def parse_send(body: bytes, config: Config) -> SendCommand:
+def parse_send(body: bytes, config: Config) -> SendCall:
     """Decode and validate a send request body.
 
     Raises:
@@ -99,59 +93,63 @@ def parse_send(body: bytes, config: Config) -> SendCommand:
         text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
         raise BadRequest(text) from None
     check_stream_id(req.streamId)
-    uuid = req.messageUuid
+    uuid = req.messageUuid or None
     if uuid is not None:
-        if not 1 <= len(uuid) <= MAX_UUID_CHARS:
+        if len(uuid) > MAX_UUID_CHARS:
             raise BadRequest(
                 f"messageUuid must be 1 to {MAX_UUID_CHARS} characters, got {len(uuid)}",
                 field="messageUuid",
             )
         if "\x00" in uuid:
             raise BadRequest("messageUuid must not contain NUL characters", field="messageUuid")
-    size = req.inMemoryStreamSize
-    if size > limits.max_stream_size:
-        raise BadRequest(
-            f"inMemoryStreamSize must be at most {limits.max_stream_size} "
-            f"(limits.max_stream_size), got {size}",
-            field="inMemoryStreamSize",
-        )
-    blocking = req.blockingSendTimeoutSeconds
+    blocking = max(0, req.blockingSendTimeoutSeconds or 0)
+    persist = bool(req.writeToDB)
     if blocking > config.match.send_max_timeout_seconds:
         raise BadRequest(
             f"blockingSendTimeoutSeconds must be at most {config.match.send_max_timeout_seconds}, "
             f"got {blocking}",
             field="blockingSendTimeoutSeconds",
         )
-    if size == 0 and blocking == 0 and not req.writeToDB:
+    size = req.inMemoryStreamSize
+    if size is None or (size == 0 and blocking == 0):
+        size = DEFAULT_STREAM_SIZE
+    elif size < 0:
+        raise BadRequest(f"inMemoryStreamSize must be >= 0, got {size}", field="inMemoryStreamSize")
+    elif size > limits.max_stream_size:
         raise BadRequest(
-            "inMemoryStreamSize 0 (sync match) needs blockingSendTimeoutSeconds > 0",
+            f"inMemoryStreamSize must be at most {limits.max_stream_size} "
+            f"(limits.max_stream_size), got {size}",
             field="inMemoryStreamSize",
         )
-    if req.dbTTLSeconds > config.storage.max_ttl_seconds:
-        raise BadRequest(
-            f"dbTTLSeconds must be at most {config.storage.max_ttl_seconds} "
-            f"(storage.max_ttl_seconds), got {req.dbTTLSeconds}",
-            field="dbTTLSeconds",
-        )
-    return SendCommand(
+    ttl = DEFAULT_TTL_SECONDS
+    if persist and req.dbTTLSeconds:
+        ttl = req.dbTTLSeconds
+        if ttl < 0:
+            raise BadRequest(f"dbTTLSeconds must be >= 1, got {ttl}", field="dbTTLSeconds")
+        if ttl > config.storage.max_ttl_seconds:
+            raise BadRequest(
+                f"dbTTLSeconds must be at most {config.storage.max_ttl_seconds} "
+                f"(storage.max_ttl_seconds), got {ttl}",
+                field="dbTTLSeconds",
+            )
+    return SendCall(
         stream_id=req.streamId,
         payload=bytes(req.message),
         uuid=uuid,
         size=size,
         blocking_timeout=blocking,
-        persist=req.writeToDB,
-        ttl_seconds=req.dbTTLSeconds,
+        persist=persist,
+        ttl_seconds=ttl,
         raw=body,
     )
 
 
-def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCommand:
+def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:
     """Validate the query of a receive request.
 
     Raises:
         BadRequest: ``streamId`` missing or invalid, ``timeoutSeconds`` not an
-            integer in range, ``readFromDB`` not a boolean, or a token without
-            ``readFromDB``.
+            integer or above the limit, ``readFromDB`` not a boolean.
     """
     stream_id = check_stream_id(query.get("streamId"))
     match = config.match
@@ -159,46 +157,51 @@ def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCommand:
     if raw_timeout is None or raw_timeout == "":
         timeout = match.receive_default_timeout_seconds
     else:
-        if not (raw_timeout.isascii() and raw_timeout.isdigit()) or len(raw_timeout) > 9:
-            raise BadRequest(
-                f"timeoutSeconds must be an integer >= 0, got {raw_timeout!r}", field="timeoutSeconds"
-            )
-        timeout = int(raw_timeout)
+        negative = raw_timeout[0] == "-"
+        digits = raw_timeout[1:] if raw_timeout[0] in "-+" else raw_timeout
+        if not (digits.isascii() and digits.isdigit()):
+            raise BadRequest(f"timeoutSeconds must be an integer, got {raw_timeout[:40]!r}", field="timeoutSeconds")
+        # any negative value means 0; a positive one too long to be in range is out of range
+        timeout = 0 if negative else int(digits) if len(digits) <= _MAX_INT_CHARS else 10**_MAX_INT_CHARS
         if timeout > match.receive_max_timeout_seconds:
             raise BadRequest(
                 f"timeoutSeconds must be at most {match.receive_max_timeout_seconds} "
-                f"(match.receive_max_timeout_seconds), got {timeout}",
+                f"(match.receive_max_timeout_seconds), got {raw_timeout[:40]}",
                 field="timeoutSeconds",
             )
-    from_db = _parse_bool(query.get("readFromDB"), "readFromDB")
-    token = query.get("dbResumeToken")
-    if token == "":
-        token = None
-    if token is not None and not from_db:
-        raise BadRequest("dbResumeToken needs readFromDB=true", field="dbResumeToken")
-    return ReceiveCommand(stream_id=stream_id, timeout=timeout, from_db=from_db, token=token)
+    from_db = parse_bool(query.get("readFromDB"), "readFromDB")
+    token = query.get("dbResumeToken") or None
+    return ReceiveCall(stream_id=stream_id, timeout=timeout, from_db=from_db, token=token if from_db else None)
 
 
-def encode_send_result(result: SendResult) -> bytes:
-    return _encoder.encode(_SendReply(result.uuid, result.token))
+def encode_sent(result: Sent) -> bytes:
+    return _encoder.encode(SendReply(result.uuid, result.token))
 
 
 def encode_delivery(delivery: Delivery) -> bytes:
     msg = delivery.message
     return _encoder.encode(
-        _ReceiveReply(
-            msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token
-        )
+        ReceiveReply(msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token)
     )
 
 
-def _parse_bool(value: str | None, field: str) -> bool:
+_TRUE = frozenset(("true", "1", "t", "yes"))
+_FALSE = frozenset(("false", "0", "f", "no"))
+
+
+def parse_bool(value: str | None, field: str) -> bool:
+    """A boolean query parameter: absent or empty is false; ``true``/``1``/``t``
+    and ``false``/``0``/``f`` in any case.
+
+    Raises:
+        BadRequest: any other value.
+    """
     if value is None or value == "":
         return False
     lowered = value.lower()
-    if lowered in ("true", "1"):
+    if lowered in _TRUE:
         return True
-    if lowered in ("false", "0"):
+    if lowered in _FALSE:
         return False
     raise BadRequest(f"{field} must be true or false, got {value!r}", field=field)
 

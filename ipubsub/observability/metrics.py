@@ -6,19 +6,19 @@ Stream ids never appear in labels: their number is unbounded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .stats import REQUEST_BUCKETS, LatencyHistogram
+from ..cluster.membership import MemberStatus
+from .counters import REQUEST_BUCKETS, LatencyHistogram
+from .snapshot import NodeSnapshot
 
-if TYPE_CHECKING:
-    from .node import Node
+__all__ = ["METRICS_CONTENT_TYPE", "NodeMetrics", "RequestMetrics"]
 
-__all__ = ["NodeMetrics", "RequestMetrics"]
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class RequestMetrics:
@@ -53,26 +53,27 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class _NodeCollector:
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, snapshot: Callable[[], NodeSnapshot], requests: RequestMetrics) -> None:
+        self._snapshot = snapshot
+        self._requests = requests
 
     def collect(self) -> Iterator[Metric]:
-        node = self._node
+        snap = self._snapshot()
         yield _histogram(
             "ipubsub_http_request_duration_seconds",
             "HTTP requests by route and status, with their duration (long polls included)",
             ["route", "status"],
-            node.request_metrics.by_route,
+            self._requests.by_route,
         )
         calls = CounterMetricFamily(
             "ipubsub_calls", "Sends and receives by how they were served: local (owner), "
             "forwarded (to the owner), for_peer (served here for a forwarding node)", labels=["kind", "path"]
         )
-        for kind, path, count in node.calls.items():
+        for kind, path, count in snap.calls:
             calls.add_metric([kind, path], count)
         yield calls
-        s = node.engine.stats
-        yield _gauge("ipubsub_streams", "In-memory streams held", node.engine.stream_count)
+        s = snap.engine
+        yield _gauge("ipubsub_streams", "In-memory streams held", snap.streams)
         yield _gauge("ipubsub_buffered_messages", "Messages buffered in memory", s.buffered_messages)
         yield _gauge("ipubsub_buffered_bytes", "Bytes buffered in memory", s.buffered_bytes)
         yield _gauge("ipubsub_waiting_receivers", "Long polls waiting for a message", s.waiting_receivers)
@@ -85,51 +86,52 @@ class _NodeCollector:
         yield _counter("ipubsub_send_timeouts", "Blocking or sync sends that ended with 424", s.send_timeouts_total)
         yield _counter("ipubsub_waiters_released", "Waiters let go on hand-off or shutdown", s.released_total)
         yield _counter("ipubsub_streams_evicted", "Idle streams evicted", s.evicted_streams_total)
-        yield from self._cluster()
-        yield from self._storage()
+        yield from _cluster(snap)
+        yield from _storage(snap)
 
-    def _cluster(self) -> Iterator[Metric]:
-        cluster = self._node.cluster
-        members = GaugeMetricFamily("ipubsub_cluster_members", "Known members by status", labels=["status"])
-        counts = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
-        for m in cluster.membership.members():
-            counts[m.status] = counts.get(m.status, 0) + 1
-        for status, n in counts.items():
-            members.add_metric([status], n)
-        yield members
-        yield _gauge("ipubsub_ring_size", "Nodes in this node's hash ring", len(cluster.ring))
-        yield _counter("ipubsub_ring_changes", "Changes of this node's ring", cluster.membership.changes_total)
-        handoff = CounterMetricFamily("ipubsub_handoff_messages", "Messages handed over on ring changes", labels=["direction"])
-        handoff.add_metric(["out"], cluster.handoff.moved_out_total)
-        handoff.add_metric(["in"], cluster.handoff.moved_in_total)
-        yield handoff
-        yield _counter("ipubsub_handoff_batches", "Hand-off batches delivered", cluster.handoff.batches_total)
-        yield _gauge("ipubsub_handoff_pending_messages", "Messages in hand-offs of unknown fate", cluster.handoff.pending)
 
-    def _storage(self) -> Iterator[Metric]:
-        durable = self._node.durable
-        if durable is None:
-            return
-        yield _gauge("ipubsub_storage_up", "1 when the database answers", 1 if durable.status == "up" else 0)
-        yield _counter("ipubsub_storage_writes", "Messages written to the database", durable.writes_total)
-        yield _counter("ipubsub_storage_batches", "Write batches (group commits)", durable.batches_total)
-        yield _counter("ipubsub_storage_reads", "Database reads", durable.reads_total)
-        yield _counter("ipubsub_storage_errors", "Failed database operations", durable.errors_total)
-        yield _counter("ipubsub_storage_expired_deleted", "Expired messages deleted", durable.expired_deleted_total)
-        yield _histogram("ipubsub_storage_write_seconds", "Duration of a batch write", [], {(): durable.write_latency})
-        yield _histogram("ipubsub_storage_read_seconds", "Duration of a read", [], {(): durable.read_latency})
+def _cluster(snap: NodeSnapshot) -> Iterator[Metric]:
+    cluster = snap.cluster
+    members = GaugeMetricFamily("ipubsub_cluster_members", "Known members by status", labels=["status"])
+    counts = dict.fromkeys((str(status) for status in MemberStatus), 0)
+    for m in cluster.members:
+        counts[str(m.status)] += 1
+    for status, n in counts.items():
+        members.add_metric([status], n)
+    yield members
+    yield _gauge("ipubsub_ring_size", "Nodes in this node's hash ring", len(cluster.ring_members))
+    yield _counter("ipubsub_ring_changes", "Changes of this node's ring", cluster.ring_changes)
+    handoff = CounterMetricFamily("ipubsub_handoff_messages", "Messages handed over on ring changes", labels=["direction"])
+    handoff.add_metric(["out"], cluster.handed_out)
+    handoff.add_metric(["in"], cluster.handed_in)
+    yield handoff
+    yield _counter("ipubsub_handoff_batches", "Hand-off batches delivered", cluster.handoff_batches)
+    yield _gauge("ipubsub_handoff_pending_messages", "Messages in hand-offs of unknown fate", cluster.handoff_pending)
+
+
+def _storage(snap: NodeSnapshot) -> Iterator[Metric]:
+    storage = snap.storage
+    if storage is None:
+        return
+    yield _gauge("ipubsub_storage_up", "1 when the database answers", 1 if storage.status == "up" else 0)
+    yield _counter("ipubsub_storage_writes", "Messages written to the database", storage.writes)
+    yield _counter("ipubsub_storage_batches", "Write batches (group commits)", storage.batches)
+    yield _counter("ipubsub_storage_reads", "Database reads", storage.reads)
+    yield _counter("ipubsub_storage_errors", "Failed database operations", storage.errors)
+    yield _counter("ipubsub_storage_expired_deleted", "Expired messages deleted", storage.expired_deleted)
+    yield _histogram("ipubsub_storage_write_seconds", "Duration of a batch write", [], {(): storage.write_latency})
+    yield _histogram("ipubsub_storage_read_seconds", "Duration of a read", [], {(): storage.read_latency})
 
 
 class NodeMetrics:
-    """The registry of one node and its ``GET /metrics`` route."""
+    """The Prometheus registry of one node (each node has its own, so several
+    nodes can share a test process)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, snapshot: Callable[[], NodeSnapshot], requests: RequestMetrics) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_NodeCollector(node))
+        self.registry.register(_NodeCollector(snapshot, requests))
         ProcessCollector(registry=self.registry)
 
-    def add_to(self, add: Callable[[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], None]) -> None:
-        add("GET", "/metrics", self.handle)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def render(self) -> bytes:
+        """The exposition text (content type :data:`METRICS_CONTENT_TYPE`)."""
+        return generate_latest(self.registry)

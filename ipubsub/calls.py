@@ -1,5 +1,8 @@
-"""Validated requests and their results as the node sees them: plain values,
-independent of HTTP, so the API, the cluster layer and tests share them."""
+"""The calls a node serves, as plain validated values, and their outcomes.
+
+Independent of HTTP: the API builds them from requests, the cluster layer
+carries them to a stream's owner, and tests build them directly.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import msgspec
 
 from .engine import Message
 
-__all__ = ["Delivery", "ReceiveCommand", "Relayed", "SendCommand", "SendResult"]
+__all__ = ["Delivery", "ReceiveCall", "Relayed", "SendCall", "Sent"]
 
 
-class SendCommand(msgspec.Struct, frozen=True):
+class SendCall(msgspec.Struct, frozen=True):
     """One send, already validated against the node's limits.
 
     ``raw`` is the exact request body, passed on unchanged when the call is
@@ -27,7 +30,7 @@ class SendCommand(msgspec.Struct, frozen=True):
     raw: bytes = b""
 
 
-class ReceiveCommand(msgspec.Struct, frozen=True):
+class ReceiveCall(msgspec.Struct, frozen=True):
     """One long-poll receive, already validated."""
 
     stream_id: str
@@ -45,7 +48,10 @@ class ReceiveCommand(msgspec.Struct, frozen=True):
         return q
 
 
-class SendResult(msgspec.Struct, frozen=True):
+class Sent(msgspec.Struct, frozen=True):
+    """An accepted send: the message's uuid and, for a durable send, the
+    resume token right after it."""
+
     uuid: str
     token: str | None = None
 

@@ -16,9 +16,9 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 
-from .client import AsyncClient, RetryPolicy, Unreachable
-from .client.routing import parse_urls
-from .errors import IPubSubError
+from ..client import AsyncClient, RetryPolicy, Unreachable
+from ..client.routing import parse_urls
+from ..errors import IPubSubError
 
 __all__ = [
     "DEFAULT_URL",

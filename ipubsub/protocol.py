@@ -1,0 +1,125 @@
+"""The wire contract of ipubsub, in one place: every HTTP path, header name
+and content type, and the shapes of the public requests and replies.
+
+The server (``ipubsub.api``), the cluster layer, the Python client and the
+benchmarks all import these names; nothing else spells a path or a header.
+Message payloads travel as ``msgspec.Raw``: the exact JSON text the sender
+wrote, never decoded and re-encoded on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "CLUSTER_PATH",
+    "FORWARDED_HEADER",
+    "HEALTH_PATH",
+    "INFO_PATH",
+    "INTERNAL_CANCEL_POLL_PATH",
+    "INTERNAL_GOSSIP_PATH",
+    "INTERNAL_HANDOFF_PATH",
+    "INTERNAL_LEAVE_PATH",
+    "INTERNAL_REQUEUE_PATH",
+    "JSON_CONTENT_TYPE",
+    "METRICS_PATH",
+    "OPENAPI_PATH",
+    "OWNER_PATH",
+    "POLL_ID_HEADER",
+    "RECEIVE_PATH",
+    "REQUEST_ID_HEADER",
+    "RETRY_AFTER_HEADER",
+    "SECRET_HEADER",
+    "SEND_PATH",
+    "ErrorReply",
+    "OwnerReply",
+    "ReceiveReply",
+    "SendBody",
+    "SendReply",
+]
+
+# -- public paths ---------------------------------------------------------------
+
+INFO_PATH: Final = "/"
+HEALTH_PATH: Final = "/health"
+METRICS_PATH: Final = "/metrics"
+SEND_PATH: Final = "/api/v1/streams/send"
+RECEIVE_PATH: Final = "/api/v1/streams/receive"
+OWNER_PATH: Final = "/api/v1/streams/owner"
+CLUSTER_PATH: Final = "/api/v1/cluster"
+OPENAPI_PATH: Final = "/api/v1/openapi.json"
+
+# -- internal paths (node to node, guarded by cluster.secret) ---------------------
+
+INTERNAL_GOSSIP_PATH: Final = "/internal/v1/gossip"
+INTERNAL_LEAVE_PATH: Final = "/internal/v1/leave"
+INTERNAL_HANDOFF_PATH: Final = "/internal/v1/handoff"
+INTERNAL_CANCEL_POLL_PATH: Final = "/internal/v1/polls/cancel"
+INTERNAL_REQUEUE_PATH: Final = "/internal/v1/requeue"
+
+# -- headers ----------------------------------------------------------------------
+
+#: a caller's correlation id, echoed on the answer and passed to the owner
+REQUEST_ID_HEADER: Final = "X-Request-Id"
+#: set by a node forwarding a call to the stream's owner
+FORWARDED_HEADER: Final = "X-IPubSub-Forwarded-By"
+#: names a forwarded long poll so the forwarding node can cancel it
+POLL_ID_HEADER: Final = "X-IPubSub-Poll-Id"
+#: the cluster secret on internal calls
+SECRET_HEADER: Final = "X-IPubSub-Secret"
+RETRY_AFTER_HEADER: Final = "Retry-After"
+
+JSON_CONTENT_TYPE: Final = "application/json"
+
+# -- public request and reply shapes ------------------------------------------------
+
+
+class SendBody(msgspec.Struct):
+    """The body of ``POST /api/v1/streams/send`` as the server decodes it.
+
+    Fields are typed loosely on purpose where iPubSub clients send zero
+    values for unset fields (see ``ipubsub.api.codec`` for the meaning of
+    each value and docs/design.md for the differences from iPubSub).
+    """
+
+    streamId: str
+    message: msgspec.Raw
+    messageUuid: str | None = None
+    inMemoryStreamSize: int | None = None
+    blockingSendTimeoutSeconds: int | None = None
+    writeToDB: bool | None = None
+    dbTTLSeconds: int | None = None
+
+
+class SendReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of a send."""
+
+    messageUuid: str
+    dbResumeToken: str | None = None
+
+
+class ReceiveReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of a receive: one message (``dbResumeToken`` for durable reads)."""
+
+    messageUuid: str
+    message: msgspec.Raw
+    timestamp: str
+    dbResumeToken: str | None = None
+
+
+class OwnerReply(msgspec.Struct):
+    """200 answer of ``GET /api/v1/streams/owner``."""
+
+    streamId: str
+    node: str
+    address: str
+
+
+class ErrorReply(msgspec.Struct, omit_defaults=True):
+    """Every non-200 answer: a text, a stable machine-readable code and,
+    depending on the error, extra fields (``field``, ``limit``, ...)."""
+
+    error: str
+    code: str
