@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..api.errors import json_response
 from ..api.internal import require_secret
-from ..api.wire import check_stream_id
+from ..api.codec import check_stream_id
 from ..errors import BadRequest, NotFound, OwnerUnavailable
 from .figures import node_summary, read_figures
 from .history import History

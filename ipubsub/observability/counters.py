@@ -1,5 +1,5 @@
 """Cheap in-process measurements, turned into Prometheus metrics only when
-scraped (see :mod:`ipubsub.metrics`), so hot paths pay a few increments."""
+scraped (see :mod:`ipubsub.observability.metrics`), so hot paths pay a few increments."""
 
 from __future__ import annotations
 
