@@ -171,14 +171,14 @@ async def test_blackholed_database_bounds_every_call_and_reports_down(make_log: 
         for seconds, error in outcomes:
             assert isinstance(error, StorageUnavailable), error
             assert seconds < deadline + 0.5, f"a call took {seconds:.2f} s with a {deadline} s deadline"
-        assert log.describe()["status"] == "down"
+        assert log.snapshot().status == "down"
         assert time.monotonic() - started < deadline + 0.5
 
         seconds, error = await timed(log.append(msgs("S", "while-down", 1)[0]))
         assert isinstance(error, StorageUnavailable) and seconds < 0.1  # refused at once
 
         proxy.heal()
-        await wait_until(lambda: log.describe()["status"] == "up", timeout=20)
+        await wait_until(lambda: log.snapshot().status == "up", timeout=20)
         await log.append_batch(msgs("S", "after", 1))
         stored = [m.uuid for m in await log.read_batch("S", None, 0, 100)]
         # a batch caught mid-flight may have committed when the path healed
@@ -200,9 +200,9 @@ async def test_idle_node_notices_a_blackholed_database(make_log: MakeLog, backen
         )
         proxy.blackhole()
         started = time.monotonic()
-        await wait_until(lambda: log.describe()["status"] == "down", timeout=10)
+        await wait_until(lambda: log.snapshot().status == "down", timeout=10)
         assert time.monotonic() - started < 0.5 + 1.0 + 0.5
         proxy.heal()
-        await wait_until(lambda: log.describe()["status"] == "up", timeout=20)
+        await wait_until(lambda: log.snapshot().status == "up", timeout=20)
     finally:
         await proxy.stop()
