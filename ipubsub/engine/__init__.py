@@ -4,7 +4,7 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 """
 
 from .clock import Clock, ManualClock, SystemClock
-from .engine import DEFAULT_STREAM_SIZE, Engine
+from .engine import DEFAULT_STREAM_SIZE, Deliver, Engine, Parked
 from .stream import Released
 from .stats import EngineStats, StreamInfo
 from .message import Message, format_timestamp, new_uuid, parse_timestamp
@@ -12,10 +12,12 @@ from .message import Message, format_timestamp, new_uuid, parse_timestamp
 __all__ = [
     "DEFAULT_STREAM_SIZE",
     "Clock",
+    "Deliver",
     "Engine",
     "EngineStats",
     "ManualClock",
     "Message",
+    "Parked",
     "Released",
     "StreamInfo",
     "SystemClock",

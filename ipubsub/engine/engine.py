@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from typing import Callable
 
 from ..errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 from ..tasks import cancel_tasks
@@ -23,11 +24,45 @@ from .message import Message
 from .stats import EngineStats, StreamInfo
 from .stream import Released, Stream
 
-__all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
+__all__ = ["DEFAULT_STREAM_SIZE", "Deliver", "Engine", "Parked"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STREAM_SIZE = 100
+
+# Gets the outcome of a parked receive: the message, None (timed out) or Released.
+Deliver = Callable[["Message | Released | None"], None]
+
+
+class Parked:
+    """A receive waiting through :meth:`Engine.park` (no task behind it)."""
+
+    __slots__ = ("_engine", "_stream", "_fut", "_handle", "_deliver")
+
+    def __init__(
+        self,
+        engine: Engine,
+        stream: Stream,
+        fut: asyncio.Future[Message | None],
+        handle: asyncio.TimerHandle,
+        deliver: Deliver,
+    ) -> None:
+        self._engine = engine
+        self._stream = stream
+        self._fut = fut
+        self._handle = handle
+        self._deliver = deliver
+        fut.add_done_callback(self._settled)
+
+    def end(self, reason: str) -> None:
+        """Stop waiting: ``deliver`` gets ``Released(reason)``, unless a
+        message or the timeout got there first (then it gets that)."""
+        if not self._fut.done():
+            self._engine._release_receiver(self._stream, self._fut, reason)
+
+    def _settled(self, fut: asyncio.Future[Message | None]) -> None:
+        self._handle.cancel()
+        self._deliver(fut.result())
 
 
 class Engine:
@@ -241,6 +276,38 @@ class Engine:
             raise StreamReleased(stream_id, result.reason)
         return result
 
+    def park(self, stream_id: str, timeout: float, deliver: Deliver) -> Parked | None:
+        """Take the oldest message of the stream now or once one arrives,
+        without a task: the waiter is a future in the stream's queue and a
+        timer, and its outcome goes to ``deliver`` exactly once — the
+        message, ``None`` if ``timeout`` passed, or a :class:`Released`
+        (the stream moved, the node stops, or :meth:`Parked.end`).
+
+        ``deliver`` runs before ``park`` returns when a message is ready or
+        ``timeout`` is 0 (then ``park`` returns ``None``); otherwise it runs
+        from the event loop, and the returned :class:`Parked` can end the
+        wait.  A message handed to ``deliver`` is taken: if it cannot reach
+        its receiver, give it back with :meth:`requeue`.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            msg = self._take(stream)
+            if msg is not None:
+                deliver(msg)
+                return None
+        if timeout <= 0:
+            self.stats.receive_timeouts_total += 1
+            deliver(None)
+            return None
+        if stream is None:
+            stream = self._streams[stream_id] = Stream(stream_id, None)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message | None] = loop.create_future()
+        stream.add_receiver(fut)
+        self.stats.waiting_receivers += 1
+        handle = loop.call_later(timeout, self._expire_receiver, stream, fut)
+        return Parked(self, stream, fut, handle, deliver)
+
     def requeue(self, stream_id: str, msg: Message) -> None:
         """Give back a message whose receiver could not take it: to the next
         waiting receiver, else to the front of the stream (even beyond its
@@ -270,13 +337,15 @@ class Engine:
             while len(self._cancelled_polls) > 10000:
                 self._cancelled_polls.popitem(last=False)
             return False
-        stream, fut = entry
+        self._release_receiver(*entry, reason)
+        return True
+
+    def _release_receiver(self, stream: Stream, fut: asyncio.Future[Message | None], reason: str) -> None:
         fut.set_result(Released(reason))  # type: ignore[arg-type]
         stream.live_receivers -= 1
         self.stats.waiting_receivers -= 1
         self.stats.released_total += 1
         self._settle(stream)
-        return True
 
     # -- hand-off and shutdown -------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""Engine.park: a receive that waits without a task (the owner's side of a
+forwarded long poll).  Its outcome goes to a callback exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ipubsub.engine import Engine, ManualClock, Message, Released
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def msg(n: int) -> Message:
+    return Message(f"u{n}", b'{"n":%d}' % n, 1000 + n)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine(clock=ManualClock(), idle_seconds=60)
+
+
+class Outcomes(list):  # type: ignore[type-arg]
+    """Collects what ``deliver`` got."""
+
+    def __call__(self, outcome: Message | Released | None) -> None:
+        self.append(outcome)
+
+
+async def test_a_ready_message_is_delivered_before_park_returns(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 100)
+    got = Outcomes()
+    assert engine.park("s", 5, got) is None
+    assert [m.uuid for m in got] == ["u1"]
+    assert engine.stats.delivered_total == 1 and engine.stats.buffered_messages == 0
+
+
+async def test_a_zero_timeout_with_nothing_there_times_out_at_once(engine: Engine) -> None:
+    got = Outcomes()
+    assert engine.park("s", 0, got) is None
+    assert got == [None]
+    assert engine.stats.receive_timeouts_total == 1 and engine.stats.waiting_receivers == 0
+
+
+async def test_a_parked_receive_gets_the_next_message(engine: Engine) -> None:
+    got = Outcomes()
+    parked = engine.park("s", 5, got)
+    assert parked is not None and got == []
+    assert engine.stats.waiting_receivers == 1
+    engine.send_nowait("s", msg(2), 100)
+    await settle()
+    assert [m.uuid for m in got] == ["u2"]
+    assert engine.stats.waiting_receivers == 0 and engine.stats.buffered_messages == 0
+    parked.end("too late")  # nothing left to end
+    await settle()
+    assert len(got) == 1
+
+
+async def test_a_parked_receive_times_out(engine: Engine) -> None:
+    got = Outcomes()
+    engine.park("s", 0.05, got)
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [None]
+    assert engine.stats.receive_timeouts_total == 1 and engine.stats.waiting_receivers == 0
+    engine.send_nowait("s", msg(3), 100)  # nobody takes it: buffered
+    assert engine.stats.buffered_messages == 1
+
+
+async def test_ending_a_parked_receive_releases_it_and_leaves_the_message_for_the_next(engine: Engine) -> None:
+    got = Outcomes()
+    parked = engine.park("s", 5, got)
+    assert parked is not None
+    parked.end("the caller went away")
+    await settle()
+    assert len(got) == 1 and isinstance(got[0], Released) and got[0].reason == "the caller went away"
+    assert engine.stats.waiting_receivers == 0 and engine.stats.released_total == 1
+    engine.send_nowait("s", msg(4), 100)
+    assert (await engine.receive("s", 0)).uuid == "u4"
+
+
+async def test_a_message_handed_over_before_the_end_is_still_delivered(engine: Engine) -> None:
+    got = Outcomes()
+    parked = engine.park("s", 5, got)
+    assert parked is not None
+    engine.send_nowait("s", msg(5), 100)  # handed to the parked receive ...
+    parked.end("the caller went away")  # ... in the same step as the end
+    await settle()
+    assert [m.uuid for m in got] == ["u5"]  # the caller must give it back if it cannot use it
+    engine.requeue("s", got[0])
+    assert (await engine.receive("s", 0)).uuid == "u5"
+
+
+async def test_parked_and_awaiting_receivers_share_one_fifo_queue(engine: Engine) -> None:
+    first, third = Outcomes(), Outcomes()
+    engine.park("s", 5, first)
+    second = asyncio.ensure_future(engine.receive("s", 5))
+    await settle()
+    engine.park("s", 5, third)
+    for i in range(3):
+        engine.send_nowait("s", msg(i), 100)
+    await settle()
+    assert [m.uuid for m in first] == ["u0"]
+    assert (await second).uuid == "u1"
+    assert [m.uuid for m in third] == ["u2"]
+
+
+async def test_a_stream_moving_away_releases_parked_receives(engine: Engine) -> None:
+    got = Outcomes()
+    engine.park("s", 5, got)
+    engine.detach("s", "stream moved to node n2")
+    await settle()
+    assert len(got) == 1 and isinstance(got[0], Released) and "n2" in got[0].reason
+    assert engine.stats.waiting_receivers == 0
