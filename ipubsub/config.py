@@ -53,8 +53,11 @@ class ConfigError(Exception):
     """The configuration is invalid; the message is one line naming the key."""
 
 
-def parse_address(value: str) -> tuple[str, int]:
+def parse_address(value: str, *, allow_any_port: bool = False) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` accepted) into its parts.
+
+    ``allow_any_port`` accepts port 0 (a listener: the system picks a free
+    port).
 
     Raises:
         ValueError: the value is not ``HOST:PORT`` with a port in 1..65535.
@@ -63,7 +66,7 @@ def parse_address(value: str) -> tuple[str, int]:
     if match is None or not match.group(1):
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     port = int(match.group(2))
-    if not 1 <= port <= 65535:
+    if not (0 if allow_any_port else 1) <= port <= 65535:
         raise ValueError(f"port must be 1..65535, got {port}")
     return match.group(1), port
 
@@ -82,10 +85,11 @@ class NodeConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     def __post_init__(self) -> None:
-        parse_address(self.listen)
+        parse_address(self.listen, allow_any_port=True)
         if self.advertise:
             parse_address(self.advertise)
         else:
+            # with listen port 0 the node advertises the port it was given
             msgspec.structs.force_setattr(self, "advertise", self.listen)
 
 

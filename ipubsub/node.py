@@ -8,6 +8,7 @@ import copy
 import logging
 import os
 import resource
+import socket
 import time
 
 from aiohttp import web
@@ -64,10 +65,47 @@ class Node:
         self.state = NodeState.NEW
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
+        self._socket: socket.socket | None = None
         self._stopping: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
+
+    def bind(self) -> str:
+        """Bind the HTTP listening socket on ``node.listen`` (not accepting
+        yet: :meth:`serve` does); return the ``host:port`` it got.  With port
+        0 the system picks a free port, which the node then advertises to
+        its peers.  Call before :meth:`start` so that the first heartbeat
+        already carries the real address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        if self._socket is None:
+            host, port = parse_address(self.config.node.listen, allow_any_port=True)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            self._socket = sock
+            bound = f"[{host}]:{sock.getsockname()[1]}" if family == socket.AF_INET6 else f"{host}:{sock.getsockname()[1]}"
+            if port == 0 and self.config.node.advertise == self.config.node.listen:
+                self.address = bound
+                self.cluster.set_address(bound)
+        return self.listen_address
+
+    @property
+    def listen_address(self) -> str:
+        """``host:port`` of the bound listener (the configured one before :meth:`bind`)."""
+        if self._socket is None:
+            return self.config.node.listen
+        host, port = self._socket.getsockname()[:2]
+        return f"[{host}]:{port}" if self._socket.family == socket.AF_INET6 else f"{host}:{port}"
 
     async def start(self) -> None:
         """Start background components (idle sweeper, storage, membership)."""
@@ -85,19 +123,24 @@ class Node:
         log.info("node %s started (ipubsub %s, pid %d)", self.name, __version__, os.getpid())
 
     async def serve(self) -> None:
-        """Open the HTTP listener on ``node.listen``.
+        """Accept HTTP connections on the socket of :meth:`bind` (bound now
+        if it was not).
 
         Raises:
             OSError: the address cannot be bound.
         """
         from .api.app import build_app, build_runner
 
-        host, port = parse_address(self.config.node.listen)
+        sock = self._socket
+        if sock is None:
+            self.bind()
+            sock = self._socket
+            assert sock is not None
         self._runner = build_runner(build_app(self), self.config)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port, backlog=4096)
+        self._site = web.SockSite(self._runner, sock, backlog=4096)
         await self._site.start()
-        log.info("node %s listening on http://%s:%d", self.name, host, port)
+        log.info("node %s listening on http://%s", self.name, self.listen_address)
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
@@ -133,6 +176,8 @@ class Node:
             log.info("released %d waiting calls", released)
         if self._runner is not None:
             await self._runner.cleanup()  # 6
+        if self._socket is not None:
+            self._socket.close()
         if has_peers:  # 7
             await self.cluster.hand_off(timeout=1.0)
         self._report_lost_buffers()

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
 from ..storage import check_driver
@@ -30,6 +33,12 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         action="store_true",
         help="check the configuration and that the storage backend's driver is installed, then exit",
     )
+    serve.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once serving, write {\"node\", \"http\", \"pid\"} as JSON to PATH (for scripts and tests "
+        "that start a node on port 0 and need the port it got)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -49,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     runner = _loop_runner(config)
     try:
         with runner:
-            return runner.run(_run_node(config))
+            return runner.run(_run_node(config, args.ready_file))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
 
@@ -67,7 +76,7 @@ def _loop_runner(config: Config) -> asyncio.Runner:
     return asyncio.Runner()
 
 
-async def _run_node(config: Config) -> int:
+async def _run_node(config: Config, ready_file: str | None) -> int:
     from ..node import Node
 
     node = Node(config)
@@ -76,14 +85,24 @@ async def _run_node(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        node.bind()
         await node.start()
         await node.serve()
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.node.listen, exc.strerror or exc)
         await node.stop()
         return 1
+    if ready_file:
+        _write_ready_file(Path(ready_file), {"node": node.name, "http": node.listen_address, "pid": os.getpid()})
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
     await node.stop()
     return 0
+
+
+def _write_ready_file(path: Path, facts: dict[str, object]) -> None:
+    """Write ``facts`` so that a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(facts))
+    tmp.replace(path)

@@ -91,6 +91,12 @@ class Cluster:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def set_address(self, address: str) -> None:
+        """The address peers reach this node at, once known (a listener on
+        port 0 learns it when it binds).  Call before :meth:`start`."""
+        self.address = address
+        self.membership.set_address(address)
+
     async def start(self) -> None:
         await self.peers.start()
         self.membership.start()

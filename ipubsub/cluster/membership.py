@@ -106,6 +106,13 @@ class Membership:
 
     # -- lifecycle ------------------------------------------------------------
 
+    def set_address(self, address: str) -> None:
+        """This node's advertised address (before :meth:`start`)."""
+        self.address = address
+        me = self._members[self.name]
+        me.address = address
+        self.ring = Ring({self.name: address}, self._vnodes, self._version)
+
     def start(self) -> None:
         """Start heartbeating (the first round goes out at once)."""
         if self._task is None:
