@@ -25,6 +25,10 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from ipubsub.protocol import HEALTH_PATH, JSON_CONTENT_TYPE, RECEIVE_PATH, SEND_PATH
+
+RELEASE_PATH = "/release"  # --hold: answer every parked receive
+
 SEND_REPLY = b'{"messageUuid":"00000000-0000-4000-8000-000000000000"}'
 RECEIVE_REPLY = (
     b'{"messageUuid":"00000000-0000-4000-8000-000000000000","message":{"t":0},'
@@ -37,12 +41,12 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 def _app(send: Handler, receive: Handler) -> web.Application:
     async def health(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+        return web.Response(body=b'{"status":"ok"}', content_type=JSON_CONTENT_TYPE)
 
     app = web.Application()
-    app.router.add_post("/api/v1/streams/send", send)
-    app.router.add_get("/api/v1/streams/receive", receive)
-    app.router.add_get("/health", health)
+    app.router.add_post(SEND_PATH, send)
+    app.router.add_get(RECEIVE_PATH, receive)
+    app.router.add_get(HEALTH_PATH, health)
     return app
 
 
@@ -64,7 +68,7 @@ def build_naive_queue_app() -> web.Application:
                 break
         else:
             messages[stream].append(message)
-        return web.Response(body=SEND_REPLY, content_type="application/json")
+        return web.Response(body=SEND_REPLY, content_type=JSON_CONTENT_TYPE)
 
     async def receive(request: web.Request) -> web.Response:
         stream = request.query["streamId"]
@@ -79,11 +83,11 @@ def build_naive_queue_app() -> web.Application:
             try:
                 message = await fut
             except asyncio.CancelledError:
-                return web.Response(status=424, body=b'{"error":"timeout"}', content_type="application/json")
+                return web.Response(status=424, body=b'{"error":"timeout"}', content_type=JSON_CONTENT_TYPE)
             finally:
                 handle.cancel()
         reply = {"messageUuid": "x", "message": message, "timestamp": "2026-01-01T00:00:00.000000Z"}
-        return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
+        return web.Response(body=json.dumps(reply).encode(), content_type=JSON_CONTENT_TYPE)
 
     return _app(send, receive)
 
@@ -93,24 +97,24 @@ def build_app(hold: bool) -> web.Application:
 
     async def send(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(body=SEND_REPLY, content_type="application/json")
+        return web.Response(body=SEND_REPLY, content_type=JSON_CONTENT_TYPE)
 
     async def receive(request: web.Request) -> web.Response:
         if hold:
             fut = asyncio.get_running_loop().create_future()
             waiters.append(fut)
             await fut
-        return web.Response(body=RECEIVE_REPLY, content_type="application/json")
+        return web.Response(body=RECEIVE_REPLY, content_type=JSON_CONTENT_TYPE)
 
     async def release(request: web.Request) -> web.Response:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
         waiters.clear()
-        return web.Response(body=b"{}", content_type="application/json")
+        return web.Response(body=b"{}", content_type=JSON_CONTENT_TYPE)
 
     app = _app(send, receive)
-    app.router.add_post("/release", release)
+    app.router.add_post(RELEASE_PATH, release)
     return app
 
 

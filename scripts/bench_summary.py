@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Summarise a scripts/bench-all.sh result folder as the markdown tables of
-docs/benchmarks.md (medians over rounds, ratios to the trivial endpoint).
+"""Print a scripts/bench-all.sh result folder as the markdown tables of
+docs/benchmarks.md.  The medians and within-round ratios come from the
+summary rows scripts/bench.py writes itself (``"summary": true``); this only
+formats them.
 
     python scripts/bench_summary.py bench-results/
 """
@@ -8,60 +10,89 @@ docs/benchmarks.md (medians over rounds, ratios to the trivial endpoint).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+Column = tuple[str, Callable[[Row], str]]
 
 
-def rows(path: Path) -> list[dict[str, object]]:
+def rows(path: Path) -> list[Row]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def summaries(path: Path) -> list[Row]:
+    return [r for r in rows(path) if r.get("summary")]
+
+
+def num(key: str, fmt: str = ",.0f") -> Callable[[Row], str]:
+    return lambda r: "—" if r.get(key) is None else format(r[key], fmt)
+
+
+def pair(a: str, b: str) -> Callable[[Row], str]:
+    return lambda r: f"{num(a, '.2f')(r)} / {num(b, '.2f')(r)}"
+
+
+def ratio(ref: str) -> Callable[[Row], str]:
+    def cell(r: Row) -> str:
+        if f"ratio_to_{ref}" not in r:
+            return "1.00" if r["label"] == ref else "—"
+        rounds = ", ".join(f"{x:.2f}" for x in r[f"ratio_to_{ref}_rounds"])
+        return f"{r[f'ratio_to_{ref}']:.2f} ({rounds})"
+    return cell
+
+
+def table(title: str, data: Sequence[Row], columns: Sequence[Column]) -> None:
+    if not data:
+        return
+    print(f"### {title}\n")
+    print("| " + " | ".join(h for h, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in data:
+        print("| " + " | ".join(cell(r) for _, cell in columns) + " |")
+    print()
+
+
+LABEL: Column = ("label", lambda r: str(r["label"]))
+ROUNDS: Column = ("rounds", num("rounds"))
+RATE: Column = ("msg/s", num("msg_per_s"))
+CPU: Column = ("server CPU µs/msg", num("cpu_us_per_msg", ".1f"))
+UTIL: Column = ("server / client CPU util", lambda r: f"{num('server_cpu_util', '.2f')(r)} / "
+                f"{num('client_cpu_util', '.2f')(r)}")
+LATENCY: Column = ("send→receive p50 / p99 ms", pair("latency_p50_ms", "latency_p99_ms"))
+RTT: Column = ("send RTT p50 / p99 ms", pair("send_rtt_p50_ms", "send_rtt_p99_ms"))
 
 
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "bench-results")
-    pipe = rows(out / "pipe.jsonl")
-    # Rows come in rounds, each opened by the trivial endpoint: ratios are
-    # taken within a round (same machine state), then the median over rounds.
-    by_label: dict[str, list[tuple[dict[str, object], float]]] = {}
-    base = float("nan")
-    for row in pipe:
-        if row["label"] == "baseline":
-            base = float(row["cpu_us_per_msg"])  # type: ignore[arg-type]
-        by_label.setdefault(str(row["label"]), []).append((row, base))
-    print("| server (pipe, 64 pairs, window 1 unless noted) | rounds | msg/s | server CPU µs per message "
-          "| ratio to 2 trivial requests (same round) | latency p50 / p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for label in ("baseline", "naive-queue", "ipubsub", "ipubsub-window8"):
-        runs = by_label.get(label, [])
-        if not runs:
-            continue
-        cpu = median([float(r["cpu_us_per_msg"]) for r, _ in runs])  # type: ignore[arg-type]
-        ratio = median([float(r["cpu_us_per_msg"]) / b for r, b in runs])  # type: ignore[arg-type]
-        rate = median([float(r["msg_per_s"]) for r, _ in runs])  # type: ignore[arg-type]
-        p50 = median([float(r.get("latency_p50_ms", r.get("send_rtt_p50_ms"))) for r, _ in runs])  # type: ignore[arg-type]
-        p99 = median([float(r.get("latency_p99_ms", r.get("send_rtt_p99_ms"))) for r, _ in runs])  # type: ignore[arg-type]
-        print(f"| {label} | {len(runs)} | {rate:,.0f} | {cpu:.1f} | {ratio:.2f} | {p50:.2f} / {p99:.2f} |")
-    print()
-    for row in rows(out / "idle.jsonl"):
-        print(f"idle {row['label']}: {row.get('rss_per_poll_kib')} KiB RSS per waiting poll "
-              f"({row['polls']} polls, delivered to all in {row['deliver_all_seconds']} s)")
-    for row in rows(out / "streams.json"):
-        print(f"streams: {row.get('rss_per_stream_bytes')} bytes per stream holding one message "
-              f"-> {row.get('rss_for_1m_streams_mib')} MiB for 1 M")
-    for name in ("cluster.json", "client.json"):
-        for row in rows(out / name):
-            print(f"{row['label']}: {row['msg_per_s']} msg/s, latency p50 {row['latency_p50_ms']} ms, "
-                  f"p99 {row['latency_p99_ms']} ms")
-    for backend in ("sqlite", "postgres", "mysql"):
-        for row in rows(out / f"persist-{backend}.json"):
-            print(f"persist {backend} writers={row['writers']} streams={row.get('streams', 1)}: {row['persisted_msg_per_s']} msg/s "
-                  f"(p50 {row['send_p50_ms']} ms, p99 {row['send_p99_ms']} ms), replay {row['replay_msg_per_s']} msg/s")
+    table("pipe (single node; a trivial 'message' is two requests)", summaries(out / "pipe.jsonl"),
+          [LABEL, ROUNDS, RATE, CPU, ("ratio to trivial", ratio("trivial")), ("ratio to redis", ratio("redis")),
+           UTIL, LATENCY])
+    cluster = summaries(out / "cluster.jsonl")
+    table("cluster: direct to the owner versus forwarded (CPU summed over all nodes)", cluster,
+          [("pairs", num("pairs")), LABEL, ROUNDS, RATE, RTT, LATENCY, CPU,
+           ("ratio to direct", ratio("direct-to-owner")),
+           ("added p50 ms", num("latency_p50_added_ms_vs_direct-to-owner", ".2f"))])
+    table("lb: random entry node for every call (CPU summed over all nodes)", summaries(out / "lb.jsonl"),
+          [LABEL, ROUNDS, RATE, CPU, ("ratio to one node", ratio("one-node")), UTIL, LATENCY])
+    table("client: owner-aware client versus one node", summaries(out / "client.jsonl"),
+          [LABEL, ROUNDS, RATE, CPU, RTT, LATENCY])
+    table("waiting long polls", rows(out / "idle.jsonl"),
+          [LABEL, ("polls", num("polls")), ("RSS KiB per poll", num("rss_per_poll_kib", ".2f")),
+           ("owner / entry RSS KiB per forwarded poll",
+            lambda r: f"{num('owner_rss_per_poll_kib', '.2f')(r)} / {num('entry_rss_per_poll_kib', '.2f')(r)}"),
+           ("deliver to all s", num("deliver_all_seconds", ".2f"))])
+    table("idle streams holding one message", rows(out / "streams.jsonl"),
+          [("streams", num("streams")), ("bytes per stream", num("rss_per_stream_bytes")),
+           ("MiB for 1 M", num("rss_for_1m_streams_mib"))])
+    table("persistence", rows(out / "persist.jsonl"),
+          [("backend", lambda r: str(r["label"])), ("writers", num("writers")), ("streams", num("streams")),
+           ("persisted msg/s", num("persisted_msg_per_s")), ("send p50 / p99 ms", pair("send_p50_ms", "send_p99_ms")),
+           ("replay msg/s", num("replay_msg_per_s")), ("server CPU µs/msg", num("cpu_us_per_persisted_msg", ".1f"))])
     return 0
 
 

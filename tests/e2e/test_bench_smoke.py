@@ -1,12 +1,17 @@
-"""scripts/bench.py keeps working: every mode runs briefly against real
-nodes and reports results.  Speed is never asserted here (that is what
-docs/benchmarks.md is for)."""
+"""scripts/bench.py keeps working: every mode runs briefly, against servers
+the harness starts itself (--spawn) and against servers the test started
+(--url/--pid), and reports results.  Speed is never asserted here (that is
+what docs/benchmarks.md is for)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,68 +21,163 @@ from tests.conftest import node_config
 from tests.support.cluster import FAST, ClusterHarness
 from tests.support.procs import ProcessPool, free_port
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+TINY = ["--duration", "0.5", "--warmup", "0.2"]
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="redis-server is not installed (Debian package redis-server)")
 
 
-def bench(*args: str) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=90)
-    assert out.returncode == 0, out.stderr
+def bench(*args: str, workdir: Path | None = None, ok: bool = True) -> list[dict[str, Any]]:
+    """Run bench.py; its spawned servers keep their files under ``workdir``."""
+    env = dict(os.environ, TMPDIR=str(workdir)) if workdir else None
+    out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=120, env=env)
+    assert (out.returncode == 0) == ok, out.stderr
+    if not ok:
+        return [{"stderr": out.stderr}]
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def test_single_node_modes(procs: ProcessPool, tmp_path: Path) -> None:
+def processes_under(path: Path) -> list[int]:
+    """Live processes whose command line or working directory is under ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def spawn_dir(tmp_path: Path) -> Any:
+    """Where spawned servers live; afterwards none of them may be running."""
+    path = tmp_path / "spawned"
+    path.mkdir()
+    yield path
+    assert processes_under(path) == []
+
+
+def summary(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    return next(r for r in rows if r.get("summary") and r["label"] == label)
+
+
+def test_attached_single_node_modes(procs: ProcessPool, tmp_path: Path) -> None:
     storage = {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "b.db")}}
     node = procs.node(node_config(free_port(), storage=storage)).start()
     pid = str(node.pid)
-    [pipe] = bench("pipe", "--url", node.url, "--pid", pid, "--pairs", "4", "--duration", "1", "--warmup", "0.2")
-    assert pipe["msg_per_s"] > 0 and pipe["errors"] == 0 and pipe["cpu_us_per_msg"] > 0
-    [idle] = bench("idle", "--url", node.url, "--pid", pid, "--polls", "50", "--settle", "0.5")
+    [pipe] = bench("pipe", "--url", node.url, "--pid", pid, "--pairs", "4", *TINY)
+    assert pipe["msg_per_s"] > 0 and pipe["errors"] == 0 and pipe["cpu_us_per_msg"] > 0 and pipe["servers"] == 1
+    [idle] = bench("idle", "--url", node.url, "--pid", pid, "--polls", "50", "--settle", "0.3")
     assert idle["delivered"] == 50 and "rss_per_poll_kib" in idle
     [streams] = bench("streams", "--url", node.url, "--pid", pid, "--count", "500")
     assert streams["errors"] == 0 and "rss_per_stream_bytes" in streams
-    rows = bench("persist", "--url", node.url, "--writers", "1", "4", "--duration", "0.5")
+    rows = bench("persist", "--url", node.url, "--pid", pid, "--writers", "1", "4", "--duration", "0.5")
     assert [r["writers"] for r in rows] == [1, 4]
     assert all(r["persisted_msg_per_s"] > 0 and r["errors"] == 0 and r["replayed"] > 0 for r in rows)
+    assert all(r["cpu_us_per_persisted_msg"] > 0 for r in rows)
 
 
-@pytest.mark.parametrize("naive_queue", [False, True], ids=["trivial", "naive-queue"])
-def test_baseline_servers_are_driven_by_the_same_harness(naive_queue: bool) -> None:
-    port = free_port()
-    flags = ["--naive-queue"] if naive_queue else []
-    baseline = subprocess.Popen(
-        [sys.executable, str(BENCH.parent / "baseline_server.py"), "--port", str(port), *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        import time
-        import urllib.request
-
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        mode = [] if naive_queue else ["--baseline"]
-        [pipe] = bench("pipe", "--url", f"http://127.0.0.1:{port}", "--pid", str(baseline.pid), *mode,
-                       "--pairs", "4", "--duration", "1", "--warmup", "0.2")
-        assert pipe["msg_per_s"] > 0 and pipe["cpu_us_per_request"] > 0 and pipe["errors"] == 0
-    finally:
-        baseline.kill()
-        baseline.wait(5)
+def test_pipe_spawns_each_http_target_in_interleaved_rounds(spawn_dir: Path) -> None:
+    rows = bench("pipe", "--spawn", "--target", "trivial", "--target", "naive", "--target", "ipubsub",
+                 "--target", "ipubsub:window=4", "--rounds", "2", "--pairs", "4", *TINY, workdir=spawn_dir)
+    measured = [r for r in rows if not r.get("summary")]
+    labels = ["trivial", "naive", "ipubsub", "ipubsub-window4"]
+    assert [(r["label"], r["round"]) for r in measured] == [(lb, n) for n in (1, 2) for lb in labels]
+    assert all(r["msg_per_s"] > 0 and r["errors"] == 0 and r["cpu_us_per_msg"] > 0 for r in measured)
+    assert summary(rows, "trivial")["cpu_us_per_msg"] > 0
+    ipubsub = summary(rows, "ipubsub")
+    assert ipubsub["rounds"] == 2 and len(ipubsub["ratio_to_trivial_rounds"]) == 2 and ipubsub["ratio_to_trivial"] > 0
 
 
-async def test_cluster_and_client_modes(procs: ProcessPool) -> None:
+@needs_redis
+def test_pipe_against_redis_single_and_batched(spawn_dir: Path) -> None:
+    rows = bench("pipe", "--spawn", "--target", "redis", "--target", "redis:batch=10", "--target", "ipubsub",
+                 "--ratio-to", "redis", "--pairs", "4", *TINY, workdir=spawn_dir)
+    single, batched, ipubsub = (r for r in rows if not r.get("summary"))
+    assert (single["label"], single["batch"], batched["label"], batched["batch"]) == ("redis", 1, "redis-batch10", 10)
+    for row in (single, batched, ipubsub):
+        assert row["msg_per_s"] > 0 and row["cpu_us_per_msg"] > 0 and row["latency_p50_ms"] >= 0
+    # ten messages per call: the batched receives deliver many messages each
+    assert batched["msg_per_s"] > batched["requests_per_s"] / 2
+    assert summary(rows, "ipubsub")["ratio_to_redis"] > 0
+
+
+def test_memory_and_persist_modes_spawned(spawn_dir: Path) -> None:
+    [hold] = bench("idle", "--spawn", "--baseline", "--polls", "50", "--settle", "0.3", workdir=spawn_dir)
+    [idle] = bench("idle", "--spawn", "--polls", "50", "--settle", "0.3", workdir=spawn_dir)
+    assert (hold["label"], idle["label"]) == ("trivial-hold", "ipubsub")
+    assert hold["delivered"] == idle["delivered"] == 50 and idle["rss_per_poll_kib"] is not None
+    [streams] = bench("streams", "--spawn", "--count", "300", workdir=spawn_dir)
+    assert streams["errors"] == 0 and streams["rss_per_stream_bytes"] is not None
+    [persist] = bench("persist", "--spawn", "--storage", "sqlite", "--writers", "2", "--duration", "0.5",
+                      workdir=spawn_dir)
+    assert persist["label"] == "sqlite" and persist["persisted_msg_per_s"] > 0 and persist["replayed"] > 0
+
+
+def test_cluster_modes_spawned(spawn_dir: Path) -> None:
+    rows = bench("cluster", "--spawn", "2", "--pairs", "2", "1", *TINY, workdir=spawn_dir)
+    measured = [r for r in rows if not r.get("summary")]
+    assert [(r["pairs"], r["label"]) for r in measured] == [
+        (2, "direct-to-owner"), (2, "forwarded"), (1, "direct-to-owner"), (1, "forwarded")]
+    assert all(r["servers"] == 2 and r["msg_per_s"] > 0 and r["errors"] == 0 for r in measured)
+    forwarded = summary(rows, "forwarded")
+    assert forwarded["ratio_to_direct-to-owner"] > 0 and "latency_p50_added_ms_vs_direct-to-owner" in forwarded
+
+    [idle] = bench("cluster-idle", "--spawn", "2", "--polls", "40", "--settle", "0.3", workdir=spawn_dir)
+    assert idle["delivered"] == 40 and "owner_rss_per_poll_kib" in idle and "entry_rss_per_poll_kib" in idle
+
+    rows = bench("lb", "--spawn", "2", "--pairs", "3", *TINY, workdir=spawn_dir)
+    one, lb2 = (r for r in rows if not r.get("summary"))
+    assert (one["label"], one["servers"], lb2["label"], lb2["servers"]) == ("one-node", 1, "lb-2", 2)
+    assert lb2["msg_per_s"] > 0 and lb2["errors"] == 0 and summary(rows, "lb-2")["ratio_to_one-node"] > 0
+
+    rows = bench("client", "--spawn", "2", "--pairs", "3", *TINY, workdir=spawn_dir)
+    assert [r["label"] for r in rows if not r.get("summary")] == ["client-owner-aware", "plain-session-one-node"]
+    assert all(r["msg_per_s"] > 0 for r in rows)
+
+
+async def test_cluster_mode_attached_sums_cpu_over_every_pid(procs: ProcessPool) -> None:
     c = ClusterHarness(procs, 2, cluster=dict(FAST)).start()
     await c.wait_ring(["n1", "n2"])
-    rows = bench("cluster", "--owner-url", c.urls()[0], "--via-url", c.urls()[1], "--pairs", "4",
-                 "--duration", "1", "--warmup", "0.2")
-    assert [r["label"] for r in rows] == ["direct-to-owner", "forwarded"]
-    assert all(r["msg_per_s"] > 0 and r["errors"] == 0 for r in rows)
-    rows = bench("client", "--urls", ",".join(c.urls()), "--pairs", "4", "--duration", "1", "--warmup", "0.2")
-    assert [r["label"] for r in rows] == ["client-owner-aware", "plain-session-one-node"]
-    assert all(r["msg_per_s"] > 0 for r in rows)
+    pids = [str(n.pid) for n in c.nodes]
+    rows = bench("cluster", "--owner-url", c.urls()[0], "--via-url", c.urls()[1], "--pid", pids[0],
+                 "--pid", pids[1], "--pairs", "2", *TINY)
+    assert [r["label"] for r in rows if not r.get("summary")] == ["direct-to-owner", "forwarded"]
+    assert all(r["servers"] == 2 and r["cpu_us_per_msg"] > 0 for r in rows if not r.get("summary"))
+
+
+def test_a_killed_harness_takes_its_servers_with_it(spawn_dir: Path) -> None:
+    harness = subprocess.Popen([sys.executable, str(BENCH), "lb", "--spawn", "2", "--duration", "60"],
+                               env=dict(os.environ, TMPDIR=str(spawn_dir)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_under(spawn_dir)) < 3:  # one node, then a cluster of two
+            assert harness.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(10)
+    deadline = time.monotonic() + 20
+    while processes_under(spawn_dir):
+        assert time.monotonic() < deadline, processes_under(spawn_dir)
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["pipe", "--target", "bogus"], "unknown target 'bogus'"),
+    (["pipe", "--target", "ipubsub:batch=10"], "no batch call yet"),
+    (["pipe", "--target", "ipubsub:colour=red"], "unknown target option 'colour'"),
+    (["pipe", "--target", "ipubsub", "--target", "redis"], "need --spawn"),
+    (["cluster", "--spawn", "1"], "at least 2 nodes"),
+])
+def test_bad_options_are_refused_clearly(args: list[str], says: str) -> None:
+    [out] = bench(*args, ok=False)
+    assert says in out["stderr"]

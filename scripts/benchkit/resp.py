@@ -1,0 +1,75 @@
+"""A minimal Redis client speaking raw RESP2 on an asyncio protocol.
+
+Like ``rawhttp``, it keeps one command in flight per connection and does
+nothing else, so that driving Redis costs the load generator about what
+driving ipubsub does (no redis-py layers in the way).
+"""
+
+from __future__ import annotations
+
+from .conn import OneCallConnection
+
+__all__ = ["RedisError", "RespConnection", "command"]
+
+Reply = bytes | int | list["Reply"] | None
+
+
+class RedisError(Exception):
+    """An error reply (``-ERR ...``)."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def command(*args: bytes) -> bytes:
+    """Encode one command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+def _parse(buf: bytearray, at: int) -> tuple[Reply | RedisError, int]:
+    """One reply starting at ``at``: (value, position after it)."""
+    eol = buf.find(b"\r\n", at)
+    if eol < 0:
+        raise _Incomplete
+    kind, line = buf[at], bytes(buf[at + 1 : eol])
+    at = eol + 2
+    if kind == 0x2B:  # +simple
+        return line, at
+    if kind == 0x2D:  # -error
+        return RedisError(line.decode()), at
+    if kind == 0x3A:  # :integer
+        return int(line), at
+    if kind == 0x24:  # $bulk
+        n = int(line)
+        if n < 0:
+            return None, at
+        if len(buf) < at + n + 2:
+            raise _Incomplete
+        return bytes(buf[at : at + n]), at + n + 2
+    if kind == 0x2A:  # *array
+        n = int(line)
+        if n < 0:
+            return None, at
+        items: list[Reply] = []
+        for _ in range(n):
+            item, at = _parse(buf, at)
+            if isinstance(item, RedisError):
+                return item, at
+            items.append(item)
+        return items, at
+    raise ValueError(f"unexpected RESP type byte {kind!r}")
+
+
+class RespConnection(OneCallConnection[Reply]):
+    """RESP2: replies are bytes, int, None or lists of them; an error reply
+    raises ``RedisError`` from ``request``."""
+
+    def parse(self, buf: bytearray) -> tuple[Reply | Exception, int] | None:
+        try:
+            return _parse(buf, 0)
+        except _Incomplete:
+            return None

@@ -1,0 +1,261 @@
+"""Servers a bench run starts itself, so that a run is reproducible from its
+command line alone: ipubsub nodes and clusters (generated configs), the
+reference servers of ``scripts/baseline_server.py`` and ``redis-server``.
+
+Every server is pinned to the server CPU with ``taskset`` (the harness pins
+itself to the client CPU, see ``main``), listens on a random loopback port
+(started again on other ports if that one is taken, never a bind-then-release
+probe), gets SIGTERM and then SIGKILL when the run ends, and dies with the
+harness if the harness is killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Awaitable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ipubsub.protocol import CLUSTER_PATH
+
+from .conn import Endpoint
+from .rawhttp import get_json, healthy
+from .resp import RespConnection, command
+
+__all__ = ["Launcher", "Server", "storage_section"]
+
+SCRIPTS = Path(__file__).resolve().parents[1]
+PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999)
+READY_SECONDS = 30.0
+POSTGRES_DSN = os.environ.get("IPUBSUB_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_DSN = os.environ.get("IPUBSUB_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+
+
+@dataclass
+class Server:
+    """One started server process."""
+
+    name: str
+    endpoint: Endpoint
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class PortTaken(Exception):
+    """The chosen port was in use: start again on other ports."""
+
+
+def storage_section(backend: str, workdir: Path, tag: str) -> dict[str, Any]:
+    """The ``storage`` config of a bench node for ``backend``.
+
+    Raises:
+        ValueError: unknown backend.
+    """
+    if backend == "none":
+        return {"backend": "none"}
+    if backend == "sqlite":
+        return {"backend": "sqlite", "sqlite": {"path": str(workdir / f"{tag}.db")}}
+    if backend == "postgres":
+        return {"backend": "postgres", "postgres": {"dsn": POSTGRES_DSN, "table": "bench_messages"}}
+    if backend == "mysql":
+        return {"backend": "mysql", "mysql": {"dsn": MYSQL_DSN, "table": "bench_messages"}}
+    raise ValueError(f"unknown storage backend {backend!r} (none, sqlite, postgres, mysql)")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGTERM it
+    # when the harness dies, whatever way it dies.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Launcher:
+    """Starts the servers of one run and stops every one of them on exit.
+
+    Use as ``async with Launcher(server_cpu=0) as launch: ...``.
+    """
+
+    def __init__(self, server_cpu: int | None = 0) -> None:
+        self.server_cpu = server_cpu if server_cpu is not None and shutil.which("taskset") else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="ipubsub-bench-"))
+        self._running: list[Server] = []
+        self._used: set[int] = set()
+
+    async def __aenter__(self) -> Launcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(list(self._running))
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- what can be started ----------------------------------------------------
+
+    async def ipubsub(self, n: int = 1, storage: str = "none") -> list[Server]:
+        """``n`` ``ipubsub serve`` processes forming one cluster (seeds: all),
+        healthy and agreeing on a ring of all ``n`` before this returns.
+
+        Raises:
+            RuntimeError: a node exited or the ring did not form in time.
+        """
+        cluster = f"bench-{uuid.uuid4().hex[:6]}"
+
+        def commands(ports: list[int]) -> list[list[str]]:
+            seeds = [f"127.0.0.1:{p}" for p in ports]
+            out = []
+            for i, address in enumerate(seeds):
+                config = {
+                    "node": {"name": f"n{i + 1}", "listen": address, "advertise": address,
+                             "shutdown_grace_seconds": 2},
+                    "cluster": {"name": cluster, "seeds": seeds},
+                    "storage": storage_section(storage, self.workdir, f"{cluster}-n{i + 1}"),
+                    "log": {"level": "warning"},
+                }
+                path = self.workdir / f"{cluster}-n{i + 1}.yaml"
+                path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+                out.append([sys.executable, "-m", "ipubsub", "serve", "--config", str(path)])
+            return out
+
+        nodes = await self._start(f"{cluster}-n", n, commands, healthy)
+        if n > 1:
+            await self._wait_ring(nodes)
+        return nodes
+
+    async def baseline(self, flavour: str) -> Server:
+        """``scripts/baseline_server.py``: ``trivial``, ``naive`` (--naive-queue)
+        or ``hold`` (--hold)."""
+        flags = {"trivial": [], "naive": ["--naive-queue"], "hold": ["--hold"]}[flavour]
+        script = str(SCRIPTS / "baseline_server.py")
+
+        def commands(ports: list[int]) -> list[list[str]]:
+            return [[sys.executable, script, "--port", str(ports[0]), *flags]]
+
+        [server] = await self._start(f"baseline-{flavour}", 1, commands, healthy)
+        return server
+
+    async def redis(self) -> Server:
+        """``redis-server`` keeping nothing on disk.
+
+        Raises:
+            RuntimeError: no redis-server on PATH, or it did not start.
+        """
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+
+        def commands(ports: list[int]) -> list[list[str]]:
+            return [[binary, "--port", str(ports[0]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", str(self.workdir), "--logfile", ""]]
+
+        [server] = await self._start("redis", 1, commands, _redis_ready)
+        return server
+
+    async def stop(self, servers: Iterable[Server]) -> None:
+        """SIGTERM, up to 10 s to exit, then SIGKILL; waits for all of them."""
+        servers = [s for s in servers if s in self._running]
+        for s in servers:
+            if s.popen.poll() is None:
+                s.popen.terminate()
+        deadline = time.monotonic() + 10
+        for s in servers:
+            while s.popen.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if s.popen.poll() is None:
+                s.popen.kill()
+                s.popen.wait(5)
+            self._running.remove(s)
+
+    # -- starting and waiting -----------------------------------------------------
+
+    async def _start(
+        self,
+        name: str,
+        n: int,
+        commands: Callable[[list[int]], list[list[str]]],
+        ready: Callable[[Endpoint], Awaitable[bool]],
+    ) -> list[Server]:
+        for _ in range(5):
+            ports = random.sample([p for p in PORTS if p not in self._used], n)
+            self._used.update(ports)
+            servers = [self._spawn(f"{name}{i + 1}" if n > 1 else name, port, cmd)
+                       for i, (port, cmd) in enumerate(zip(ports, commands(ports)))]
+            try:
+                for s in servers:
+                    await self._wait_ready(s, ready)
+                return servers
+            except PortTaken:
+                await self.stop(servers)
+            except BaseException:
+                await self.stop(servers)
+                raise
+        raise RuntimeError(f"{name}: no free port after 5 attempts")
+
+    def _spawn(self, name: str, port: int, cmd: list[str]) -> Server:
+        if self.server_cpu is not None:
+            cmd = ["taskset", "-c", str(self.server_cpu), *cmd]
+        log_path = self.workdir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                preexec_fn=_die_with_parent,
+            )
+        server = Server(name, Endpoint("127.0.0.1", port, f"127.0.0.1:{port}"), popen, log_path)
+        self._running.append(server)
+        return server
+
+    async def _wait_ready(self, server: Server, ready: Callable[[Endpoint], Awaitable[bool]]) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            if server.popen.poll() is not None:
+                tail = server.log_tail()
+                if "in use" in tail:
+                    raise PortTaken(server.name)
+                raise RuntimeError(f"{server.name} exited with {server.popen.returncode}:\n{tail}")
+            if await ready(server.endpoint):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{server.name} not ready within {READY_SECONDS:.0f} s:\n{server.log_tail()}")
+
+    async def _wait_ring(self, nodes: list[Server]) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            views = [await get_json(s.endpoint, CLUSTER_PATH) for s in nodes]
+            if all(status == 200 and len(body["ringMembers"]) == len(nodes) for status, body in views):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the {len(nodes)} nodes did not agree on a ring within {READY_SECONDS:.0f} s")
+
+
+async def _redis_ready(endpoint: Endpoint) -> bool:
+    try:
+        conn = await RespConnection.open(endpoint)
+    except OSError:
+        return False
+    try:
+        return await conn.request(command(b"PING")) == b"PONG"
+    finally:
+        conn.close()
