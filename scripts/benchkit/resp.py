@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .conn import OneCallConnection
 
-__all__ = ["RedisError", "RespConnection", "command"]
+__all__ = ["RedisError", "RespConnection", "bulk", "command", "command_head"]
 
 Reply = bytes | int | list["Reply"] | None
 
@@ -22,12 +22,23 @@ class _Incomplete(Exception):
     pass
 
 
+def bulk(arg: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
 def command(*args: bytes) -> bytes:
-    """Encode one command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    """Encode one command as a RESP array of bulk strings.
+
+    A hot loop encodes the fixed start once with ``command_head`` and
+    appends ``bulk(value)`` per call.
+    """
+    return b"*%d\r\n" % len(args) + b"".join(bulk(arg) for arg in args)
+
+
+def command_head(count: int, *args: bytes) -> bytes:
+    """The start of a command of ``count`` arguments whose first ones are ``args``."""
+    return b"*%d\r\n" % count + b"".join(bulk(arg) for arg in args)
 
 
 def _parse(buf: bytearray, at: int) -> tuple[Reply | RedisError, int]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ..procstat import CpuMeter
 from ..conn import Endpoint
-from ..resp import RespConnection, command
+from ..resp import RespConnection, bulk, command, command_head
 from ..window import Credits, Tally, Window, run_window
 from .pipe import PipeLoad
 
@@ -39,12 +39,13 @@ async def redis_pipe(endpoint: Endpoint, pids: Sequence[int], load: PipeLoad) ->
     async def sender(key: bytes) -> None:
         conn = await RespConnection.open(endpoint)
         credit = credits[key]
+        push = command_head(2 + batch, b"RPUSH", key)
         try:
             while not flags.stop:
                 await credit.take()
-                value = b'{"t":%d}' % time.time_ns()
+                value = bulk(b'{"t":%d}' % time.time_ns())
                 t0 = time.perf_counter()
-                await conn.request(command(b"RPUSH", key, *([value] * batch)))
+                await conn.request(push + value * batch)
                 if flags.measuring:
                     tally.sends += 1
                     tally.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
