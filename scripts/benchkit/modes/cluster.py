@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator, Sequence
 
 from ipubsub.protocol import OWNER_PATH
 
-from ..options import add_mode, add_rounds, add_window, pid_list, url_list
 from ..conn import Endpoint
+from ..options import add_mode, add_rounds, add_window, pid_list, url_list
 from ..rawhttp import Connection, get_request, node_name
 from ..rounds import Measure, interleave
 from ..servers import Launcher

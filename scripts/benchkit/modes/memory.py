@@ -11,14 +11,16 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from baseline_server import RELEASE_PATH
+
 from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
 
+from ..conn import Endpoint
 from ..options import add_mode
 from ..procstat import rss_bytes
-from ..conn import Endpoint
 from ..rawhttp import Connection, get_request, post_request
 from ..servers import Launcher, Server
 from ..window import Row
@@ -100,7 +102,10 @@ async def idle(
         await release()
         done = await asyncio.gather(*waits, return_exceptions=True)
         out["deliver_all_seconds"] = round(time.perf_counter() - t0, 3)
-        out["delivered"] = sum(1 for d in done if isinstance(d, tuple) and d[0] == 200)
+        answers = Counter(str(d[0]) if isinstance(d, tuple) else type(d).__name__ for d in done)
+        out["delivered"] = answers.pop("200", 0)
+        if answers:  # what the other polls got: status codes or errors, with counts
+            out["not_delivered"] = dict(answers)
     finally:
         for c in parked:
             c.close()

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 
 from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
 
+from ..conn import Endpoint
 from ..options import add_mode, pid_list
 from ..procstat import CpuMeter
-from ..conn import Endpoint
 from ..rawhttp import Connection, get_request, post_request
 from ..servers import Launcher
 from ..window import Row, Window, percentile

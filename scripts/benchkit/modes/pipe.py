@@ -34,9 +34,9 @@ from dataclasses import dataclass, replace
 
 from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
 
+from ..conn import Endpoint
 from ..options import add_mode, add_rounds, add_window, pid_list
 from ..procstat import CpuMeter
-from ..conn import Endpoint
 from ..rawhttp import Connection, get_request, post_request
 from ..rounds import Measure, interleave
 from ..servers import Launcher, Server

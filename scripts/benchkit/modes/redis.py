@@ -16,8 +16,8 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from ..procstat import CpuMeter
 from ..conn import Endpoint
+from ..procstat import CpuMeter
 from ..resp import RespConnection, bulk, command, command_head
 from ..window import Credits, Tally, Window, run_window
 from .pipe import PipeLoad
