@@ -199,6 +199,7 @@ class StorageConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     reconnect_max_seconds: PositiveFloat = 5.0
     operation_timeout_seconds: PositiveFloat = 5.0
     probe_interval_seconds: PositiveFloat = 2.0
+    group_idle_seconds: PositiveFloat = 7 * DAY_SECONDS
     sqlite: SqliteConfig = msgspec.field(default_factory=SqliteConfig)
     postgres: PostgresConfig = msgspec.field(default_factory=PostgresConfig)
     mysql: MysqlConfig = msgspec.field(default_factory=MysqlConfig)

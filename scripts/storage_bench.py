@@ -63,7 +63,7 @@ async def drop(backend: str, table: str) -> None:
 
         con = await asyncpg.connect(POSTGRES_DSN)
         try:
-            await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+            await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams, {table}_groups, {table}_pending, {table}_spill")
         finally:
             await con.close()
     elif backend == "mysql":
@@ -74,7 +74,7 @@ async def drop(backend: str, table: str) -> None:
         conn = await aiomysql.connect(**parse_mysql_dsn(MYSQL_DSN))
         try:
             async with conn.cursor() as cursor:
-                await cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+                await cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams, {table}_groups, {table}_pending, {table}_spill")
         finally:
             conn.close()
 

@@ -56,7 +56,17 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ..config import CassandraConfig
 from ..errors import StorageUnavailable
-from .base import AppendResult, MessageStore, NewMessage, StoredMessage
+from .base import (
+    AppendResult,
+    Claim,
+    GroupInfo,
+    LeaseRef,
+    MessageStore,
+    NewMessage,
+    SpilledStream,
+    StoredMessage,
+)
+from .cassandra_groups import GROUP_SCHEMA, GROUP_STATEMENTS, CassandraGroups, Rows
 from .common import BatchPlan, check_identifier, guard
 
 __all__ = ["CassandraStore"]
@@ -93,6 +103,11 @@ _STATEMENTS = {
     " WHERE stream_id = ? ORDER BY position DESC LIMIT ?",
     "ping": "SELECT release_version FROM system.local",
 }
+
+
+def statements() -> dict[str, str]:
+    """Every statement the store prepares, by name (``{ks}``/``{t}`` unfilled)."""
+    return {**_STATEMENTS, **GROUP_STATEMENTS}
 
 
 def ttl_seconds(expires_at_us: int, now_us: int) -> int:
@@ -137,6 +152,7 @@ class CassandraStore(MessageStore):
         self._prepared: dict[str, PreparedStatement] = {}
         self._lock = asyncio.Lock()
         self._counters: dict[str, int] = {}  # last position seen per stream: a CAS hint
+        self._groups = CassandraGroups(self._run_all, self._read_after, ttl_seconds)
 
     def _guard(self, action: str, timeout: float | None = None) -> Any:
         return guard(
@@ -179,9 +195,9 @@ class CassandraStore(MessageStore):
     def _setup(self, session: Session) -> dict[str, PreparedStatement]:
         """Create the schema and prepare statements (blocking: runs in a thread)."""
         names = {"ks": self._keyspace, "t": self._table, "rf": self._config.replication_factor}
-        for statement in _SCHEMA:
+        for statement in (*_SCHEMA, *GROUP_SCHEMA):
             session.execute(statement.format(**names), timeout=_OPEN_TIMEOUT_SECONDS)
-        return {key: session.prepare(cql.format(**names)) for key, cql in _STATEMENTS.items()}
+        return {key: session.prepare(cql.format(**names)) for key, cql in statements().items()}
 
     async def close(self) -> None:
         """Shut the driver down; safe to call twice and after a failed open."""
@@ -191,9 +207,12 @@ class CassandraStore(MessageStore):
 
     # -- the asyncio bridge ----------------------------------------------------
 
-    def _run(self, name: str, params: Sequence[Any], fetch_size: int | None = None) -> asyncio.Future[ResultSet]:
+    def _run(
+        self, name: str, params: Sequence[Any], fetch_size: int | None = None, paging_state: bytes | None = None
+    ) -> asyncio.Future[ResultSet]:
         """Execute a prepared statement; the future resolves on the event loop
-        with the first page of rows (``fetch_size`` rows, default the driver's)."""
+        with one page of rows (``fetch_size`` rows, default the driver's;
+        ``paging_state`` names the page after a previous one)."""
         if self._session is None or name not in self._prepared:
             raise StorageUnavailable(f"{self._where} is not open")
         loop = asyncio.get_running_loop()
@@ -201,7 +220,7 @@ class CassandraStore(MessageStore):
         bound = self._prepared[name].bind(params)
         if fetch_size is not None:
             bound.fetch_size = fetch_size
-        response: ResponseFuture = self._session.execute_async(bound)
+        response: ResponseFuture = self._session.execute_async(bound, paging_state=paging_state)
 
         def settle(rows: Any, error: BaseException | None) -> None:  # on the loop
             if done.done():  # cancelled by a timeout meanwhile
@@ -217,6 +236,17 @@ class CassandraStore(MessageStore):
 
         response.add_callbacks(lambda rows: from_driver(rows, None), lambda exc: from_driver(None, exc))
         return done
+
+    async def _run_all(self, name: str, params: Sequence[Any]) -> Rows:
+        """Execute a prepared statement and collect every page of its rows."""
+        rows: list[dict[str, Any]] = []
+        state = None
+        while True:
+            result = await self._run(name, params, fetch_size=_READ_PAGE, paging_state=state)
+            rows.extend(result.current_rows)
+            state = result.paging_state
+            if state is None:
+                return Rows(rows)
 
     # -- operations ------------------------------------------------------------
 
@@ -288,19 +318,22 @@ class CassandraStore(MessageStore):
     ) -> list[StoredMessage]:
         """Alive messages after ``after``, oldest first (expired rows not yet
         dropped by their TTL are filtered out here)."""
+        async with self._guard("read"):
+            return await self._read_after(stream_id, after, now_us, limit)
+
+    async def _read_after(self, stream_id: str, after: int | None, now_us: int, limit: int) -> list[StoredMessage]:
         out: list[StoredMessage] = []
         cursor = 0 if after is None else after
-        async with self._guard("read"):
-            # One range read of the partition per batch: LIMIT and fetch_size
-            # equal, so the whole batch comes in one page.  Only rows expired
-            # but not yet dropped by their TTL make it read on.
-            while len(out) < limit:
-                page = min(limit - len(out), _READ_PAGE)
-                rows = (await self._run("read", (stream_id, cursor, page), fetch_size=page)).current_rows
-                out.extend(stored_messages(stream_id, rows, now_us))
-                if len(rows) < page:
-                    break
-                cursor = rows[-1]["position"]
+        # One range read of the partition per batch: LIMIT and fetch_size
+        # equal, so the whole batch comes in one page.  Only rows expired but
+        # not yet dropped by their TTL make it read on.
+        while len(out) < limit:
+            page = min(limit - len(out), _READ_PAGE)
+            rows = (await self._run("read", (stream_id, cursor, page), fetch_size=page)).current_rows
+            out.extend(stored_messages(stream_id, rows, now_us))
+            if len(rows) < page:
+                break
+            cursor = rows[-1]["position"]
         return out
 
     async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
@@ -328,3 +361,45 @@ class CassandraStore(MessageStore):
         """Read ``system.local`` from a coordinator."""
         async with self._guard("ping"):
             await self._run("ping", ())
+
+    # -- consumer groups and spilled buffers (see :mod:`.cassandra_groups`) -----------
+
+    async def claim(
+        self, stream_id: str, group: str, consumer: str, limit: int, lease_us: int, now_us: int, max_deliveries: int
+    ) -> Claim:
+        async with self._guard("claim"):
+            return await self._groups.claim(stream_id, group, consumer, limit, lease_us, now_us, max_deliveries)
+
+    async def ack(self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int) -> list[bool]:
+        async with self._guard("ack"):
+            return await self._groups.ack(stream_id, group, refs, now_us)
+
+    async def nack(
+        self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int, delay_us: int
+    ) -> list[bool]:
+        async with self._guard("nack"):
+            return await self._groups.nack(stream_id, group, refs, now_us, delay_us)
+
+    async def list_groups(self, stream_id: str, now_us: int) -> list[GroupInfo]:
+        async with self._guard("list groups"):
+            return await self._groups.list_groups(stream_id, now_us)
+
+    async def delete_group(self, stream_id: str, group: str) -> bool:
+        async with self._guard("delete group"):
+            return await self._groups.delete_group(stream_id, group)
+
+    async def delete_idle_groups(self, idle_before_us: int, limit: int) -> int:
+        async with self._guard("delete idle groups"):
+            return await self._groups.delete_idle_groups(idle_before_us, limit)
+
+    async def spill(self, node: str, spill_id: int, streams: Sequence[SpilledStream]) -> int:
+        async with self._guard("spill"):
+            return await self._groups.spill(node, spill_id, streams)
+
+    async def read_spilled(self, node: str) -> list[SpilledStream]:
+        async with self._guard("read spilled"):
+            return await self._groups.read_spilled(node)
+
+    async def delete_spilled(self, node: str, through_spill_id: int) -> int:
+        async with self._guard("delete spilled"):
+            return await self._groups.delete_spilled(node, through_spill_id)

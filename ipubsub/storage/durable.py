@@ -17,7 +17,12 @@
   times out marks the store ``down``, queued appends fail at once, later
   calls answer 503 without waiting, and a probe reconnects.  An idle node
   pings its database, so ``/health`` tells the truth without traffic.
-* Expired messages are deleted in bounded batches by a background sweep.
+* Consumer groups (:meth:`DurableLog.claim`, :meth:`DurableLog.ack`, ...)
+  and spilled in-memory buffers (:meth:`DurableLog.spill`,
+  :meth:`DurableLog.restore_spilled`) go through the same deadlines and
+  status; see :mod:`.base` for what each promises.
+* Expired messages, and groups idle for ``storage.group_idle_seconds``, are
+  deleted in bounded batches by a background sweep.
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..config import StorageConfig
 from ..engine import Clock
 from ..errors import ReceiveTimeout, StorageUnavailable
 from ..observability.counters import LatencyHistogram
 from ..tasks import cancel_tasks
-from .base import AppendResult, MessageStore, NewMessage, StoredMessage
+from .base import AppendResult, Claim, GroupInfo, LeaseRef, MessageStore, NewMessage, SpilledStream, StoredMessage
 from .group_commit import GroupCommit
 from .health import StorageStatus, StoreHealth
+from .waiters import StreamWaiters
 
 __all__ = ["MAX_READ_BATCH", "DurableLog", "StorageSnapshot", "StorageStatus"]
 
@@ -86,12 +92,13 @@ class DurableLog:
             self._written,
             self._health.failed,
         )
-        self._readers: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = StreamWaiters()
         self._tasks: list[asyncio.Task[None]] = []
         self.writes_total = 0
         self.batches_total = 0
         self.reads_total = 0
         self.expired_deleted_total = 0
+        self.idle_groups_deleted_total = 0
         self.write_latency = LatencyHistogram()
         self.read_latency = LatencyHistogram()
 
@@ -127,9 +134,7 @@ class DurableLog:
             await self._writes.flush(timeout)
         await cancel_tasks([*self._tasks, *self._writes.tasks, self._health.task])
         self._writes.fail_queued(StorageUnavailable("the node is shutting down"))
-        for waiters in self._readers.values():
-            for waiter in waiters:
-                _wake(waiter)
+        self._waiters.wake_all()
         await self.store.close()
 
     def snapshot(self) -> StorageSnapshot:
@@ -182,7 +187,7 @@ class DurableLog:
         self.batches_total += 1
         self.writes_total += count
         for stream_id in streams:
-            self._wake_readers(stream_id)
+            self._waiters.wake(stream_id)
 
     # -- reading -------------------------------------------------------------------
 
@@ -215,29 +220,19 @@ class DurableLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            # Register before reading, so a write landing between our read
-            # and our wait still wakes us.
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._readers.setdefault(stream_id, []).append(waiter)
-            try:
+            with self._waiters.watch(stream_id) as wakeup:
                 rows = await self._read_rows(stream_id, after, limit)
                 if rows:
                     return rows
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise ReceiveTimeout(stream_id, timeout)
-                handle = loop.call_later(remaining, _wake, waiter)
-                try:
-                    await waiter
-                finally:
-                    handle.cancel()
+                await wakeup.wait(remaining)
                 if loop.time() >= deadline:
                     rows = await self._read_rows(stream_id, after, limit)  # last look
                     if rows:
                         return rows
                     raise ReceiveTimeout(stream_id, timeout)
-            finally:
-                self._forget_reader(stream_id, waiter)
 
     async def latest(self, stream_id: str, limit: int) -> list[StoredMessage]:
         """The ``limit`` newest alive messages of the stream, oldest first
@@ -255,24 +250,139 @@ class DurableLog:
         self.reads_total += 1
         return rows
 
-    def _wake_readers(self, stream_id: str) -> None:
-        for fut in self._readers.pop(stream_id, ()):
-            _wake(fut)
-
-    def _forget_reader(self, stream_id: str, waiter: asyncio.Future[None]) -> None:
-        waiters = self._readers.get(stream_id)
-        if waiters is None:
-            return
-        try:
-            waiters.remove(waiter)
-        except ValueError:
-            pass
-        if not waiters:
-            del self._readers[stream_id]
-
     @property
     def waiting_readers(self) -> int:
-        return sum(len(v) for v in self._readers.values())
+        return len(self._waiters)
+
+    # -- consumer groups -------------------------------------------------------------------
+
+    async def claim(
+        self,
+        stream_id: str,
+        group: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        timeout: float,
+        max_deliveries: int = 0,
+    ) -> Claim:
+        """Lease up to ``limit`` (1..:data:`MAX_READ_BATCH`) messages of the
+        stream to ``consumer`` of ``group`` for ``lease_seconds``, waiting up
+        to ``timeout`` seconds for anything to claim (a new message, woken by
+        this node's appends, or a lease that ends).  Returns as soon as the
+        claim holds messages or dead ones (see :meth:`MessageStore.claim`).
+
+        Raises:
+            ValueError: ``limit`` or ``lease_seconds`` out of range (the
+                API validates them).
+            ReceiveTimeout: nothing to claim in time.
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        if not 1 <= limit <= MAX_READ_BATCH or lease_seconds <= 0:
+            raise ValueError(f"limit must be 1..{MAX_READ_BATCH} and lease_seconds > 0")
+        self._health.check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        lease_us = int(lease_seconds * 1_000_000)
+        while True:
+            with self._waiters.watch(stream_id) as wakeup:  # before claiming: see read_batch
+                claim = await self._health.run(
+                    "claim",
+                    lambda: self.store.claim(
+                        stream_id, group, consumer, limit, lease_us, self._clock.time_us(), max_deliveries
+                    ),
+                )
+                remaining = deadline - loop.time()
+                if claim.messages or claim.dead:
+                    return claim
+                if remaining <= 0:
+                    raise ReceiveTimeout(stream_id, timeout)
+                if claim.next_lease_end_us is not None:  # a lease may end before the deadline
+                    until_lease_end = (claim.next_lease_end_us - self._clock.time_us()) / 1_000_000
+                    remaining = min(remaining, max(until_lease_end, 0.001))
+                await wakeup.wait(remaining)
+
+    async def ack(self, stream_id: str, group: str, refs: Sequence[LeaseRef]) -> list[bool]:
+        """Acknowledge leased messages; see :meth:`MessageStore.ack`.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        now = self._clock.time_us()
+        return await self._health.run("ack", lambda: self.store.ack(stream_id, group, refs, now))
+
+    async def nack(self, stream_id: str, group: str, refs: Sequence[LeaseRef], delay_seconds: float = 0) -> list[bool]:
+        """Give leased messages back (after ``delay_seconds``); see :meth:`MessageStore.nack`.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        now = self._clock.time_us()
+        delay_us = int(delay_seconds * 1_000_000)
+        answers = await self._health.run("nack", lambda: self.store.nack(stream_id, group, refs, now, delay_us))
+        if any(answers):
+            self._waiters.wake(stream_id)  # waiting consumers may claim them now
+        return answers
+
+    async def groups(self, stream_id: str) -> list[GroupInfo]:
+        """The stream's consumer groups with lag and pending counts.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        now = self._clock.time_us()
+        return await self._health.run("list groups", lambda: self.store.list_groups(stream_id, now))
+
+    async def delete_group(self, stream_id: str, group: str) -> bool:
+        """Remove a consumer group; ``False`` if there was none.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        return await self._health.run("delete group", lambda: self.store.delete_group(stream_id, group))
+
+    # -- spilled in-memory buffers ---------------------------------------------------------
+
+    async def spill(self, node: str, streams: Sequence[SpilledStream]) -> int:
+        """Keep ``node``'s buffered streams in the database until
+        :meth:`restore_spilled`; return how many messages.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow
+                (then nothing was kept, or, on SQL backends, everything).
+        """
+        spill_id = self._clock.time_us()
+        return await self._health.run("spill", lambda: self.store.spill(node, spill_id, streams))
+
+    async def restore_spilled(
+        self,
+        node: str,
+        restore: Callable[[list[SpilledStream]], None],
+        undo: Callable[[list[SpilledStream]], None],
+    ) -> int:
+        """Give what was spilled for ``node`` to ``restore`` (in spill order),
+        then delete it from the database; return how many messages.
+
+        Exactly once, if the caller serves nothing before this returns: a
+        crash before the delete commits leaves the rows for the next start
+        (the restored copies died with the process, unseen); after it, the
+        messages live only in memory.  If the delete fails, ``undo`` is given
+        the same streams to take back out, and they stay in the database.
+
+        Raises:
+            StorageUnavailable: the database is down, failed or too slow.
+        """
+        spilled = await self._health.run("read spilled", lambda: self.store.read_spilled(node))
+        if not spilled:
+            return 0
+        through = max(stream.spill_id for stream in spilled)
+        restore(spilled)
+        try:
+            await self._health.run("delete spilled", lambda: self.store.delete_spilled(node, through))
+        except StorageUnavailable:
+            undo(spilled)
+            raise
+        return sum(len(stream.messages) for stream in spilled)
 
     # -- health ------------------------------------------------------------------------
 
@@ -282,6 +392,10 @@ class DurableLog:
         failed = self._writes.fail_queued(error)
         if failed:
             log.warning("%d queued durable writes failed: %s", failed, error.message)
+
+    async def _delete_idle_groups(self) -> int:
+        idle_before = self._clock.time_us() - int(self._config.group_idle_seconds * 1_000_000)
+        return await self.store.delete_idle_groups(idle_before, self._config.sweep_batch)
 
     async def _sweeper(self) -> None:
         interval = self._config.sweep_interval_seconds
@@ -299,12 +413,9 @@ class DurableLog:
                     if deleted < batch:
                         break
                     await asyncio.sleep(0)
+                self.idle_groups_deleted_total += await self._health.run("delete idle groups", self._delete_idle_groups)
             except StorageUnavailable:
                 pass  # the health component marked the store down
             except Exception:
                 log.exception("expiry sweep failed")
 
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

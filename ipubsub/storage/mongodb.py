@@ -39,8 +39,18 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ..config import MongodbConfig
 from ..errors import StorageUnavailable
-from .base import AppendResult, MessageStore, NewMessage, StoredMessage
+from .base import (
+    AppendResult,
+    Claim,
+    GroupInfo,
+    LeaseRef,
+    MessageStore,
+    NewMessage,
+    SpilledStream,
+    StoredMessage,
+)
 from .common import BatchPlan, guard, url_location, url_password
+from .mongodb_groups import MongoGroups
 
 __all__ = ["MongodbStore"]
 
@@ -79,6 +89,7 @@ class MongodbStore(MessageStore):
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._messages: Any = None
         self._streams: Any = None
+        self._groups: MongoGroups | None = None
         self._lock = asyncio.Lock()
 
     def _guard(self, action: str) -> Any:
@@ -110,11 +121,29 @@ class MongodbStore(MessageStore):
                 [("stream_id", ASCENDING), ("message_uuid", ASCENDING)], unique=True, name="stream_uuid"
             )
             await messages.create_index("expireAt", expireAfterSeconds=0, name="expire_at")
+            self._groups = await self._open_groups(database, durable, messages)
             self._messages, self._streams = messages, streams
+
+    async def _open_groups(self, database: Any, durable: WriteConcern, messages: Any) -> MongoGroups:
+        """The group and spill collections, with their indexes."""
+        name = self._config.collection
+        groups = database.get_collection(f"{name}_groups", write_concern=durable)
+        pending = database.get_collection(f"{name}_pending", write_concern=durable)
+        spill = database.get_collection(f"{name}_spill", write_concern=durable)
+        await groups.create_index([("_id.s", ASCENDING), ("_id.g", ASCENDING)], name="stream_group")
+        await groups.create_index("active_at_us", name="active_at")
+        await pending.create_index(
+            [("_id.s", ASCENDING), ("_id.g", ASCENDING), ("acked", ASCENDING), ("lease_until_us", ASCENDING)],
+            name="group_lease",
+        )
+        await pending.create_index("expireAt", expireAfterSeconds=0, name="expire_at")
+        await spill.create_index([("_id.n", ASCENDING), ("_id.i", ASCENDING), ("_id.q", ASCENDING)], name="node_spill")
+        return MongoGroups(messages, groups, pending, spill, self._read_after, _date)
 
     async def close(self) -> None:
         """Close the client; safe to call twice and after a failed open."""
         client, self._client, self._messages, self._streams = self._client, None, None, None
+        self._groups = None
         if client is not None:
             await client.close()
 
@@ -195,13 +224,16 @@ class MongodbStore(MessageStore):
     ) -> list[StoredMessage]:
         """Alive messages after ``after``, oldest first."""
         self._require()
+        async with self._guard("read"):
+            return await self._read_after(stream_id, after, now_us, limit)
+
+    async def _read_after(self, stream_id: str, after: int | None, now_us: int, limit: int) -> list[StoredMessage]:
         query = {
             "stream_id": stream_id,
             "position": {"$gt": 0 if after is None else after},
             "expires_at_us": {"$gt": now_us},
         }
-        async with self._guard("read"):
-            docs = await self._messages.find(query, _FIELDS, **read_options(limit)).to_list(None)
+        docs = await self._messages.find(query, _FIELDS, **read_options(limit)).to_list(None)
         return [
             StoredMessage(
                 stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]),
@@ -244,3 +276,59 @@ class MongodbStore(MessageStore):
         async with self._guard("ping"):
             assert self._client is not None
             await self._client.admin.command("ping")
+
+    # -- consumer groups and spilled buffers (see :mod:`.mongodb_groups`) -------------
+
+    def _with_groups(self) -> MongoGroups:
+        self._require()
+        assert self._groups is not None
+        return self._groups
+
+    async def claim(
+        self, stream_id: str, group: str, consumer: str, limit: int, lease_us: int, now_us: int, max_deliveries: int
+    ) -> Claim:
+        groups = self._with_groups()
+        async with self._guard("claim"):
+            return await groups.claim(stream_id, group, consumer, limit, lease_us, now_us, max_deliveries)
+
+    async def ack(self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int) -> list[bool]:
+        groups = self._with_groups()
+        async with self._guard("ack"):
+            return await groups.ack(stream_id, group, refs, now_us)
+
+    async def nack(
+        self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int, delay_us: int
+    ) -> list[bool]:
+        groups = self._with_groups()
+        async with self._guard("nack"):
+            return await groups.nack(stream_id, group, refs, now_us, delay_us)
+
+    async def list_groups(self, stream_id: str, now_us: int) -> list[GroupInfo]:
+        groups = self._with_groups()
+        async with self._guard("list groups"):
+            return await groups.list_groups(stream_id, now_us)
+
+    async def delete_group(self, stream_id: str, group: str) -> bool:
+        groups = self._with_groups()
+        async with self._guard("delete group"):
+            return await groups.delete_group(stream_id, group)
+
+    async def delete_idle_groups(self, idle_before_us: int, limit: int) -> int:
+        groups = self._with_groups()
+        async with self._guard("delete idle groups"):
+            return await groups.delete_idle_groups(idle_before_us, limit)
+
+    async def spill(self, node: str, spill_id: int, streams: Sequence[SpilledStream]) -> int:
+        groups = self._with_groups()
+        async with self._guard("spill"):
+            return await groups.spill(node, spill_id, streams)
+
+    async def read_spilled(self, node: str) -> list[SpilledStream]:
+        groups = self._with_groups()
+        async with self._guard("read spilled"):
+            return await groups.read_spilled(node)
+
+    async def delete_spilled(self, node: str, through_spill_id: int) -> int:
+        groups = self._with_groups()
+        async with self._guard("delete spilled"):
+            return await groups.delete_spilled(node, through_spill_id)

@@ -23,11 +23,13 @@ from urllib.parse import unquote, urlsplit
 try:
     import aiomysql
     import pymysql
+    import pymysql.constants.CLIENT
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the mysql backend needs aiomysql: pip install 'ipubsub[mysql]'") from exc
 
 from ..config import ConfigError, MysqlConfig
 from .common import url_location, url_password
+from .groups_sql import SqlGroups
 from .sql import SqlConnection, SqlStore
 
 __all__ = ["MysqlStore", "parse_mysql_dsn"]
@@ -65,6 +67,21 @@ def parse_mysql_dsn(dsn: str) -> dict[str, Any]:
 # A multi-row INSERT stays below these (hex doubles payload bytes).
 _MAX_INSERT_BYTES = 4 * 1024 * 1024
 _MAX_INSERT_ROWS = 500
+
+
+class MysqlGroups(SqlGroups):
+    """Group statements MySQL needs in its own words."""
+
+    # no RETURNING with ON DUPLICATE KEY: upsert (locking the row), then read it
+    LOCK = (
+        "INSERT INTO {g} (stream_id, group_name, delivered_through, active_at_us) VALUES (?, ?, 0, ?)"
+        " ON DUPLICATE KEY UPDATE active_at_us = VALUES(active_at_us)"
+    )
+
+    async def _lock(self, conn: SqlConnection, stream_id: str, group: str, now_us: int) -> int:
+        await conn.execute(self._store.sql(self.LOCK), (stream_id, group, now_us))
+        rows = await conn.fetch(self._store.sql(self.THROUGH), (stream_id, group))
+        return int(rows[0][0])
 
 
 class _Connection:
@@ -105,17 +122,26 @@ class MysqlStore(SqlStore):
         " KEY {t}_expires (expires_at_us)) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS {s} (stream_id VARBINARY(256) NOT NULL PRIMARY KEY,"
         " last_position BIGINT NOT NULL) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS {g} (stream_id VARBINARY(256) NOT NULL, group_name VARBINARY(256) NOT NULL,"
+        " delivered_through BIGINT NOT NULL, active_at_us BIGINT NOT NULL, PRIMARY KEY (stream_id, group_name),"
+        " KEY {g}_active (active_at_us)) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS {p} (stream_id VARBINARY(256) NOT NULL, group_name VARBINARY(256) NOT NULL,"
+        " position BIGINT NOT NULL, consumer VARBINARY(256) NOT NULL, lease_until_us BIGINT NOT NULL,"
+        " deliveries INT NOT NULL, delivered_at_us BIGINT NOT NULL,"
+        " PRIMARY KEY (stream_id, group_name, position)) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS {x} (node VARBINARY(256) NOT NULL, spill_id BIGINT NOT NULL, seq INT NOT NULL,"
+        " stream_id VARBINARY(256) NOT NULL, capacity INT, message_uuid VARBINARY(512) NOT NULL,"
+        " payload LONGBLOB NOT NULL, timestamp_us BIGINT NOT NULL, PRIMARY KEY (node, spill_id, seq)) ENGINE=InnoDB",
     )
     # no RETURNING with ON DUPLICATE KEY: bump (locking the rows), then read back
     ALLOCATE = (
         "INSERT INTO {s} (stream_id, last_position) VALUES {values}"
         " ON DUPLICATE KEY UPDATE last_position = last_position + VALUES(last_position)"
     )
+    BLOB = "UNHEX(?)"
     ROW = "(?, ?, ?, UNHEX(?), ?, ?)"
-    INSERT = (
-        "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
-        " VALUES {rows}"
-    )
+    INSERT = "INSERT INTO {t} (stream_id, position, message_uuid, payload, timestamp_us, expires_at_us)"
+    GROUPS = MysqlGroups
     COUNTERS = "SELECT stream_id, last_position FROM {s} WHERE stream_id IN ({marks})"
     # MySQL rejects LIMIT inside an IN subquery, but allows it on DELETE
     DELETE = "DELETE FROM {t} WHERE expires_at_us <= ? LIMIT ?"
@@ -138,10 +164,10 @@ class MysqlStore(SqlStore):
     def _dialect(self, sql: str) -> str:
         return sql.replace("?", "%s")
 
-    def _blob(self, payload: bytes) -> str:
+    def blob(self, payload: bytes) -> str:
         return payload.hex()
 
-    def _text(self, value: Any) -> str:
+    def text(self, value: Any) -> str:
         return bytes(value).decode("utf-8")
 
     async def _connect(self) -> None:
@@ -152,6 +178,8 @@ class MysqlStore(SqlStore):
                 connect_timeout=self._timeout,
                 autocommit=False,
                 charset="utf8mb4",
+                # UPDATE counts the rows it matched, not only those it changed
+                client_flag=pymysql.constants.CLIENT.FOUND_ROWS,
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 **self._connect_args,
             )
@@ -201,29 +229,33 @@ class MysqlStore(SqlStore):
 
     async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
         streams = sorted(counts)
-        sql = self._sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
+        sql = self.sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
         await conn.execute(sql, [v for s in streams for v in (s, counts[s])])
-        rows = await conn.fetch(self._sql(self.COUNTERS, marks=", ".join("?" * len(streams))), streams)
-        return {self._text(row[0]): int(row[1]) for row in rows}
+        rows = await conn.fetch(self.sql(self.COUNTERS, marks=", ".join("?" * len(streams))), streams)
+        return {self.text(row[0]): int(row[1]) for row in rows}
 
     async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+        await self.insert_rows(conn, self.INSERT, self.ROW, rows)
+
+    async def insert_rows(self, conn: SqlConnection, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
         # PyMySQL only folds executemany into one multi-row INSERT for plain
         # placeholders, not UNHEX(%s): build the multi-row statement here,
         # in chunks that keep packets well under max_allowed_packet.
-        chunk: list[tuple[Any, ...]] = []
+        row = row.replace("{blob}", self.BLOB)
+        chunk: list[Sequence[Any]] = []
         size = 0
-        for row in rows:
-            chunk.append(row)
-            size += len(row[3]) + 512
+        for values in rows:
+            chunk.append(values)
+            size += sum(len(v) for v in values if isinstance(v, (str, bytes))) + 128
             if size > _MAX_INSERT_BYTES or len(chunk) == _MAX_INSERT_ROWS:
-                await self._insert_chunk(conn, chunk)
+                await self._insert_chunk(conn, head, row, chunk)
                 chunk, size = [], 0
         if chunk:
-            await self._insert_chunk(conn, chunk)
+            await self._insert_chunk(conn, head, row, chunk)
 
-    async def _insert_chunk(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
-        sql = self._sql(self.INSERT, rows=", ".join([self.ROW] * len(rows)))
-        await conn.execute(sql, [v for row in rows for v in row])
+    async def _insert_chunk(self, conn: SqlConnection, head: str, row: str, rows: list[Sequence[Any]]) -> None:
+        sql = self.sql(f"{head} VALUES {{rows}}", rows=", ".join([row] * len(rows)))
+        await conn.execute(sql, [v for values in rows for v in values])
 
     def _is_retryable(self, exc: BaseException) -> bool:
         return _errno(exc) in (_DUPLICATE_KEY, _DEADLOCK)

@@ -70,6 +70,17 @@ class PostgresStore(SqlStore):
         "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at_us)",
         'CREATE TABLE IF NOT EXISTS {s} (stream_id TEXT COLLATE "C" PRIMARY KEY,'
         " last_position BIGINT NOT NULL)",
+        'CREATE TABLE IF NOT EXISTS {g} (stream_id TEXT COLLATE "C" NOT NULL, group_name TEXT COLLATE "C" NOT NULL,'
+        " delivered_through BIGINT NOT NULL, active_at_us BIGINT NOT NULL, PRIMARY KEY (stream_id, group_name))",
+        "CREATE INDEX IF NOT EXISTS {g}_active ON {g} (active_at_us)",
+        'CREATE TABLE IF NOT EXISTS {p} (stream_id TEXT COLLATE "C" NOT NULL, group_name TEXT COLLATE "C" NOT NULL,'
+        ' position BIGINT NOT NULL, consumer TEXT COLLATE "C" NOT NULL, lease_until_us BIGINT NOT NULL,'
+        " deliveries INTEGER NOT NULL, delivered_at_us BIGINT NOT NULL,"
+        " PRIMARY KEY (stream_id, group_name, position))",
+        'CREATE TABLE IF NOT EXISTS {x} (node TEXT COLLATE "C" NOT NULL, spill_id BIGINT NOT NULL,'
+        ' seq INTEGER NOT NULL, stream_id TEXT COLLATE "C" NOT NULL, capacity INTEGER,'
+        ' message_uuid TEXT COLLATE "C" NOT NULL, payload BYTEA NOT NULL, timestamp_us BIGINT NOT NULL,'
+        " PRIMARY KEY (node, spill_id, seq))",
     )
     # Array parameters keep one statement text (asyncpg prepares per text).
     # The exact (stream, uuid) pairs, joined: one unique-index probe per pair
@@ -158,12 +169,12 @@ class PostgresStore(SqlStore):
     ) -> dict[str, dict[str, tuple[int, int]]]:
         streams = [s for s, uuids in wanted.items() for _ in uuids]
         uuids = [u for values in wanted.values() for u in values]
-        rows = await conn.fetch(self._sql(self.EXISTING), (streams, uuids))
+        rows = await conn.fetch(self.sql(self.EXISTING), (streams, uuids))
         return self._pairs(rows, wanted)
 
     async def _allocate(self, conn: SqlConnection, counts: dict[str, int]) -> dict[str, int]:
         streams = sorted(counts)
-        rows = await conn.fetch(self._sql(self.ALLOCATE), (streams, [counts[s] for s in streams]))
+        rows = await conn.fetch(self.sql(self.ALLOCATE), (streams, [counts[s] for s in streams]))
         return {row[0]: int(row[1]) for row in rows}
 
     async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:

@@ -21,12 +21,24 @@ from __future__ import annotations
 import abc
 import asyncio
 import random
-from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Iterable, Protocol, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable, Protocol, Sequence, TypeVar
 
 from ..errors import StorageUnavailable
-from .base import AppendResult, MessageStore, NewMessage, StoredMessage
+from .base import (
+    AppendResult,
+    Claim,
+    GroupInfo,
+    LeaseRef,
+    MessageStore,
+    NewMessage,
+    SpilledStream,
+    StoredMessage,
+)
 from .common import BatchPlan, check_identifier, guard
+from .groups_sql import SqlGroups
+
+T = TypeVar("T")
 
 __all__ = ["SqlConnection", "SqlStore"]
 
@@ -57,6 +69,10 @@ class SqlStore(MessageStore):
     """
 
     SCHEMA: ClassVar[tuple[str, ...]]
+    #: how a payload is bound (MySQL: ``UNHEX(?)``, see its module)
+    BLOB: ClassVar[str] = "?"
+    #: the group and spill statements (MySQL has its own)
+    GROUPS: ClassVar[type[SqlGroups]] = SqlGroups
     READ: ClassVar[str] = (
         "SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {t}"
         " WHERE stream_id = ? AND position > ? AND expires_at_us > ? ORDER BY position LIMIT ?"
@@ -107,6 +123,7 @@ class SqlStore(MessageStore):
         self._concurrency = concurrency
         self._open = False
         self._statements: dict[tuple[str, ...], str] = {}
+        self._groups = self.GROUPS(self)
 
     @property
     def append_concurrency(self) -> int:
@@ -135,26 +152,55 @@ class SqlStore(MessageStore):
     def _is_retryable(self, exc: BaseException) -> bool:
         """True for a unique violation or deadlock: the batch may be retried."""
 
-    def _text(self, value: Any) -> str:
+    def text(self, value: Any) -> str:
         """A stream id or uuid as read back (MySQL returns bytes)."""
         return value
 
-    def _blob(self, payload: bytes) -> Any:
+    def blob(self, payload: bytes) -> Any:
         """How a payload is bound (MySQL binds hex text, see its module)."""
         return payload
 
     # -- shared ----------------------------------------------------------------
 
-    def _sql(self, template: str, **extra: str) -> str:
+    def sql(self, template: str, **extra: str) -> str:
         """A statement with table names and the driver's placeholders (cached)."""
         key = (template, *extra.values())
         sql = self._statements.get(key)
         if sql is None:
             if len(self._statements) >= _MAX_CACHED_STATEMENTS:
                 self._statements.clear()  # batch shapes vary: keep the cache bounded
-            sql = self._dialect(template.format(t=self.table, s=f"{self.table}_streams", **extra))
+            table = self.table
+            names = {"t": table, "s": f"{table}_streams", "g": f"{table}_groups", "p": f"{table}_pending",
+                     "x": f"{table}_spill", "blob": self.BLOB}
+            sql = self._dialect(template.format(**names, **extra))
             self._statements[key] = sql
         return sql
+
+    async def in_transaction(self, action: str, body: Callable[[SqlConnection], Awaitable[T]]) -> T:
+        """Run ``body`` in a transaction (bounded by the operation timeout),
+        retried from scratch after a unique violation or a deadlock."""
+        self._check_open()
+        async with self._guard(action):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    async with self._session(write=True) as conn:
+                        return await body(conn)
+                except Exception as exc:
+                    if attempt == MAX_ATTEMPTS or not self._is_retryable(exc):
+                        raise
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def reading(self, action: str) -> AsyncIterator[SqlConnection]:
+        """A connection for reads, bounded by the operation timeout."""
+        self._check_open()
+        async with self._guard(action), self._session(write=False) as conn:
+            yield conn
+
+    async def insert_rows(self, conn: SqlConnection, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``head VALUES row`` for every row (MySQL folds them into multi-row statements)."""
+        await conn.executemany(self.sql(f"{head} VALUES {row}"), rows)
 
     def _guard(self, action: str) -> AbstractAsyncContextManager[None]:
         return guard(self._where, action, self._timeout, self._errors, self._secret)
@@ -172,7 +218,7 @@ class SqlStore(MessageStore):
             await self._connect()
             async with self._session(write=True) as conn:
                 for statement in self.SCHEMA:
-                    await conn.execute(self._sql(statement))
+                    await conn.execute(self.sql(statement))
         self._open = True
 
     async def close(self) -> None:
@@ -185,16 +231,7 @@ class SqlStore(MessageStore):
         self._check_open()
         if not batch:
             return []
-        async with self._guard("append"):
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    async with self._session(write=True) as conn:
-                        return await self._append_in(conn, batch)
-                except Exception as exc:
-                    if attempt == MAX_ATTEMPTS or not self._is_retryable(exc):
-                        raise
-                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
-        raise AssertionError("unreachable")
+        return await self.in_transaction("append", lambda conn: self._append_in(conn, batch))
 
     async def _append_in(self, conn: SqlConnection, batch: Sequence[NewMessage]) -> list[AppendResult]:
         """Four statements whatever the number of streams in the batch: find
@@ -214,7 +251,7 @@ class SqlStore(MessageStore):
             for offset, index in enumerate(new[stream]):
                 msg = batch[index]
                 rows.append((
-                    stream, first + offset, msg.uuid, self._blob(msg.payload),
+                    stream, first + offset, msg.uuid, self.blob(msg.payload),
                     msg.timestamp_us, msg.expires_at_us,
                 ))
                 plan.stored(index, first + offset)
@@ -227,7 +264,7 @@ class SqlStore(MessageStore):
         """Stored messages among ``wanted`` (stream to uuids): stream to
         uuid to (position, timestamp)."""
         uuids = sorted({u for values in wanted.values() for u in values})
-        sql = self._sql(
+        sql = self.sql(
             self.EXISTING, streams=", ".join("?" * len(wanted)), uuids=", ".join("?" * len(uuids))
         )
         rows = await conn.fetch(sql, (*wanted, *uuids))
@@ -241,7 +278,7 @@ class SqlStore(MessageStore):
         asked = {(s, u) for s, values in wanted.items() for u in values}
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for row in rows:
-            stream, uuid = self._text(row[0]), self._text(row[1])
+            stream, uuid = self.text(row[0]), self.text(row[1])
             if (stream, uuid) in asked:
                 out.setdefault(stream, {})[uuid] = (int(row[2]), int(row[3]))
         return out
@@ -250,13 +287,13 @@ class SqlStore(MessageStore):
         """Bump each stream's counter by its count (locking the rows); return
         stream to its new last position."""
         streams = sorted(counts)
-        sql = self._sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
+        sql = self.sql(self.ALLOCATE, values=", ".join(["(?, ?)"] * len(streams)))
         rows = await conn.fetch(sql, [v for s in streams for v in (s, counts[s])])
-        return {self._text(row[0]): int(row[1]) for row in rows}
+        return {self.text(row[0]): int(row[1]) for row in rows}
 
     async def _insert(self, conn: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
         """Insert the new message rows (one statement, many rows)."""
-        await conn.executemany(self._sql(self.INSERT), rows)
+        await conn.executemany(self.sql(self.INSERT), rows)
 
     async def read_after(
         self, stream_id: str, after: int | None, now_us: int, limit: int
@@ -265,27 +302,60 @@ class SqlStore(MessageStore):
         self._check_open()
         args = (stream_id, 0 if after is None else after, now_us, limit)
         async with self._guard("read"), self._session(write=False) as conn:
-            rows = await conn.fetch(self._sql(self.READ), args)
-        return self._stored(stream_id, rows)
+            rows = await conn.fetch(self.sql(self.READ), args)
+        return self.stored(stream_id, rows)
 
     async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
         """The newest alive messages, oldest of them first; see :meth:`MessageStore.read_latest`."""
         self._check_open()
         async with self._guard("read"), self._session(write=False) as conn:
-            rows = await conn.fetch(self._sql(self.READ_LATEST), (stream_id, now_us, limit))
-        return self._stored(stream_id, reversed(rows))
+            rows = await conn.fetch(self.sql(self.READ_LATEST), (stream_id, now_us, limit))
+        return self.stored(stream_id, reversed(rows))
 
-    def _stored(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
-        return [StoredMessage(stream_id, row[0], self._text(row[1]), bytes(row[2]), row[3], row[4]) for row in rows]
+    def stored(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
+        return [StoredMessage(stream_id, row[0], self.text(row[1]), bytes(row[2]), row[3], row[4]) for row in rows]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` expired messages; return how many."""
         self._check_open()
         async with self._guard("delete expired"), self._session(write=True) as conn:
-            return await conn.execute(self._sql(self.DELETE), (now_us, limit))
+            return await conn.execute(self.sql(self.DELETE), (now_us, limit))
 
     async def ping(self) -> None:
         """One ``SELECT 1`` round trip."""
         self._check_open()
         async with self._guard("ping"), self._session(write=False) as conn:
             await conn.fetch("SELECT 1")
+
+    # -- consumer groups and spilled buffers (see :mod:`.groups_sql`) -----------------
+
+    async def claim(
+        self, stream_id: str, group: str, consumer: str, limit: int, lease_us: int, now_us: int, max_deliveries: int
+    ) -> Claim:
+        return await self._groups.claim(stream_id, group, consumer, limit, lease_us, now_us, max_deliveries)
+
+    async def ack(self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int) -> list[bool]:
+        return await self._groups.ack(stream_id, group, refs, now_us)
+
+    async def nack(
+        self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int, delay_us: int
+    ) -> list[bool]:
+        return await self._groups.nack(stream_id, group, refs, now_us, delay_us)
+
+    async def list_groups(self, stream_id: str, now_us: int) -> list[GroupInfo]:
+        return await self._groups.list_groups(stream_id, now_us)
+
+    async def delete_group(self, stream_id: str, group: str) -> bool:
+        return await self._groups.delete_group(stream_id, group)
+
+    async def delete_idle_groups(self, idle_before_us: int, limit: int) -> int:
+        return await self._groups.delete_idle_groups(idle_before_us, limit)
+
+    async def spill(self, node: str, spill_id: int, streams: Sequence[SpilledStream]) -> int:
+        return await self._groups.spill(node, spill_id, streams)
+
+    async def read_spilled(self, node: str) -> list[SpilledStream]:
+        return await self._groups.read_spilled(node)
+
+    async def delete_spilled(self, node: str, through_spill_id: int) -> int:
+        return await self._groups.delete_spilled(node, through_spill_id)

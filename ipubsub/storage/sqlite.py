@@ -59,6 +59,16 @@ class SqliteStore(SqlStore):
         " UNIQUE (stream_id, message_uuid))",
         "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at_us)",
         "CREATE TABLE IF NOT EXISTS {s} (stream_id TEXT PRIMARY KEY, last_position INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {g} (stream_id TEXT NOT NULL, group_name TEXT NOT NULL,"
+        " delivered_through INTEGER NOT NULL, active_at_us INTEGER NOT NULL, PRIMARY KEY (stream_id, group_name))",
+        "CREATE INDEX IF NOT EXISTS {g}_active ON {g} (active_at_us)",
+        "CREATE TABLE IF NOT EXISTS {p} (stream_id TEXT NOT NULL, group_name TEXT NOT NULL,"
+        " position INTEGER NOT NULL, consumer TEXT NOT NULL, lease_until_us INTEGER NOT NULL,"
+        " deliveries INTEGER NOT NULL, delivered_at_us INTEGER NOT NULL,"
+        " PRIMARY KEY (stream_id, group_name, position))",
+        "CREATE TABLE IF NOT EXISTS {x} (node TEXT NOT NULL, spill_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " stream_id TEXT NOT NULL, capacity INTEGER, message_uuid TEXT NOT NULL, payload BLOB NOT NULL,"
+        " timestamp_us INTEGER NOT NULL, PRIMARY KEY (node, spill_id, seq))",
     )
 
     def __init__(self, config: SqliteConfig, *, operation_timeout_seconds: float = 5.0) -> None:

@@ -1,4 +1,4 @@
-"""Resume tokens: opaque, URL-safe, versioned and checked.
+"""Resume tokens and group receipts: opaque, URL-safe, versioned and checked.
 
 A token names a position in one stream's durable log.  Layout (version 1),
 base64url without padding::
@@ -19,7 +19,7 @@ import struct
 
 from ..errors import InvalidToken
 
-__all__ = ["decode_token", "encode_token"]
+__all__ = ["decode_receipt", "decode_token", "encode_receipt", "encode_token"]
 
 _VERSION = 1
 _LAYOUT = struct.Struct(">B8sQ")
@@ -65,3 +65,45 @@ def decode_token(token: str, stream_id: str) -> int:
             f"dbResumeToken was issued for another stream, not {stream_id!r}", field="dbResumeToken"
         )
     return int(position)
+
+
+# A receipt names one delivery of a consumer group's pending entry (see
+# ipubsub.storage.base.LeaseRef).  Layout (version 1), base64url:
+#     version (1 byte = 1) | stream+group digest (8) | position (8) | delivery (4) | check (4)
+_RECEIPT = struct.Struct(">B8sQI")
+
+
+def _group_digest(stream_id: str, group: str) -> bytes:
+    key = stream_id.encode("utf-8", "surrogatepass") + b"\x00" + group.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(key, digest_size=8, person=b"ipubsub-group").digest()
+
+
+def encode_receipt(stream_id: str, group: str, position: int, delivery: int) -> str:
+    """The receipt of one delivery of a group's message (ack/nack it)."""
+    body = _RECEIPT.pack(_VERSION, _group_digest(stream_id, group), position, delivery)
+    return base64.urlsafe_b64encode(body + _check(body)).rstrip(b"=").decode("ascii")
+
+
+def decode_receipt(receipt: str, stream_id: str, group: str) -> tuple[int, int]:
+    """``(position, delivery)`` of a receipt.
+
+    Raises:
+        InvalidToken: malformed, corrupted, or issued for another stream or
+            group (``field`` is ``receipt``).
+    """
+    size = _RECEIPT.size + _CHECK_BYTES
+    if not receipt or len(receipt) > 64 or not receipt.isascii():
+        raise InvalidToken("receipt is malformed", field="receipt")
+    try:
+        raw = base64.urlsafe_b64decode(receipt + "=" * (-len(receipt) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("receipt is malformed (not base64url)", field="receipt") from None
+    if len(raw) != size or raw[0] != _VERSION:
+        raise InvalidToken("receipt is malformed or of an unknown version", field="receipt")
+    body, check = raw[: _RECEIPT.size], raw[_RECEIPT.size :]
+    if _check(body) != check:
+        raise InvalidToken("receipt is corrupted (checksum mismatch)", field="receipt")
+    _, digest, position, delivery = _RECEIPT.unpack(body)
+    if digest != _group_digest(stream_id, group):
+        raise InvalidToken(f"receipt was issued for another stream or group, not {stream_id!r}/{group!r}", field="receipt")
+    return int(position), int(delivery)

@@ -275,7 +275,7 @@ async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnect
         import asyncpg
 
         con = await asyncpg.connect(POSTGRES_DSN)
-        await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+        await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams, {table}_groups, {table}_pending, {table}_spill")
         await con.close()
 
 

@@ -81,7 +81,7 @@ async def _drop(table: str) -> None:
 
     con = await asyncpg.connect(POSTGRES_DSN)
     try:
-        await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+        await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams, {table}_groups, {table}_pending, {table}_spill")
     finally:
         await con.close()
 

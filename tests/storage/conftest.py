@@ -112,6 +112,11 @@ def proxied_dsn(backend: str, port: int) -> str:
     return dsn.replace(parts.netloc, f"{credentials}@127.0.0.1:{port}")
 
 
+def sql_tables(table: str) -> str:
+    """Every table a SQL store creates for ``table``, comma-separated."""
+    return ", ".join(f"{table}{suffix}" for suffix in ("", "_streams", "_groups", "_pending", "_spill"))
+
+
 async def drop_tables(backend: str, table: str) -> None:
     """Remove everything a store created for ``table``."""
     if backend == "postgres":
@@ -119,7 +124,7 @@ async def drop_tables(backend: str, table: str) -> None:
 
         con = await asyncpg.connect(POSTGRES_DSN, timeout=5)
         try:
-            await con.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+            await con.execute(f"DROP TABLE IF EXISTS {sql_tables(table)}")
         finally:
             await con.close()
     elif backend == "mysql":
@@ -131,7 +136,7 @@ async def drop_tables(backend: str, table: str) -> None:
         try:
             async with conn.cursor() as cursor:
                 await cursor.execute("SET SESSION sql_notes = 0")
-                await cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_streams")
+                await cursor.execute(f"DROP TABLE IF EXISTS {sql_tables(table)}")
         finally:
             conn.close()
     elif backend == "cassandra":

@@ -22,6 +22,7 @@ import pytest
 from ipubsub.config import ConfigError, StorageConfig
 from ipubsub.errors import StorageUnavailable
 from ipubsub.storage import AppendResult, MessageStore, NewMessage, StoredMessage, create_store
+from ipubsub.storage.base import Claim, GroupInfo, LeaseRef, SpilledMessage, SpilledStream
 
 from .conftest import BACKENDS, MakeStore, proxied_dsn, start_proxy, storage_config
 
@@ -480,3 +481,173 @@ def test_mysql_dsn_parsing() -> None:
     for bad in ("postgresql://x@h/db", "mysql://h:3306", "mysql://root@host/db?ssl=1"):
         with pytest.raises(ConfigError):
             parse_mysql_dsn(bad)
+
+
+# -- consumer groups -----------------------------------------------------------------
+
+SECOND = 1_000_000
+LEASE = 10 * SECOND
+
+
+def uuids(claim: Claim) -> list[str]:
+    return [leased.message.uuid for leased in claim.messages]
+
+
+def receipts(claim: Claim) -> list[LeaseRef]:
+    return [LeaseRef(leased.message.position, leased.delivery) for leased in claim.messages]
+
+
+async def test_group_hands_each_message_to_one_consumer_in_order(store: MessageStore, t0: int) -> None:
+    results = await store.append([msg("S", f"m{i}", t0) for i in range(10)])
+    first = await store.claim("S", "g", "c1", 4, LEASE, t0, 0)
+    second = await store.claim("S", "g", "c2", 4, LEASE, t0, 0)
+    third = await store.claim("S", "g", "c1", 4, LEASE, t0, 0)
+    assert (uuids(first), uuids(second), uuids(third)) == (
+        ["m0", "m1", "m2", "m3"], ["m4", "m5", "m6", "m7"], ["m8", "m9"],
+    )
+    assert all(leased.delivery == 1 for c in (first, second, third) for leased in c.messages)
+    assert first.messages[0].message == StoredMessage("S", results[0].position, "m0", b"m0", t0, t0 + HOUR_US)
+    assert first.dead == [] and third.next_lease_end_us == t0 + LEASE
+    empty = await store.claim("S", "g", "c2", 4, LEASE, t0 + 1, 0)
+    assert empty.messages == [] and empty.dead == []
+    assert uuids(await store.claim("S", "other", "c1", 3, LEASE, t0, 0)) == ["m0", "m1", "m2"]  # groups are independent
+
+    (info, other) = await store.list_groups("S", t0)
+    assert info == GroupInfo("g", results[-1].position, 0, 10, t0, t0 + 1)
+    assert (other.group, other.lag, other.pending) == ("other", 7, 3)
+    assert await store.list_groups("nothing", t0) == []
+
+
+async def test_ack_removes_pending_entries_and_refuses_stale_receipts(store: MessageStore, t0: int) -> None:
+    await store.append([msg("S", f"m{i}", t0) for i in range(3)])
+    claim = await store.claim("S", "g", "c", 3, LEASE, t0, 0)
+    r0, r1, r2 = receipts(claim)
+    assert await store.ack("S", "g", [r0, LeaseRef(r1.position, 2), LeaseRef(10**12)], t0) == [True, False, False]
+    assert await store.ack("S", "g", [r0, LeaseRef(r1.position), LeaseRef(r1.position)], t0) == [False, True, False]
+    assert await store.ack("S", "unknown", [r2], t0) == [False]
+    assert await store.nack("S", "unknown", [r2], t0, 0) == [False]
+    assert [i.group for i in await store.list_groups("S", t0)] == ["g"]  # ack creates no group
+    (info,) = await store.list_groups("S", t0)
+    assert (info.pending, info.oldest_pending_us) == (1, t0)
+    assert await store.ack("S", "g", [r2], t0) == [True]
+    (info,) = await store.list_groups("S", t0)
+    assert (info.pending, info.oldest_pending_us) == (0, None)
+    assert (await store.claim("S", "g", "c", 3, LEASE, t0 + 2 * LEASE, 0)).messages == []  # acked: never again
+
+
+async def test_an_expired_lease_is_redelivered_first_counting_deliveries(store: MessageStore, t0: int) -> None:
+    await store.append([msg("S", f"m{i}", t0) for i in range(4)])
+    first = await store.claim("S", "g", "c1", 2, LEASE, t0, 0)
+    assert (await store.claim("S", "g", "c2", 1, LEASE, t0 + LEASE - 1, 0)).messages[0].message.uuid == "m2"
+
+    later = t0 + LEASE  # c1's lease ends now
+    again = await store.claim("S", "g", "c2", 3, LEASE, later, 0)
+    assert uuids(again) == ["m0", "m1", "m3"]
+    assert [leased.delivery for leased in again.messages] == [2, 2, 1]
+    assert await store.ack("S", "g", receipts(first), later) == [False, False]  # c1 was too late
+    assert await store.ack("S", "g", receipts(again), later) == [True, True, True]
+
+
+async def test_nack_gives_back_to_the_front_now_or_after_a_delay(store: MessageStore, t0: int) -> None:
+    await store.append([msg("S", f"m{i}", t0) for i in range(4)])
+    claim = await store.claim("S", "g", "c", 2, LEASE, t0, 0)
+    r0, r1 = receipts(claim)
+    assert await store.nack("S", "g", [r0, LeaseRef(r1.position, 5)], t0, 0) == [True, False]
+    front = await store.claim("S", "g", "c", 2, LEASE, t0 + 1, 0)
+    assert uuids(front) == ["m0", "m2"] and front.messages[0].delivery == 2
+
+    assert await store.nack("S", "g", [receipts(front)[1]], t0 + 1, 5 * SECOND) == [True]
+    assert uuids(await store.claim("S", "g", "c", 1, LEASE, t0 + 2, 0)) == ["m3"]
+    assert (await store.claim("S", "g", "c", 1, LEASE, t0 + 2, 0)).messages == []
+    assert uuids(await store.claim("S", "g", "c", 1, LEASE, t0 + 1 + 5 * SECOND, 0)) == ["m2"]
+
+
+async def test_past_max_deliveries_a_message_is_handed_out_as_dead(store: MessageStore, t0: int) -> None:
+    await store.append([msg("S", "poison", t0), msg("S", "fine", t0)])
+    now = t0
+    for delivery in (1, 2):
+        claim = await store.claim("S", "g", "c", 1, LEASE, now, 2)
+        assert [(leased.message.uuid, leased.delivery) for leased in claim.messages] == [("poison", delivery)]
+        now += LEASE
+    claim = await store.claim("S", "g", "c", 1, LEASE, now, 2)
+    assert [(leased.message.uuid, leased.delivery) for leased in claim.dead] == [("poison", 2)]
+    assert uuids(claim) == ["fine"]
+    # leased while the caller moves it to the dead-letter stream; back as dead if it dies
+    assert (await store.claim("S", "g", "c", 1, LEASE, now + 1, 2)).dead == []
+    assert [d.message.uuid for d in (await store.claim("S", "g", "c", 1, LEASE, now + LEASE, 2)).dead] == ["poison"]
+    dead_ref = LeaseRef(claim.dead[0].message.position, claim.dead[0].delivery)
+    assert await store.ack("S", "g", [dead_ref], now + LEASE) == [True]
+    assert (await store.claim("S", "g", "c", 5, LEASE, now + 3 * LEASE, 2)).dead == []
+
+
+async def test_expired_messages_are_skipped_and_their_leases_dropped(store: MessageStore, t0: int) -> None:
+    await store.append([msg("S", "short", t0, ttl_us=LEASE // 2), msg("S", "long", t0)])
+    claim = await store.claim("S", "g", "c", 1, LEASE, t0, 0)
+    assert uuids(claim) == ["short"]
+    later = t0 + LEASE  # the lease ended and the message expired
+    assert uuids(await store.claim("S", "g", "c", 5, LEASE, later, 0)) == ["long"]
+    (info,) = await store.list_groups("S", later)
+    assert info.pending == 1  # the expired message's lease was dropped
+    await store.append([msg("S", "gone", later, ttl_us=1), msg("S", "kept", later)])
+    assert uuids(await store.claim("S", "g", "c", 5, LEASE, later + 1, 0)) == ["kept"]
+
+
+async def test_groups_are_deleted_explicitly_or_when_idle(store: MessageStore, t0: int) -> None:
+    await store.append([msg(s, f"{s}{i}", t0) for s in "AB" for i in range(3)])
+    await store.claim("A", "old", "c", 1, LEASE, t0, 0)
+    await store.claim("A", "busy", "c", 1, LEASE, t0, 0)
+    await store.claim("B", "old", "c", 1, LEASE, t0, 0)
+    await store.ack("A", "busy", [LeaseRef(10**12)], t0 + 100)  # any ack keeps a group active
+
+    assert await store.delete_idle_groups(t0 + 50, 1) == 1
+    assert await store.delete_idle_groups(t0 + 50, 10) == 1
+    assert await store.delete_idle_groups(t0 + 50, 10) == 0
+    assert [(i.group, i.lag) for i in await store.list_groups("A", t0)] == [("busy", 2)]
+    assert await store.list_groups("B", t0) == []
+    assert await store.delete_group("A", "busy") is True
+    assert await store.delete_group("A", "busy") is False
+    assert uuids(await store.claim("A", "busy", "c", 5, LEASE, t0, 0)) == ["A0", "A1", "A2"]  # starts afresh
+
+
+async def test_concurrent_claims_from_two_instances_never_share_a_message(make_store: MakeStore, t0: int) -> None:
+    first, second = await make_store(), await make_store()
+    await first.append([msg("S", f"m{i}", t0) for i in range(120)])
+    async with asyncio.timeout(60):
+        claims = await asyncio.gather(
+            *((first if k % 2 else second).claim("S", "g", f"c{k}", 7, LEASE, t0, 0) for k in range(24))
+        )
+    got = [u for claim in claims for u in uuids(claim)]
+    assert sorted(got) == sorted(f"m{i}" for i in range(120)) and len(got) == 120
+    acks = await asyncio.gather(*((second if k % 2 else first).ack("S", "g", receipts(c), t0) for k, c in enumerate(claims)))
+    assert all(all(answers) for answers in acks)
+    (info,) = await second.list_groups("S", t0)
+    assert (info.pending, info.lag) == (0, 0)
+
+
+# -- spilled in-memory buffers ----------------------------------------------------------
+
+
+async def test_spilled_streams_come_back_in_order_until_deleted(make_store: MakeStore, t0: int) -> None:
+    store = await make_store()
+    first = [
+        SpilledStream("A", 5, [SpilledMessage(f"a{i}", f'"a{i}"'.encode(), t0 + i) for i in range(3)]),
+        SpilledStream("B", None, [SpilledMessage("b0", bytes(range(256)), t0)]),
+        SpilledStream("empty", 3, []),
+    ]
+    assert await store.spill("n1", t0, first) == 4
+    assert await store.spill("n1", t0 + 1, [SpilledStream("A", 7, [SpilledMessage("a3", b"3", t0)])]) == 1
+    assert await store.spill("n2", t0, [SpilledStream("A", 1, [SpilledMessage("x", b"x", t0)])]) == 1
+
+    reopened = await make_store()  # another process (or the restarted node) reads it back
+    spilled = await reopened.read_spilled("n1")
+    assert spilled == [
+        SpilledStream("A", 5, first[0].messages, t0),
+        SpilledStream("B", None, first[1].messages, t0),
+        SpilledStream("A", 7, [SpilledMessage("a3", b"3", t0)], t0 + 1),
+    ]
+    assert await reopened.delete_spilled("n1", t0) == 4
+    assert [s.stream_id for s in await reopened.read_spilled("n1")] == ["A"]
+    assert await reopened.delete_spilled("n1", t0 + 1) == 1
+    assert await reopened.delete_spilled("n1", t0 + 1) == 0
+    assert await reopened.read_spilled("n1") == []
+    assert [m.uuid for s in await reopened.read_spilled("n2") for m in s.messages] == ["x"]

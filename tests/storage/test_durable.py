@@ -16,6 +16,7 @@ import pytest
 from ipubsub.engine import SystemClock
 from ipubsub.errors import ReceiveTimeout, StorageUnavailable
 from ipubsub.storage import NewMessage, create_store
+from ipubsub.storage.base import LeaseRef, SpilledMessage, SpilledStream
 from ipubsub.storage.durable import MAX_READ_BATCH, DurableLog
 
 from .conftest import drop_tables, proxied_dsn, start_proxy, storage_config
@@ -204,5 +205,82 @@ async def test_idle_node_notices_a_blackholed_database(make_log: MakeLog, backen
         assert time.monotonic() - started < 0.5 + 1.0 + 0.5
         proxy.heal()
         await wait_until(lambda: log.snapshot().status == "up", timeout=20)
+    finally:
+        await proxy.stop()
+
+
+# -- consumer groups and spilled buffers through the durable log --------------------
+
+
+async def test_a_waiting_consumer_is_woken_by_a_write_and_by_a_lease_that_ends(make_log: MakeLog) -> None:
+    log = await make_log()
+    first = asyncio.create_task(log.claim("S", "g", "c1", 10, 0.3, 20))
+    await wait_until(lambda: log.waiting_readers == 1)
+    await log.append_batch(msgs("S", "m", 2))
+    claim = await asyncio.wait_for(first, 10)
+    assert [(m.message.uuid, m.delivery) for m in claim.messages] == [("m0", 1), ("m1", 1)]
+
+    started = time.monotonic()  # c1 never acks: its 0.3 s lease ends, c2 gets both
+    again = await asyncio.wait_for(log.claim("S", "g", "c2", 10, 30, 20), 10)
+    assert [(m.message.uuid, m.delivery) for m in again.messages] == [("m0", 2), ("m1", 2)]
+    assert time.monotonic() - started < 5
+    stale = [LeaseRef(m.message.position, m.delivery) for m in claim.messages]
+    fresh = [LeaseRef(m.message.position, m.delivery) for m in again.messages]
+    assert await log.ack("S", "g", stale) == [False, False]
+    assert await log.nack("S", "g", fresh[:1]) == [True]
+    assert [m.message.uuid for m in (await log.claim("S", "g", "c3", 10, 30, 0)).messages] == ["m0"]
+    (info,) = await log.groups("S")
+    assert (info.group, info.pending, info.lag) == ("g", 2, 0)
+    with pytest.raises(ReceiveTimeout):
+        await log.claim("S", "g", "c3", 10, 30, 0.2)
+    assert await log.delete_group("S", "g") is True
+    assert await log.groups("S") == []
+
+
+async def test_idle_groups_are_swept(make_log: MakeLog) -> None:
+    log = await make_log(sweep_interval_seconds=0.2, group_idle_seconds=0.5)
+    await log.append_batch(msgs("S", "m", 1))
+    await log.claim("S", "g", "c", 1, 30, 0)
+    assert [i.group for i in await log.groups("S")] == ["g"]
+    deadline = time.monotonic() + 10
+    while await log.groups("S"):
+        assert time.monotonic() < deadline, "the idle group was never removed"
+        await asyncio.sleep(0.1)
+    assert log.idle_groups_deleted_total == 1
+
+
+async def test_restore_hands_spilled_streams_over_once(make_log: MakeLog) -> None:
+    log = await make_log()
+    streams = [
+        SpilledStream("A", 4, [SpilledMessage(f"a{i}", b"1", 7) for i in range(3)]),
+        SpilledStream("B", None, [SpilledMessage("b", b"2", 7)]),
+    ]
+    assert await log.spill("node-1", streams) == 4
+    restored: list[SpilledStream] = []
+    assert await log.restore_spilled("node-1", restored.extend, pytest.fail) == 4
+    assert [(s.stream_id, s.capacity, s.messages) for s in restored] == [
+        (s.stream_id, s.capacity, s.messages) for s in streams
+    ]
+    assert await log.restore_spilled("node-1", pytest.fail, pytest.fail) == 0  # gone once restored
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"], indirect=True)
+async def test_a_restore_whose_delete_fails_is_undone_and_kept(make_log: MakeLog, backend: str) -> None:
+    proxy = await start_proxy(backend)
+    try:
+        log = await make_log(timeout=1.0, reconnect_max_seconds=0.2, dsn=proxied_dsn(backend, proxy.port))
+        await log.spill("node-1", [SpilledStream("A", 4, [SpilledMessage("a", b"1", 7)])])
+        undone: list[SpilledStream] = []
+
+        def restore(streams: list[SpilledStream]) -> None:
+            proxy.blackhole()  # the database goes silent before the delete
+
+        with pytest.raises(StorageUnavailable):
+            await log.restore_spilled("node-1", restore, undone.extend)
+        assert [s.stream_id for s in undone] == ["A"]
+        proxy.heal()
+        await wait_until(lambda: log.status == "up", timeout=20)
+        again: list[SpilledStream] = []
+        assert await log.restore_spilled("node-1", again.extend, pytest.fail) == 1
     finally:
         await proxy.stop()
