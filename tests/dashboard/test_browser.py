@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import threading
 import time
@@ -133,6 +134,9 @@ async def test_dashboard_shows_members_traffic_and_a_stream(
             previews = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#inspect-messages td.preview")]
             assert [json.loads(p) for p in previews] == [{"audit": 2}, {"audit": 1}, {"audit": 0}]
 
+            if os.environ.get("IPUBSUB_UPDATE_DOCS_SCREENSHOT") == "1":  # a fuller chart for the README
+                wait_for(driver, "a minute of history", lambda d: int(d.find_element(
+                    By.ID, "chart-cluster-delivered").get_attribute("data-points") or 0) >= 30, timeout=100)
             shot = save_screenshot(driver, "dashboard.png", docs_copy="dashboard.png")
             assert shot.exists()
     finally:
