@@ -15,10 +15,16 @@ import msgspec
 
 __all__ = [
     "CLUSTER_PATH",
+    "DASHBOARD_NODE_PATH",
+    "DASHBOARD_OVERVIEW_PATH",
+    "DASHBOARD_PATH",
+    "DASHBOARD_STREAM_PATH",
     "FORWARDED_HEADER",
     "HEALTH_PATH",
     "INFO_PATH",
     "INTERNAL_CANCEL_POLL_PATH",
+    "INTERNAL_DASHBOARD_STREAM_PATH",
+    "INTERNAL_DASHBOARD_SUMMARY_PATH",
     "INTERNAL_GOSSIP_PATH",
     "INTERNAL_HANDOFF_PATH",
     "INTERNAL_LEAVE_PATH",
@@ -58,6 +64,18 @@ INTERNAL_LEAVE_PATH: Final = "/internal/v1/leave"
 INTERNAL_HANDOFF_PATH: Final = "/internal/v1/handoff"
 INTERNAL_CANCEL_POLL_PATH: Final = "/internal/v1/polls/cancel"
 INTERNAL_REQUEUE_PATH: Final = "/internal/v1/requeue"
+
+# -- the operators' dashboard (only with http.dashboard: true) ----------------------
+
+#: the page; its files are ``DASHBOARD_PATH + "/" + name``
+DASHBOARD_PATH: Final = "/dashboard"
+#: the JSON the page polls (the page's own, not a stable API)
+DASHBOARD_OVERVIEW_PATH: Final = "/dashboard/api/overview"
+DASHBOARD_NODE_PATH: Final = "/dashboard/api/node"
+DASHBOARD_STREAM_PATH: Final = "/dashboard/api/stream"
+#: what a node asks a peer for its dashboard (internal, guarded by cluster.secret)
+INTERNAL_DASHBOARD_SUMMARY_PATH: Final = "/internal/v1/dashboard/summary"
+INTERNAL_DASHBOARD_STREAM_PATH: Final = "/internal/v1/dashboard/stream"
 
 # -- headers ----------------------------------------------------------------------
 

@@ -2,31 +2,36 @@
 into :class:`~ipubsub.dashboard.history.History`) and its summary (this
 node's part of the cluster overview, also served to peers).
 
-This is the only module of the dashboard that reads the node's components;
-nothing here is proportional to the number of streams."""
+Both read one :class:`~ipubsub.observability.snapshot.NodeSnapshot` (plus
+the per-route request counts); nothing here is proportional to the number
+of streams."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..observability.views import health_view
-from .history import SERIES, History, Sample
+from .history import GAUGES, SERIES, History, Sample
 
 if TYPE_CHECKING:
     from ..node import Node
+    from ..observability.snapshot import NodeSnapshot
 
 __all__ = ["node_summary", "read_figures"]
 
 
 def read_figures(node: Node) -> Sample:
     """Current counters and gauges of ``node`` (O(routes), never O(streams))."""
-    stats = node.engine.stats
-    durable = node.durable
-    forwarded = sum(n for _kind, path, n in node.calls.items() if path == "forwarded")
+    return _figures(node, node.snapshot())
+
+
+def _figures(node: Node, snapshot: NodeSnapshot) -> dict[str, float]:
+    stats, storage = snapshot.engine, snapshot.storage
+    forwarded = sum(n for _kind, path, n in snapshot.calls if path == "forwarded")
     errors = sum(h.count for (_route, status), h in node.request_metrics.by_route.items() if int(status) >= 500)
     return {
         "delivered": stats.delivered_total,
-        "sent": stats.accepted_total + (durable.writes_total if durable is not None else 0),
+        "sent": stats.accepted_total + (storage.writes if storage is not None else 0),
         "forwarded": forwarded,
         "dropped": stats.dropped_total,
         "errors": errors,
@@ -34,9 +39,9 @@ def read_figures(node: Node) -> Sample:
         "bufferedBytes": stats.buffered_bytes,
         "waitingReceivers": stats.waiting_receivers,
         "blockedSenders": stats.blocked_senders,
-        "streams": node.engine.stream_count,
-        "writeSeconds": durable.write_latency.total if durable is not None else 0.0,
-        "writeCount": durable.write_latency.count if durable is not None else 0,
+        "streams": snapshot.streams,
+        "writeSeconds": storage.write_latency.total if storage is not None else 0.0,
+        "writeCount": storage.write_latency.count if storage is not None else 0,
     }
 
 
@@ -44,32 +49,22 @@ def node_summary(node: Node, history: History, names: tuple[str, ...] = SERIES,
                  points: int | None = None) -> dict[str, Any]:
     """This node as the dashboard shows it: identity, ring view, totals,
     the newest point of every series and the chosen series themselves."""
-    health = health_view(node.snapshot())
-    ring = node.cluster.ring
-    counters = health["counters"]
-    assert isinstance(counters, dict)
+    snapshot = node.snapshot()
+    health = health_view(snapshot)
+    cluster = snapshot.cluster
+    figures = _figures(node, snapshot)
     storage = health["storage"]
-    assert isinstance(storage, dict)
-    figures = read_figures(node)
     return {
         "node": node.name,
         "address": node.address,
         "status": health["status"],
         "version": health["version"],
         "uptimeSeconds": health["uptimeSeconds"],
-        "ringHash": ring.fingerprint,
-        "ringVersion": ring.version,
-        "ringSize": len(ring),
-        "totals": {
-            "delivered": figures["delivered"],
-            "sent": figures["sent"],
-            "forwarded": figures["forwarded"],
-            "dropped": figures["dropped"],
-            "errors": figures["errors"],
-        },
-        "latest": {**{name: figures.get(name) for name in ("bufferedMessages", "bufferedBytes", "waitingReceivers",
-                                                           "blockedSenders", "streams")},
-                   **_rates(history)},
+        "ringHash": cluster.ring_hash,
+        "ringVersion": cluster.ring_version,
+        "ringSize": len(cluster.ring_members),
+        "totals": {key: figures[key] for key in ("delivered", "sent", "forwarded", "dropped", "errors")},
+        "latest": {**{key: figures[key] for key in GAUGES}, **_rates(history)},
         "storage": {"backend": storage.get("backend"), "status": storage.get("status"), "error": storage.get("error")},
         "intervalSeconds": history.interval,
         "series": history.series(names, points),

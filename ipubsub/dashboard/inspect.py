@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import format_timestamp
 from ..errors import BadRequest, OwnerUnavailable, StorageUnavailable
+from ..protocol import INTERNAL_DASHBOARD_STREAM_PATH
 from ..storage.tokens import encode_token
 from .peer import PeerAnswer, PeerUnreachable, ask_peer
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["DEFAULT_MESSAGES", "MAX_MESSAGES", "STREAM_PATH", "inspect_here", "inspect_stream", "parse_messages"]
-
-STREAM_PATH = "/internal/v1/dashboard/stream"
+__all__ = ["DEFAULT_MESSAGES", "MAX_MESSAGES", "inspect_here", "inspect_stream", "parse_messages"]
 DEFAULT_MESSAGES = 5
 MAX_MESSAGES = 20
 PREVIEW_CHARS = 200
@@ -54,7 +53,7 @@ async def inspect_stream(node: Node, stream_id: str, messages: int, timeout: flo
         body = await inspect_here(node, stream_id, messages)
     else:
         try:
-            body = await ask_peer(node.cluster, address, STREAM_PATH,
+            body = await ask_peer(node.cluster, address, INTERNAL_DASHBOARD_STREAM_PATH,
                                   {"streamId": stream_id, "messages": messages}, timeout)
         except (PeerUnreachable, PeerAnswer) as exc:
             raise OwnerUnavailable(

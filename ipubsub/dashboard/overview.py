@@ -20,18 +20,17 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
 
 from ..errors import BadRequest
+from ..observability.views import cluster_view
+from ..protocol import INTERNAL_DASHBOARD_SUMMARY_PATH
 from ..tasks import cancel_tasks
 from .figures import node_summary
 from .history import SERIES, History
-from ..observability.views import cluster_view
 from .peer import PeerAnswer, PeerUnreachable, ask_peer
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["OVERVIEW_SERIES", "ClusterOverview", "SUMMARY_PATH"]
-
-SUMMARY_PATH = "/internal/v1/dashboard/summary"
+__all__ = ["OVERVIEW_SERIES", "ClusterOverview"]
 # Series every member sends for the cluster charts; the browser gets their
 # sums, plus each member's delivered/s as its sparkline.
 OVERVIEW_SERIES = ("deliveredPerSecond", "sentPerSecond", "forwardedPerSecond")
@@ -100,7 +99,7 @@ class ClusterOverview:
         return node_summary(self._node, self._history, SERIES if names is None else tuple(names), points)
 
     async def _ask_peer(self, address: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        return await ask_peer(self._node.cluster, address, SUMMARY_PATH, request, timeout)
+        return await ask_peer(self._node.cluster, address, INTERNAL_DASHBOARD_SUMMARY_PATH, request, timeout)
 
     async def _gather(self) -> dict[str, Any]:
         try:

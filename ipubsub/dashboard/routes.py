@@ -17,27 +17,31 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 from aiohttp import web
 
+from ..api.codec import check_stream_id
 from ..api.errors import json_response
 from ..api.internal import require_secret
-from ..api.codec import check_stream_id
 from ..errors import BadRequest, NotFound, OwnerUnavailable
+from ..observability.views import cluster_view
+from ..protocol import (
+    DASHBOARD_NODE_PATH,
+    DASHBOARD_OVERVIEW_PATH,
+    DASHBOARD_PATH,
+    DASHBOARD_STREAM_PATH,
+    INTERNAL_DASHBOARD_STREAM_PATH,
+    INTERNAL_DASHBOARD_SUMMARY_PATH,
+)
 from .figures import node_summary, read_figures
 from .history import History
-from .inspect import STREAM_PATH, inspect_here, inspect_stream, parse_messages
-from .overview import SUMMARY_PATH, ClusterOverview
-from ..observability.views import cluster_view
+from .inspect import inspect_here, inspect_stream, parse_messages
+from .overview import ClusterOverview
 from .peer import PeerAnswer, PeerUnreachable, ask_peer
 
 if TYPE_CHECKING:
     from ..api.app import AddRoute
     from ..node import Node
 
-__all__ = ["ASSETS", "DASHBOARD_PATH", "Dashboard"]
+__all__ = ["ASSETS", "Dashboard"]
 
-DASHBOARD_PATH = "/dashboard"
-OVERVIEW_PATH = "/dashboard/api/overview"
-NODE_PATH = "/dashboard/api/node"
-INSPECT_PATH = "/dashboard/api/stream"
 # The page's files (in ipubsub/dashboard/static/) and their content types.
 ASSETS = {
     "index.html": "text/html",
@@ -68,8 +72,8 @@ class Dashboard:
         await self.history.close()
 
     def add_to(self, add: AddRoute) -> None:
-        add("POST", SUMMARY_PATH, require_secret(self._secret, self.peer_summary))
-        add("POST", STREAM_PATH, require_secret(self._secret, self.peer_stream))
+        add("POST", INTERNAL_DASHBOARD_SUMMARY_PATH, require_secret(self._secret, self.peer_summary))
+        add("POST", INTERNAL_DASHBOARD_STREAM_PATH, require_secret(self._secret, self.peer_stream))
         if not self._enabled:
             return
         static = resources.files(__package__) / "static"
@@ -77,9 +81,9 @@ class Dashboard:
         add("GET", DASHBOARD_PATH, self.redirect)
         add("GET", DASHBOARD_PATH + "/", self.page)
         add("GET", DASHBOARD_PATH + "/{asset}", self.asset)
-        add("GET", OVERVIEW_PATH, self.get_overview)
-        add("GET", NODE_PATH, self.get_node)
-        add("GET", INSPECT_PATH, self.get_stream)
+        add("GET", DASHBOARD_OVERVIEW_PATH, self.get_overview)
+        add("GET", DASHBOARD_NODE_PATH, self.get_node)
+        add("GET", DASHBOARD_STREAM_PATH, self.get_stream)
 
     # -- the page ------------------------------------------------------------------
 
@@ -116,7 +120,7 @@ class Dashboard:
         if member is None:
             raise NotFound(f"no member named {name!r}", field="node")
         try:
-            summary = await ask_peer(node.cluster, member["address"], SUMMARY_PATH, {"series": None}, self._timeout)
+            summary = await ask_peer(node.cluster, member["address"], INTERNAL_DASHBOARD_SUMMARY_PATH, {"series": None}, self._timeout)
         except (PeerUnreachable, PeerAnswer) as exc:
             raise OwnerUnavailable(f"node {name} did not answer ({exc})", retry_after=1, node=name) from None
         return json_response(summary)

@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 
 from ipubsub.cluster.ring import Ring
-from ipubsub.cluster.wire import Gossip, MemberInfo
+from ipubsub.cluster.messages import Gossip, MemberInfo
 
 __all__ = ["FakePeers"]
 
