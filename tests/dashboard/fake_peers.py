@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from ipubsub.cluster.ring import Ring
+from ipubsub.protocol import INTERNAL_DASHBOARD_SUMMARY_PATH, INTERNAL_GOSSIP_PATH
 from ipubsub.cluster.messages import Gossip, MemberInfo
 
 __all__ = ["FakePeers"]
@@ -45,8 +46,8 @@ class FakePeers:
 
     async def start(self) -> FakePeers:
         app = web.Application()
-        app.router.add_post("/internal/v1/gossip", self._gossip)
-        app.router.add_post("/internal/v1/dashboard/summary", self._summary)
+        app.router.add_post(INTERNAL_GOSSIP_PATH, self._gossip)
+        app.router.add_post(INTERNAL_DASHBOARD_SUMMARY_PATH, self._summary)
         # Cancel the handler of a request whose caller gave up, as a node does.
         self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
