@@ -3,10 +3,12 @@ command line alone: ipubsub nodes and clusters (generated configs), the
 reference servers of ``scripts/baseline_server.py`` and ``redis-server``.
 
 Every server is pinned to the server CPU with ``taskset`` (the harness pins
-itself to the client CPU, see ``main``), listens on a random loopback port
-(started again on other ports if that one is taken, never a bind-then-release
-probe), gets SIGTERM and then SIGKILL when the run ends, and dies with the
-harness if the harness is killed (PR_SET_PDEATHSIG).
+itself to the client CPU, see ``main``) and listens on loopback without any
+bind-then-release probe: ipubsub nodes on port 0, reading the port back from
+``--ready-file``; Redis and the baselines, which cannot, on a random port,
+started again on another if that one is taken.  Every server gets SIGTERM,
+then SIGKILL, when the run ends, and dies with the harness if the harness is
+killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ __all__ = ["Launcher", "Server", "storage_section"]
 SCRIPTS = Path(__file__).resolve().parents[1]
 PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999)
 READY_SECONDS = 30.0
+UNBOUND = Endpoint("127.0.0.1", 0, "127.0.0.1:0")  # a node's until its ready file says
 POSTGRES_DSN = os.environ.get("IPUBSUB_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_DSN = os.environ.get("IPUBSUB_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
 
@@ -116,31 +120,18 @@ class Launcher:
     # -- what can be started ----------------------------------------------------
 
     async def ipubsub(self, n: int = 1, storage: str = "none") -> list[Server]:
-        """``n`` ``ipubsub serve`` processes forming one cluster (seeds: all),
-        healthy and agreeing on a ring of all ``n`` before this returns.
+        """``n`` ``ipubsub serve`` processes forming one cluster, each on a port
+        the system picks (port 0, read back from ``--ready-file``): node 1
+        first, the others seeded with its address; serving and agreeing on a
+        ring of all ``n`` before this returns.
 
         Raises:
             RuntimeError: a node exited or the ring did not form in time.
         """
         cluster = f"bench-{uuid.uuid4().hex[:6]}"
-
-        def commands(ports: list[int]) -> list[list[str]]:
-            seeds = [f"127.0.0.1:{p}" for p in ports]
-            out = []
-            for i, address in enumerate(seeds):
-                config = {
-                    "node": {"name": f"n{i + 1}", "listen": address, "advertise": address,
-                             "shutdown_grace_seconds": 2},
-                    "cluster": {"name": cluster, "seeds": seeds},
-                    "storage": storage_section(storage, self.workdir, f"{cluster}-n{i + 1}"),
-                    "log": {"level": "warning"},
-                }
-                path = self.workdir / f"{cluster}-n{i + 1}.yaml"
-                path.write_text(json.dumps(config, indent=1))  # JSON is YAML
-                out.append([sys.executable, "-m", "ipubsub", "serve", "--config", str(path)])
-            return out
-
-        nodes = await self._start(f"{cluster}-n", n, commands, healthy)
+        first = await self._node(cluster, 1, storage, [])
+        nodes = [first, *await asyncio.gather(
+            *(self._node(cluster, i, storage, [first.endpoint.netloc]) for i in range(2, n + 1)))]
         if n > 1:
             await self._wait_ring(nodes)
         return nodes
@@ -151,11 +142,10 @@ class Launcher:
         flags = {"trivial": [], "naive": ["--naive-queue"], "hold": ["--hold"]}[flavour]
         script = str(SCRIPTS / "baseline_server.py")
 
-        def commands(ports: list[int]) -> list[list[str]]:
-            return [[sys.executable, script, "--port", str(ports[0]), *flags]]
+        def command(port: int) -> list[str]:
+            return [sys.executable, script, "--port", str(port), *flags]
 
-        [server] = await self._start(f"baseline-{flavour}", 1, commands, healthy)
-        return server
+        return await self._on_free_port(f"baseline-{flavour}", command, healthy)
 
     async def redis(self) -> Server:
         """``redis-server`` keeping nothing on disk.
@@ -167,12 +157,11 @@ class Launcher:
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
 
-        def commands(ports: list[int]) -> list[list[str]]:
-            return [[binary, "--port", str(ports[0]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                     "--dir", str(self.workdir), "--logfile", ""]]
+        def command(port: int) -> list[str]:
+            return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(self.workdir), "--logfile", ""]
 
-        [server] = await self._start("redis", 1, commands, _redis_ready)
-        return server
+        return await self._on_free_port("redis", command, _redis_ready)
 
     async def stop(self, servers: Iterable[Server]) -> None:
         """SIGTERM, up to 10 s to exit, then SIGKILL; waits for all of them."""
@@ -191,30 +180,45 @@ class Launcher:
 
     # -- starting and waiting -----------------------------------------------------
 
-    async def _start(
-        self,
-        name: str,
-        n: int,
-        commands: Callable[[list[int]], list[list[str]]],
-        ready: Callable[[Endpoint], Awaitable[bool]],
-    ) -> list[Server]:
+    async def _node(self, cluster: str, i: int, storage: str, seeds: list[str]) -> Server:
+        name = f"{cluster}-n{i}"
+        config = {
+            "node": {"name": f"n{i}", "listen": "127.0.0.1:0", "shutdown_grace_seconds": 2},
+            "cluster": {"name": cluster, "seeds": seeds},
+            "storage": storage_section(storage, self.workdir, name),
+            "log": {"level": "warning"},
+        }
+        config_path, ready_path = self.workdir / f"{name}.yaml", self.workdir / f"{name}.ready"
+        config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        server = self._spawn(name, [sys.executable, "-m", "ipubsub", "serve", "--config", str(config_path),
+                                    "--ready-file", str(ready_path)])
+
+        async def ready() -> bool:
+            if not ready_path.exists():
+                return False
+            server.endpoint = Endpoint.parse("http://" + json.loads(ready_path.read_text())["http"])
+            return True
+
+        await self._wait_ready(server, ready)
+        return server
+
+    async def _on_free_port(
+        self, name: str, command: Callable[[int], list[str]], ready: Callable[[Endpoint], Awaitable[bool]]
+    ) -> Server:
+        """A server that cannot pick its own port: try random ones until one binds."""
         for _ in range(5):
-            ports = random.sample([p for p in PORTS if p not in self._used], n)
-            self._used.update(ports)
-            servers = [self._spawn(f"{name}{i + 1}" if n > 1 else name, port, cmd)
-                       for i, (port, cmd) in enumerate(zip(ports, commands(ports)))]
+            port = random.choice([p for p in PORTS if p not in self._used])
+            self._used.add(port)
+            endpoint = Endpoint("127.0.0.1", port, f"127.0.0.1:{port}")
+            server = self._spawn(name, command(port), endpoint)
             try:
-                for s in servers:
-                    await self._wait_ready(s, ready)
-                return servers
+                await self._wait_ready(server, partial(ready, endpoint))
+                return server
             except PortTaken:
-                await self.stop(servers)
-            except BaseException:
-                await self.stop(servers)
-                raise
+                continue
         raise RuntimeError(f"{name}: no free port after 5 attempts")
 
-    def _spawn(self, name: str, port: int, cmd: list[str]) -> Server:
+    def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint | None = None) -> Server:
         if self.server_cpu is not None:
             cmd = ["taskset", "-c", str(self.server_cpu), *cmd]
         log_path = self.workdir / f"{name}.log"
@@ -223,21 +227,26 @@ class Launcher:
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                 preexec_fn=_die_with_parent,
             )
-        server = Server(name, Endpoint("127.0.0.1", port, f"127.0.0.1:{port}"), popen, log_path)
+        server = Server(name, endpoint or UNBOUND, popen, log_path)
         self._running.append(server)
         return server
 
-    async def _wait_ready(self, server: Server, ready: Callable[[Endpoint], Awaitable[bool]]) -> None:
+    async def _wait_ready(self, server: Server, ready: Callable[[], Awaitable[bool]]) -> None:
         deadline = time.monotonic() + READY_SECONDS
-        while time.monotonic() < deadline:
-            if server.popen.poll() is not None:
-                tail = server.log_tail()
-                if "in use" in tail:
-                    raise PortTaken(server.name)
-                raise RuntimeError(f"{server.name} exited with {server.popen.returncode}:\n{tail}")
-            if await ready(server.endpoint):
-                return
-            await asyncio.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                if server.popen.poll() is not None:
+                    tail = server.log_tail()
+                    if "in use" in tail:
+                        raise PortTaken(server.name)
+                    raise RuntimeError(f"{server.name} exited with {server.popen.returncode}:\n{tail}")
+                if await ready():
+                    return
+                await asyncio.sleep(0.05)
+        except BaseException:
+            await self.stop([server])
+            raise
+        await self.stop([server])
         raise RuntimeError(f"{server.name} not ready within {READY_SECONDS:.0f} s:\n{server.log_tail()}")
 
     async def _wait_ring(self, nodes: list[Server]) -> None:
