@@ -57,7 +57,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         type=_non_negative,
         default=15.0,
         metavar="N",
-        help="how long to keep retrying unreachable nodes and 503 answers (default: 15)",
+        help="how long to keep retrying timeouts and 503 answers; a refused connection "
+        "(nothing listening) fails at once (default: 15)",
     )
 
     def add(name: str, help: str, description: str, examples: str, work: Work) -> argparse.ArgumentParser:
@@ -113,7 +114,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "timestamp, dbResumeToken), then keep following new ones. Reading removes nothing. "
         "Ctrl-C stops (exit 0); pass the last dbResumeToken to --from to resume after it.",
         "  ipubsub tail orders\n"
-        "  ipubsub tail orders --from AUD4njlbZkIvAAAAAAAAAAGW1iyF",
+        "  ipubsub tail orders --from AdWs6-hntH9NAAAAAAAAAAH63WzP",
         _tail,
     )
     tail.add_argument("stream", metavar="STREAM", help="stream id")
@@ -183,7 +184,9 @@ async def _cluster(client: AsyncClient, args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, work: Work) -> int:
     async def main() -> int:
-        retry = RetryPolicy(max_total_seconds=args.retry_seconds)
+        # A command line fails fast where nothing listens; it still waits out
+        # timeouts and 503s (a node restarting, an owner being replaced).
+        retry = RetryPolicy(max_total_seconds=args.retry_seconds, retry_refused=False)
         async with AsyncClient(args.url, retry=retry) as client:
             return await work(client, args)
 

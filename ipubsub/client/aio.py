@@ -303,6 +303,7 @@ class AsyncClient:
                 held = 0.0 if isinstance(exc, _CONNECT_ERRORS) else wait
                 attempts.spent += max(0.0, loop.time() - started - held)
                 self.stats.connection_errors += 1
+                attempts.only_refused &= _is_refused(exc)
                 attempts.failures[url] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.debug("%s %s failed: %s", method, url + path, attempts.failures[url])
                 self.router.mark_down(url)
@@ -311,7 +312,7 @@ class AsyncClient:
                 if self.router.pick(stream, tried) is not None and attempts.can_retry():
                     continue  # another node, at once
                 delay = self.retry.backoff(attempts.waits)
-                if not attempts.can_retry(delay):
+                if not attempts.can_retry(delay) or (attempts.only_refused and not self.retry.retry_refused):
                     raise Unreachable(_unreachable_text(attempts), attempts.failures) from None
                 await self._backoff(attempts, delay, tried)
                 continue
@@ -416,6 +417,12 @@ class AsyncClient:
                     log.debug("ring is now %s (via %s)", ", ".join(view.ring_members), url)
                 return view
             return None
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """Whether a connection error means nothing listens at the address."""
+    cause = getattr(exc, "os_error", None)
+    return isinstance(exc, aiohttp.ClientConnectorError) and isinstance(cause, ConnectionRefusedError)
 
 
 def _unreachable_text(attempts: Attempts) -> str:

@@ -31,12 +31,17 @@ class RetryPolicy:
             call (its long-poll or blocking timeout) does not count.
         initial_backoff_seconds: first wait.
         max_backoff_seconds: longest single wait.
+        retry_refused: whether to keep trying when every node tried so far
+            refused the connection (nothing listens: a node restarting,
+            or a wrong URL).  ``False`` fails at once instead, once each
+            known node refused; timeouts, resets and 503s are still retried.
     """
 
     max_attempts: int = 10
     max_total_seconds: float = 15.0
     initial_backoff_seconds: float = 0.1
     max_backoff_seconds: float = 2.0
+    retry_refused: bool = True
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -91,6 +96,8 @@ class Attempts:
     waits: int = 0
     spent: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
+    #: every failure so far was a refused connection
+    only_refused: bool = True
 
     def can_retry(self, delay: float = 0.0) -> bool:
         """Whether one more try, after waiting ``delay`` seconds, fits the policy."""

@@ -37,7 +37,13 @@ def check_driver(backend: str) -> None:
         ConfigError: it is not; the one-line message names what to install.
     """
     driver = _DRIVERS.get(backend)
-    if driver is not None and importlib.util.find_spec(driver[0]) is None:
+    if driver is None:
+        return
+    try:
+        found = importlib.util.find_spec(driver[0]) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise ConfigError(
             f"storage.backend is {backend}, but its driver {driver[0]} is not installed: "
             f"pip install 'ipubsub[{driver[1]}]'"
