@@ -31,12 +31,14 @@ class SendCall(msgspec.Struct, frozen=True):
 
 
 class ReceiveCall(msgspec.Struct, frozen=True):
-    """One long-poll receive, already validated."""
+    """One long-poll receive, already validated.  ``max_messages`` set asks
+    for a batch (answered as a list, 1 to that many messages)."""
 
     stream_id: str
     timeout: int
     from_db: bool = False
     token: str | None = None
+    max_messages: int | None = None
 
     def query(self) -> dict[str, str]:
         """The query string that asks an owner for the same thing."""

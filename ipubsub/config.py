@@ -144,10 +144,14 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_stream_size: PositiveInt = 1_000_000
     max_stream_bytes: PositiveInt = 64 * MIB
     max_buffered_bytes: PositiveInt = 1 * GIB
+    max_batch_messages: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=64)] = 16 * MIB
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < self.max_message_bytes:
             raise ValueError("max_stream_bytes must be >= max_message_bytes")
+        if self.max_batch_bytes < self.max_message_bytes:
+            raise ValueError("max_batch_bytes must be >= max_message_bytes")
         if self.max_buffered_bytes < self.max_stream_bytes:
             raise ValueError("max_buffered_bytes must be >= max_stream_bytes")
 

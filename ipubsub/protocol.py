@@ -38,10 +38,15 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "RETRY_AFTER_HEADER",
     "SECRET_HEADER",
+    "SEND_BATCH_PATH",
     "SEND_PATH",
+    "BatchItemError",
     "ErrorReply",
     "OwnerReply",
+    "ReceiveBatchReply",
     "ReceiveReply",
+    "SendBatchBody",
+    "SendBatchReply",
     "SendBody",
     "SendReply",
 ]
@@ -52,6 +57,7 @@ INFO_PATH: Final = "/"
 HEALTH_PATH: Final = "/health"
 METRICS_PATH: Final = "/metrics"
 SEND_PATH: Final = "/api/v1/streams/send"
+SEND_BATCH_PATH: Final = "/api/v1/streams/sendBatch"
 RECEIVE_PATH: Final = "/api/v1/streams/receive"
 OWNER_PATH: Final = "/api/v1/streams/owner"
 CLUSTER_PATH: Final = "/api/v1/cluster"
@@ -141,3 +147,39 @@ class ErrorReply(msgspec.Struct, omit_defaults=True):
 
     error: str
     code: str
+
+
+# -- batches (an extension: iPubSub clients never see these shapes) ------------------
+
+
+class SendBatchBody(msgspec.Struct):
+    """The body of ``POST /api/v1/streams/sendBatch``: items with the fields
+    of a send, each decoded and validated on its own (``msgspec.Raw``) so that
+    one bad item fails alone."""
+
+    messages: list[msgspec.Raw]
+
+
+class BatchItemError(msgspec.Struct, omit_defaults=True):
+    """The result of a batch item that failed: its HTTP status, code and text
+    (plus ``field`` where one field is to blame)."""
+
+    status: int
+    code: str
+    error: str
+    field: str | None = None
+
+
+class SendBatchReply(msgspec.Struct):
+    """200 answer of a batch send: one result per item, in request order;
+    each is a :class:`SendReply` or a :class:`BatchItemError`."""
+
+    results: list[msgspec.Raw]
+
+
+class ReceiveBatchReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of a receive with ``maxMessages``: 1 to N messages, oldest
+    first; for durable reads ``dbResumeToken`` resumes after the last one."""
+
+    messages: list[ReceiveReply]
+    dbResumeToken: str | None = None

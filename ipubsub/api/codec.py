@@ -19,25 +19,37 @@ fields they leave unset; docs/design.md lists every difference):
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import msgspec
 
 from ..calls import Delivery, ReceiveCall, SendCall, Sent
 from ..config import Config
 from ..engine import DEFAULT_STREAM_SIZE, format_timestamp
-from ..errors import BadRequest, MessageTooLarge
-from ..protocol import ReceiveReply, SendBody, SendReply
+from ..errors import BadRequest, IPubSubError, MessageTooLarge
+from ..protocol import (
+    BatchItemError,
+    ReceiveBatchReply,
+    ReceiveReply,
+    SendBatchBody,
+    SendBatchReply,
+    SendBody,
+    SendReply,
+)
 
 __all__ = [
     "MAX_STREAM_ID_BYTES",
     "MAX_UUID_CHARS",
+    "NotInBatch",
     "check_stream_id",
+    "encode_batch_results",
+    "encode_deliveries",
     "encode_delivery",
     "encode_json",
     "encode_sent",
     "parse_receive",
     "parse_send",
+    "parse_send_batch",
 ]
 
 MAX_STREAM_ID_BYTES = 256
@@ -47,6 +59,8 @@ DEFAULT_TTL_SECONDS = 86400
 _MAX_INT_CHARS = 9
 
 _decode_send = msgspec.json.Decoder(SendBody).decode
+_decode_send_item = msgspec.json.Decoder(SendBody).decode
+_decode_batch = msgspec.json.Decoder(SendBatchBody).decode
 _encoder = msgspec.json.Encoder()
 encode_json = _encoder.encode
 
@@ -80,11 +94,7 @@ def parse_send(body: bytes, config: Config) -> SendCall:
     limits = config.limits
     if len(body) > limits.max_message_bytes:
         raise MessageTooLarge(len(body), limits.max_message_bytes)
-    if not body.isascii():
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    _check_utf8(body)
     try:
         req = _decode_send(body)
     except msgspec.ValidationError as exc:
@@ -92,6 +102,84 @@ def parse_send(body: bytes, config: Config) -> SendCall:
     except msgspec.DecodeError as exc:
         text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
         raise BadRequest(text) from None
+    return _send_call(req, config, body)
+
+
+class NotInBatch(BadRequest):
+    """A batch item asks for something a batch does not do (a blocking or
+    sync-match send): send it on its own."""
+
+    code = "not_supported_in_batch"
+
+
+def parse_send_batch(body: bytes, config: Config) -> list[SendCall | IPubSubError]:
+    """Decode a batch send: one validated call, or the error of that item
+    alone, per item, in request order.
+
+    Raises:
+        MessageTooLarge: the body exceeds ``limits.max_batch_bytes``.
+        BadRequest: the batch as a whole is malformed: not a JSON object with
+            a ``messages`` list, empty, or more than
+            ``limits.max_batch_messages`` items.
+    """
+    limits = config.limits
+    if len(body) > limits.max_batch_bytes:
+        raise MessageTooLarge(len(body), limits.max_batch_bytes)
+    _check_utf8(body)
+    try:
+        batch = _decode_batch(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
+        raise BadRequest(text) from None
+    items = batch.messages
+    if not items:
+        raise BadRequest("messages must hold at least one item", field="messages")
+    if len(items) > limits.max_batch_messages:
+        raise BadRequest(
+            f"messages holds {len(items)} items, more than limits.max_batch_messages ({limits.max_batch_messages})",
+            field="messages",
+        )
+    out: list[SendCall | IPubSubError] = []
+    for raw in items:
+        try:
+            out.append(_batch_item(bytes(raw), config))
+        except IPubSubError as exc:
+            out.append(exc)
+    return out
+
+
+def _batch_item(raw: bytes, config: Config) -> SendCall:
+    if len(raw) > config.limits.max_message_bytes:
+        raise MessageTooLarge(len(raw), config.limits.max_message_bytes)
+    try:
+        req = _decode_send_item(raw)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, item=True) from None
+    except msgspec.DecodeError as exc:  # pragma: no cover - the batch decoded, so each item is JSON
+        raise BadRequest(f"not valid JSON: {exc}") from None
+    call = _send_call(req, config, raw)
+    if call.blocking_timeout and not call.persist:
+        raise NotInBatch(
+            "blocking and sync-match sends (blockingSendTimeoutSeconds > 0) are not taken in a batch; "
+            "send this item on its own",
+            field="blockingSendTimeoutSeconds",
+        )
+    return call
+
+
+def _check_utf8(body: bytes) -> None:
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _send_call(req: SendBody, config: Config, raw: bytes) -> SendCall:
+    """Validate the fields of a decoded send against the node's limits."""
+    limits = config.limits
     check_stream_id(req.streamId)
     uuid = req.messageUuid or None
     if uuid is not None:
@@ -140,7 +228,7 @@ def parse_send(body: bytes, config: Config) -> SendCall:
         blocking_timeout=blocking,
         persist=persist,
         ttl_seconds=ttl,
-        raw=body,
+        raw=raw,
     )
 
 
@@ -171,7 +259,23 @@ def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:
             )
     from_db = parse_bool(query.get("readFromDB"), "readFromDB")
     token = query.get("dbResumeToken") or None
-    return ReceiveCall(stream_id=stream_id, timeout=timeout, from_db=from_db, token=token if from_db else None)
+    max_messages = None
+    raw_max = query.get("maxMessages")
+    if raw_max:
+        limit = config.limits.max_batch_messages
+        if not (raw_max.isascii() and raw_max.isdigit()) or not 1 <= int(raw_max[:9]) <= limit:
+            raise BadRequest(
+                f"maxMessages must be an integer from 1 to {limit} (limits.max_batch_messages), got {raw_max[:40]!r}",
+                field="maxMessages",
+            )
+        max_messages = int(raw_max)
+    return ReceiveCall(
+        stream_id=stream_id,
+        timeout=timeout,
+        from_db=from_db,
+        token=token if from_db else None,
+        max_messages=max_messages,
+    )
 
 
 def encode_sent(result: Sent) -> bytes:
@@ -179,10 +283,34 @@ def encode_sent(result: Sent) -> bytes:
 
 
 def encode_delivery(delivery: Delivery) -> bytes:
+    return _encoder.encode(_receive_reply(delivery))
+
+
+def _receive_reply(delivery: Delivery) -> ReceiveReply:
     msg = delivery.message
-    return _encoder.encode(
-        ReceiveReply(msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token)
-    )
+    return ReceiveReply(msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token)
+
+
+def encode_deliveries(deliveries: list[Delivery]) -> bytes:
+    """The answer of a batch receive: the messages, oldest first, and for
+    durable reads the token after the last one."""
+    token = deliveries[-1].token if deliveries else None
+    return _encoder.encode(ReceiveBatchReply([_receive_reply(d) for d in deliveries], token))
+
+
+def encode_batch_results(results: list[Sent | IPubSubError], status_of: Callable[[IPubSubError], int]) -> bytes:
+    """The answer of a batch send: per item, its send answer or its error
+    (with the HTTP status ``status_of`` gives it)."""
+    out: list[msgspec.Raw] = []
+    for result in results:
+        if isinstance(result, Sent):
+            out.append(msgspec.Raw(_encoder.encode(SendReply(result.uuid, result.token))))
+        else:
+            field = result.fields.get("field")
+            out.append(msgspec.Raw(_encoder.encode(
+                BatchItemError(status_of(result), result.code, result.message, field if isinstance(field, str) else None)
+            )))
+    return _encoder.encode(SendBatchReply(out))
 
 
 _TRUE = frozenset(("true", "1", "t", "yes"))
@@ -206,7 +334,9 @@ def parse_bool(value: str | None, field: str) -> bool:
     raise BadRequest(f"{field} must be true or false, got {value!r}", field=field)
 
 
-def _validation_error(exc: msgspec.ValidationError) -> BadRequest:
+def _validation_error(exc: msgspec.ValidationError, *, item: bool = False) -> BadRequest:
+    """A clear 400 from msgspec's message (``item``: the text is about one
+    batch item, not the whole request body)."""
     text = str(exc)
     field = None
     if " - at `$." in text:
@@ -217,5 +347,5 @@ def _validation_error(exc: msgspec.ValidationError) -> BadRequest:
         field = text.split("`")[1]
         text = f"{field} is required"
     elif text.startswith("Expected `object`"):
-        text = f"the request body must be a JSON object ({text})"
+        text = f"{'each item' if item else 'the request body'} must be a JSON object ({text})"
     return BadRequest(text.replace("`", ""), field=field)
