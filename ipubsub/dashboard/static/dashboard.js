@@ -84,7 +84,7 @@ function drawChart(figure, values, format) {
   const svg = figure.querySelector("svg");
   svg.replaceChildren();
   for (const y of [1, 45, 89]) svg.append(svgEl("line", { class: "grid", x1: 0, x2: 300, y1: y, y2: y }));
-  const { points, max } = chartPoints(values, 300, 90);
+  const { points } = chartPoints(values, 300, 90);
   if (points.length === 0) {
     const text = svgEl("text", { class: "empty", x: 6, y: 50 });
     text.textContent = values.length ? "no data in this window" : "collecting…";
@@ -100,9 +100,11 @@ function drawChart(figure, values, format) {
     figure.querySelector("figcaption").append(caption);
   }
   const latest = values.length ? values[values.length - 1] : null;
-  caption.textContent = format(latest) + " (max " + format(max) + ")";
+  const known = values.filter((v) => v !== null && v !== undefined);
+  const peak = known.length ? Math.max(...known) : null;
+  caption.textContent = format(latest) + " (max " + format(peak) + ")";
   figure.dataset.points = String(points.length);
-  figure.dataset.peak = String(Math.max(0, ...values.filter((v) => v !== null && v !== undefined)));
+  figure.dataset.peak = String(peak === null ? 0 : peak);
   figure.dataset.latest = latest === null || latest === undefined ? "" : String(latest);
 }
 
