@@ -25,7 +25,8 @@ from .observability.logs import REQUEST_ID
 from .observability.metrics import NodeMetrics, RequestMetrics
 from .observability.snapshot import NodeSnapshot, NodeState, ProcessSnapshot
 from .storage import NewMessage, create_store
-from .storage.durable import DurableLog
+from .spill import restore_buffers, spill_buffers
+from .storage.durable import DurableLog, StorageStatus
 from .storage.tokens import decode_token, encode_token
 
 __all__ = ["Node"]
@@ -117,6 +118,8 @@ class Node:
             # is down does not stop the node (persisted calls answer 503).
             if not await self.durable.wait_up(STORAGE_STARTUP_WAIT_SECONDS):
                 log.warning("starting without storage: %s", self.durable.last_error or "still connecting")
+            else:
+                await restore_buffers(self.engine, self.durable, self.name)  # before serving anything
         await self.cluster.start()
         self.dashboard.start()
         self.state = NodeState.RUNNING
@@ -151,7 +154,9 @@ class Node:
         and blocked senders (424: they retry and land on the new owner) and
         end polls forwarded from here;  6. let in-flight requests finish
         within ``node.shutdown_grace_seconds``;  7. hand off anything that
-        arrived meanwhile;  8. close storage, peer sessions, background tasks.
+        arrived meanwhile, or, with no peer to hand off to, spill the buffers
+        to the durable backend (restored by the next start, see
+        :mod:`ipubsub.spill`);  8. close storage, peer sessions, background tasks.
         """
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop())
@@ -180,6 +185,8 @@ class Node:
             self._socket.close()
         if has_peers:  # 7
             await self.cluster.hand_off(timeout=1.0)
+        elif self.durable is not None and self.durable.status is StorageStatus.UP:
+            await spill_buffers(self.engine, self.durable, self.name)  # 7: nobody to hand off to
         self._report_lost_buffers()
         await self.dashboard.close()  # 8
         if self.durable is not None:

@@ -63,6 +63,7 @@ class NodeProcess:
         self.workdir = workdir
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
+        self.ready_path = workdir / f"{name}.ready"
         self.proc: subprocess.Popen[bytes] | None = None
         host_port = config["node"]["listen"]
         self.address = config["node"].get("advertise", host_port)
@@ -72,8 +73,10 @@ class NodeProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.ready_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipubsub", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "ipubsub", "serve", "--config", str(self.config_path),
+             "--ready-file", str(self.ready_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
@@ -85,10 +88,19 @@ class NodeProcess:
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
+        """Until /health says ok.  A node configured with port 0 writes the
+        address it got to its ready file first: read it from there."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            if self.address.endswith(":0"):
+                try:
+                    self.address = json.loads(self.ready_path.read_text())["http"]
+                    self.url = f"http://{self.address}"
+                except (OSError, ValueError, KeyError):
+                    time.sleep(0.05)
+                    continue
             try:
                 status, body = http_json(self.url + "/health", timeout=1)
                 if status == 200 and body.get("status") == "ok":
