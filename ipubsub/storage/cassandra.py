@@ -341,15 +341,7 @@ class CassandraStore(MessageStore):
         expiry that the TTL has not dropped yet are skipped)."""
         async with self._guard("read"):
             rows = (await self._run("read_latest", (stream_id, 2 * limit + 8))).current_rows
-        alive = [
-            StoredMessage(
-                stream_id, row["position"], row["message_uuid"], row["payload"] or b"",
-                row["timestamp_us"], row["expires_at_us"],
-            )
-            for row in rows
-            if row["expires_at_us"] > now_us
-        ]
-        return alive[:limit][::-1]
+        return stored_messages(stream_id, rows, now_us)[:limit][::-1]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Nothing to do: Cassandra drops expired rows itself (TTL). Returns 0."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 try:
     from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -234,13 +234,7 @@ class MongodbStore(MessageStore):
             "expires_at_us": {"$gt": now_us},
         }
         docs = await self._messages.find(query, _FIELDS, **read_options(limit)).to_list(None)
-        return [
-            StoredMessage(
-                stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]),
-                doc["timestamp_us"], doc["expires_at_us"],
-            )
-            for doc in docs
-        ]
+        return _stored(stream_id, docs)
 
     async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
         """The newest alive messages, oldest of them first."""
@@ -249,13 +243,7 @@ class MongodbStore(MessageStore):
         async with self._guard("read"):
             cursor = self._messages.find(query, _FIELDS).sort("position", DESCENDING).limit(limit)
             docs = await cursor.to_list(None)
-        return [
-            StoredMessage(
-                stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]),
-                doc["timestamp_us"], doc["expires_at_us"],
-            )
-            for doc in reversed(docs)
-        ]
+        return _stored(stream_id, reversed(docs))
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` expired messages now (the TTL monitor also
@@ -332,3 +320,13 @@ class MongodbStore(MessageStore):
         groups = self._with_groups()
         async with self._guard("delete spilled"):
             return await groups.delete_spilled(node, through_spill_id)
+
+
+def _stored(stream_id: str, docs: Iterable[dict[str, Any]]) -> list[StoredMessage]:
+    return [
+        StoredMessage(
+            stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]), doc["timestamp_us"],
+            doc["expires_at_us"],
+        )
+        for doc in docs
+    ]
