@@ -105,13 +105,13 @@ async def members(count: int, window: float = 20.0) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.conftest import node_config
     from tests.dashboard.fake_peers import FakePeers
-    from tests.support.procs import ProcessPool, free_port
+    from tests.support.procs import ProcessPool
 
-    port = free_port()
-    fakes = await FakePeers(count - 1, "big", extra_members={"hub": f"127.0.0.1:{port}"}).start()
+    fakes = await FakePeers(count - 1, "big", extra_members={"hub": "hub"}).start()
     pool = ProcessPool(Path(mkdtemp(prefix="dashboard-scale-")))
-    config = node_config(port, name="hub")
-    config["cluster"] = {"name": "big", "seeds": [f"127.0.0.1:{port}", *fakes.members.values()],
+    config = node_config(0, name="hub")
+    config["node"] = {"name": "hub", "listen": "127.0.0.1:0"}
+    config["cluster"] = {"name": "big", "seeds": list(fakes.members.values()),
                          "heartbeat_interval_seconds": 1.0, "suspect_after_seconds": 20.0, "dead_after_seconds": 40.0}
     node = pool.node(config, name="hub")
     await asyncio.to_thread(node.start)

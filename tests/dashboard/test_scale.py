@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from tests.conftest import node_config
 from tests.dashboard.fake_peers import FakePeers
-from tests.support.procs import NodeProcess, ProcessPool, free_port
+from tests.support.procs import NodeProcess, ProcessPool
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -33,11 +33,13 @@ FAIL = {5, 60}
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def hundred(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[NodeProcess, FakePeers]]:
     procs = ProcessPool(tmp_path_factory.mktemp("hundred"))
-    port = free_port()
-    fakes = await FakePeers(FAKES, "big", hang=HANG, fail=FAIL, extra_members={"hub": f"127.0.0.1:{port}"}).start()
+    # The hub listens on a port the system picks; the emulated members only
+    # need its name (for the ring hash they report), they never call it.
+    fakes = await FakePeers(FAKES, "big", hang=HANG, fail=FAIL, extra_members={"hub": "hub"}).start()
     try:
-        config = node_config(port, name="hub")
-        config["cluster"] = {"name": "big", "seeds": [f"127.0.0.1:{port}", *fakes.members.values()],
+        config = node_config(0, name="hub")
+        config["node"] = {"name": "hub", "listen": "127.0.0.1:0"}  # advertises the port it gets
+        config["cluster"] = {"name": "big", "seeds": list(fakes.members.values()),
                              "heartbeat_interval_seconds": 1.0, "suspect_after_seconds": 20.0,
                              "dead_after_seconds": 40.0}
         node = procs.node(config, name="hub")

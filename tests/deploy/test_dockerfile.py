@@ -11,6 +11,7 @@ file and its HEALTHCHECK command are run against a real node.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.procs import free_port, http_json
+from tests.support.procs import http_json
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -238,26 +239,29 @@ def test_the_image_config_and_healthcheck_on_a_real_node(tmp_path: Path) -> None
     exit 0 while serving, non-zero once the node is gone."""
     (health,) = [c for c in stages()["runtime"] if c.cmd == "HEALTHCHECK"]
     check = [sys.executable if health.value[1] == "python" else health.value[1], *health.value[2:]]
-    port = free_port()
-    env = dict(os.environ, IPUBSUB_NODE_LISTEN=f"127.0.0.1:{port}", IPUBSUB_NODE_NAME="ipubsub-0",
+    env = dict(os.environ, IPUBSUB_NODE_LISTEN="127.0.0.1:0", IPUBSUB_NODE_NAME="ipubsub-0",
                IPUBSUB_STORAGE_SQLITE_PATH=str(tmp_path / "data.db"), PYTHONUNBUFFERED="1")
+    ready = tmp_path / "ready.json"
     log = open(tmp_path / "node.log", "wb")
     node = subprocess.Popen([sys.executable, "-m", "ipubsub", "serve", "--config",
-                             str(ROOT / "deploy/config/ipubsub.yaml")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=tmp_path)
+                             str(ROOT / "deploy/config/ipubsub.yaml"), "--ready-file", str(ready)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 20
         while True:
             assert node.poll() is None, (tmp_path / "node.log").read_text()
             try:
-                status, body = http_json(f"http://127.0.0.1:{port}/health", timeout=1)
+                address = json.loads(ready.read_text())["http"]
+                status, body = http_json(f"http://{address}/health", timeout=1)
                 if status == 200:
                     break
-            except OSError:
+            except (OSError, ValueError, KeyError):
                 pass
             assert time.monotonic() < deadline, "node not healthy in 20 s"
             time.sleep(0.1)
         assert body["node"] == "ipubsub-0" and body["storage"]["backend"] == "sqlite"
+        # In the container the listen port is fixed; here it is the one the system gave.
+        env["IPUBSUB_NODE_LISTEN"] = address
         assert subprocess.run(check, env=env, timeout=10).returncode == 0
         node.terminate()
         assert node.wait(30) == 0  # SIGTERM: graceful, exit 0
