@@ -221,10 +221,11 @@ class CassandraGroups:
         rows = {r["position"]: r for r in (await self._run("pending_at", (*key, positions))).current_rows}
         out = []
         for ref in refs:
-            row = rows.pop(ref.position, None)  # one answer per entry
+            row = rows.get(ref.position)
             if row is None or row["acked"] or ref.delivery not in (None, row["deliveries"]):
                 out.append(False)
                 continue
+            del rows[ref.position]  # one answer per entry
             ttl = self._ttl(row["expires_at_us"], now_us)
             result = await self._run(name, (ttl, *values, *key, ref.position, row["deliveries"]))
             out.append(bool(result.was_applied))

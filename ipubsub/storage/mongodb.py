@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 try:
     from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -61,6 +61,31 @@ _FIELDS = {"_id": 0, "position": 1, "message_uuid": 1, "payload": 1, "timestamp_
 
 def _date(time_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=time_us)
+
+
+def read_filter(stream_id: str, after: int | None, now_us: int) -> dict[str, Any]:
+    """Alive messages of the stream after position ``after`` (``None``: all)."""
+    return {"stream_id": stream_id, "position": {"$gt": 0 if after is None else after}, "expires_at_us": {"$gt": now_us}}
+
+
+def expired_filter(now_us: int) -> dict[str, Any]:
+    """Messages expired at ``now_us``: ``expireAt`` (the TTL index) narrows,
+    ``expires_at_us`` decides at microsecond precision."""
+    return {"expireAt": {"$lte": _date(now_us)}, "expires_at_us": {"$lte": now_us}}
+
+
+def message_doc(msg: NewMessage, position: int) -> dict[str, Any]:
+    """The document of a message stored at ``position``."""
+    return {
+        "stream_id": msg.stream_id, "position": position, "message_uuid": msg.uuid, "payload": msg.payload,
+        "timestamp_us": msg.timestamp_us, "expires_at_us": msg.expires_at_us, "expireAt": _date(msg.expires_at_us),
+    }
+
+
+def stored_message(stream_id: str, doc: dict[str, Any]) -> StoredMessage:
+    return StoredMessage(
+        stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]), doc["timestamp_us"], doc["expires_at_us"]
+    )
 
 
 def read_options(limit: int) -> dict[str, Any]:
@@ -138,7 +163,7 @@ class MongodbStore(MessageStore):
         )
         await pending.create_index("expireAt", expireAfterSeconds=0, name="expire_at")
         await spill.create_index([("_id.n", ASCENDING), ("_id.i", ASCENDING), ("_id.q", ASCENDING)], name="node_spill")
-        return MongoGroups(messages, groups, pending, spill, self._read_after, _date)
+        return MongoGroups(messages, groups, pending, spill, self._read_after, _date, stored_message)
 
     async def close(self) -> None:
         """Close the client; safe to call twice and after a failed open."""
@@ -188,14 +213,7 @@ class MongodbStore(MessageStore):
 
     async def _insert(self, plan: BatchPlan, new: list[int], first: int) -> None:
         """Insert in position order; a uuid taken meanwhile becomes a duplicate."""
-        docs: list[dict[str, Any]] = []
-        for offset, index in enumerate(new):
-            msg = plan.batch[index]
-            docs.append({
-                "stream_id": msg.stream_id, "position": first + offset, "message_uuid": msg.uuid,
-                "payload": msg.payload, "timestamp_us": msg.timestamp_us,
-                "expires_at_us": msg.expires_at_us, "expireAt": _date(msg.expires_at_us),
-            })
+        docs = [message_doc(plan.batch[index], first + offset) for offset, index in enumerate(new)]
         start = 0
         while start < len(docs):
             try:
@@ -228,13 +246,8 @@ class MongodbStore(MessageStore):
             return await self._read_after(stream_id, after, now_us, limit)
 
     async def _read_after(self, stream_id: str, after: int | None, now_us: int, limit: int) -> list[StoredMessage]:
-        query = {
-            "stream_id": stream_id,
-            "position": {"$gt": 0 if after is None else after},
-            "expires_at_us": {"$gt": now_us},
-        }
-        docs = await self._messages.find(query, _FIELDS, **read_options(limit)).to_list(None)
-        return _stored(stream_id, docs)
+        docs = await self._messages.find(read_filter(stream_id, after, now_us), _FIELDS, **read_options(limit)).to_list(None)
+        return [stored_message(stream_id, doc) for doc in docs]
 
     async def read_latest(self, stream_id: str, now_us: int, limit: int) -> list[StoredMessage]:
         """The newest alive messages, oldest of them first."""
@@ -243,14 +256,13 @@ class MongodbStore(MessageStore):
         async with self._guard("read"):
             cursor = self._messages.find(query, _FIELDS).sort("position", DESCENDING).limit(limit)
             docs = await cursor.to_list(None)
-        return _stored(stream_id, reversed(docs))
+        return [stored_message(stream_id, doc) for doc in reversed(docs)]
 
     async def delete_expired(self, now_us: int, limit: int) -> int:
         """Delete at most ``limit`` expired messages now (the TTL monitor also
         deletes them, later); return how many."""
         self._require()
-        # expireAt (the TTL index) narrows; expires_at_us decides at microsecond precision
-        query = {"expireAt": {"$lte": _date(now_us)}, "expires_at_us": {"$lte": now_us}}
+        query = expired_filter(now_us)
         async with self._guard("delete expired"):
             ids = [doc["_id"] async for doc in self._messages.find(query, {"_id": 1}).limit(limit)]
             if not ids:
@@ -321,12 +333,3 @@ class MongodbStore(MessageStore):
         async with self._guard("delete spilled"):
             return await groups.delete_spilled(node, through_spill_id)
 
-
-def _stored(stream_id: str, docs: Iterable[dict[str, Any]]) -> list[StoredMessage]:
-    return [
-        StoredMessage(
-            stream_id, doc["position"], doc["message_uuid"], bytes(doc["payload"]), doc["timestamp_us"],
-            doc["expires_at_us"],
-        )
-        for doc in docs
-    ]

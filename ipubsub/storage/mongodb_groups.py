@@ -91,10 +91,14 @@ class MongoGroups:
     Args:
         messages, groups, pending, spill: the collections.
         read: the store's ``read_after``; ``date``: microseconds to a
-            ``datetime`` (for TTL fields).
+            ``datetime`` (for TTL fields); ``stored``: a message document
+            as a :class:`StoredMessage`.
     """
 
-    def __init__(self, messages: Any, groups: Any, pending: Any, spill: Any, read: Any, date: Any) -> None:
+    def __init__(
+        self, messages: Any, groups: Any, pending: Any, spill: Any, read: Any, date: Any, stored: Any
+    ) -> None:
+        self._stored = stored
         self._messages = messages
         self._groups = groups
         self._pending = pending
@@ -166,12 +170,7 @@ class MongoGroups:
             return {}
         query = {"stream_id": stream_id, "position": {"$in": positions}, "expires_at_us": {"$gt": now_us}}
         docs = await self._messages.find(query, {"_id": 0, "expireAt": 0}).to_list(None)
-        return {
-            d["position"]: StoredMessage(
-                stream_id, d["position"], d["message_uuid"], bytes(d["payload"]), d["timestamp_us"], d["expires_at_us"]
-            )
-            for d in docs
-        }
+        return {d["position"]: self._stored(stream_id, d) for d in docs}
 
     async def ack(self, stream_id: str, group: str, refs: Sequence[LeaseRef], now_us: int) -> list[bool]:
         return await self._settle(stream_id, group, refs, now_us, {"$set": {"acked": True}})

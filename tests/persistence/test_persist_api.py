@@ -18,6 +18,7 @@ from ipubsub.config import Config
 from ipubsub.engine import ManualClock
 from ipubsub.node import Node
 from tests.conftest import deep_merge
+from tests.storage.conftest import require
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -209,20 +210,8 @@ async def replay_all(client: TestClient, stream: str) -> tuple[list[Any], str | 
     raise AssertionError("the stream never ran dry")
 
 
-async def _pg_reachable() -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", 5432), 2)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    return True
-
-
 async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnects(aiohttp_client: Any) -> None:
-    if not await _pg_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("CI requires PostgreSQL on 127.0.0.1:5432")
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    await require("postgres")
     proxy = TcpProxy("127.0.0.1", 5432)
     await proxy.start()
     await proxy.cut()  # the database is down when the node starts

@@ -4,7 +4,9 @@ PostgreSQL and MariaDB/MySQL are expected on their default local ports
 (override with ``IPUBSUB_TEST_POSTGRES`` / ``IPUBSUB_TEST_MYSQL`` DSNs); when
 one is unreachable its runs are skipped, or fail when ``CI`` is set.
 Cassandra and MongoDB run only when ``IPUBSUB_TEST_CASSANDRA`` (``host`` or
-``host:port``) / ``IPUBSUB_TEST_MONGODB`` (a ``mongodb://`` URL) is set.
+``host:port``) / ``IPUBSUB_TEST_MONGODB`` (a ``mongodb://`` URL) is set, and
+are skipped with that reason otherwise (see :func:`require`); their pure
+parts are covered by ``test_cassandra_unit.py`` / ``test_mongodb_unit.py``.
 Every test gets a fresh table (``t_<hex>``), dropped afterwards.
 """
 
@@ -78,20 +80,37 @@ async def _reachable(url: str, default_port: int) -> bool:
 
 
 async def require(backend: str) -> None:
-    """Skip (or, under CI, fail) when the backend's server is not available."""
+    """Skip, or fail, when the backend's server is not available.
+
+    PostgreSQL and MySQL/MariaDB are part of every test run: without them a
+    test is skipped, or fails under ``CI`` (CI must run them).  Cassandra and
+    MongoDB run only when ``IPUBSUB_TEST_CASSANDRA`` / ``IPUBSUB_TEST_MONGODB``
+    name a server: unset, the test is skipped with that reason (under ``CI``
+    too: no server is set up for them); set but unreachable, it is skipped,
+    or fails under ``CI``.
+    """
+    ci = bool(os.environ.get("CI"))
     if backend in ("postgres", "mysql"):
         url, port, label = (
             (POSTGRES_DSN, 5432, "PostgreSQL") if backend == "postgres" else (MYSQL_DSN, 3306, "MySQL/MariaDB")
         )
-        if not await _reachable(url, port):
-            where = f"{urlsplit(url).hostname}:{urlsplit(url).port or port}"
-            if os.environ.get("CI"):
-                pytest.fail(f"CI requires {label} at {where}")
-            pytest.skip(f"{label} at {where} is unreachable")
-    elif backend == "cassandra" and not CASSANDRA:
-        pytest.skip("set IPUBSUB_TEST_CASSANDRA to run")
-    elif backend == "mongodb" and not MONGODB:
-        pytest.skip("set IPUBSUB_TEST_MONGODB to run")
+    elif backend == "cassandra":
+        if not CASSANDRA:
+            pytest.skip("Cassandra: no server configured (IPUBSUB_TEST_CASSANDRA=host[:port]); "
+                        "this backend has not been run against a real server here")
+        url, port, label = f"cql://{CASSANDRA}", 9042, "Cassandra"
+    elif backend == "mongodb":
+        if not MONGODB:
+            pytest.skip("MongoDB: no server configured (IPUBSUB_TEST_MONGODB=mongodb://...); "
+                        "this backend has not been run against a real server here")
+        url, port, label = MONGODB, 27017, "MongoDB"
+    else:
+        return
+    if not await _reachable(url, port):
+        where = f"{urlsplit(url).hostname}:{urlsplit(url).port or port}"
+        if ci:
+            pytest.fail(f"CI requires {label} at {where}")
+        pytest.skip(f"{label} at {where} is unreachable")
 
 
 async def start_proxy(backend: str) -> TcpProxy:
