@@ -460,3 +460,49 @@ async def test_two_receivers_cancelled_in_the_same_step_put_back_in_order(engine
         with pytest.raises(asyncio.CancelledError):
             await task
     assert [m.uuid for m in engine.buffered("s")] == ["u1", "u2", "u3"]
+
+
+async def test_started_engine_evicts_idle_streams_by_itself() -> None:
+    """The sweeper task (start/close): a stream idle for idle_seconds goes
+    without anyone calling sweep(); close() stops the task."""
+    engine = Engine(idle_seconds=0.01)  # the real clock; the sweeper runs every 0.05 s
+    engine.start()
+    engine.start()  # starting twice keeps one sweeper
+    sweepers = [t for t in asyncio.all_tasks() if t.get_name() == "ipubsub-engine-idle-sweeper"]
+    assert len(sweepers) == 1
+    engine.send_nowait("s", msg(1), 10)
+    await engine.receive("s", 0)
+    deadline = asyncio.get_running_loop().time() + 5
+    while "s" in engine and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert "s" not in engine
+    assert engine.stats.evicted_streams_total == 1
+    await engine.close()
+    assert sweepers[0].done()
+    await engine.close()  # closing twice is harmless
+
+
+async def test_a_failing_sweep_does_not_stop_eviction(caplog: pytest.LogCaptureFixture) -> None:
+    engine = Engine(idle_seconds=0.01)
+    real_sweep = engine.sweep
+    calls = []
+
+    def sweep_failing_once() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real_sweep()
+
+    engine.sweep = sweep_failing_once  # type: ignore[method-assign]
+    engine.send_nowait("s", msg(1), 10)
+    await engine.receive("s", 0)
+    engine.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while "s" in engine and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert "s" not in engine
+        assert len(calls) >= 2
+        assert "idle sweep failed" in caplog.text
+    finally:
+        await engine.close()
