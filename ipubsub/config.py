@@ -21,6 +21,8 @@ from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import msgspec
 
+from .security_config import AuthConfig, ClusterTlsConfig, CorsConfig, HttpTlsConfig
+
 __all__ = [
     "ClusterConfig",
     "Config",
@@ -106,6 +108,7 @@ class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     peer_connect_timeout_seconds: PositiveFloat = 1.0
     peer_request_timeout_seconds: PositiveFloat = 3.0
     handoff_retry_seconds: PositiveFloat = 0.5
+    tls: ClusterTlsConfig = msgspec.field(default_factory=ClusterTlsConfig)
 
     def __post_init__(self) -> None:
         for seed in self.seeds:
@@ -146,6 +149,11 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_buffered_bytes: PositiveInt = 1 * GIB
     max_batch_messages: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     max_batch_bytes: Annotated[int, msgspec.Meta(ge=64)] = 16 * MIB
+    # what one node holds at once (see docs/security.md)
+    max_connections: PositiveInt = 10_000
+    max_waiting_polls: PositiveInt = 100_000
+    max_waiting_polls_per_stream: PositiveInt = 10_000
+    max_streams: PositiveInt = 1_000_000
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < self.max_message_bytes:
@@ -218,9 +226,21 @@ class LogConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 
 class HttpConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What the HTTP listener serves besides the API (one key per feature)."""
+    """What the HTTP listener serves besides the API, and how it treats
+    slow or oversized requests (aiohttp's parser limits surfaced)."""
 
     dashboard: bool = True
+    # accept -> first complete request head; slow-header clients are cut off
+    header_timeout_seconds: PositiveFloat = 10.0
+    # idle keep-alive connections; also bounds the head of every later request
+    keepalive_timeout_seconds: PositiveFloat = 30.0
+    # request head received -> whole body received (408 after)
+    body_timeout_seconds: PositiveFloat = 30.0
+    max_line_size: Annotated[int, msgspec.Meta(ge=256)] = 8190
+    max_field_size: Annotated[int, msgspec.Meta(ge=256)] = 8190
+    max_headers: Annotated[int, msgspec.Meta(ge=8)] = 128
+    cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
+    tls: HttpTlsConfig = msgspec.field(default_factory=HttpTlsConfig)
 
 
 class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -234,6 +254,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:

@@ -7,8 +7,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AdminRequired",
     "BadRequest",
+    "BodyTimeout",
     "BufferFull",
+    "CredentialsExpired",
+    "Forbidden",
+    "InvalidCredentials",
+    "RateLimited",
+    "StreamForbidden",
+    "TooManyAuthFailures",
+    "TooManyPolls",
+    "TooManyStreamPolls",
+    "TooManyStreams",
     "IPubSubError",
     "InvalidToken",
     "MessageTooLarge",
@@ -69,6 +80,42 @@ class InvalidToken(BadRequest):
 
 class Unauthorized(IPubSubError):
     code = "unauthorized"
+
+
+class InvalidCredentials(Unauthorized):
+    """The API key or token is unknown, malformed or its signature is wrong (HTTP 401)."""
+
+    code = "invalid_credentials"
+
+
+class CredentialsExpired(Unauthorized):
+    """The token is past its ``exp`` or before its ``nbf`` (HTTP 401)."""
+
+    code = "credentials_expired"
+
+
+class Forbidden(IPubSubError):
+    """Valid credentials that do not allow this call (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class StreamForbidden(Forbidden):
+    """The caller may not send to / receive from this stream (HTTP 403)."""
+
+    code = "stream_forbidden"
+
+
+class AdminRequired(Forbidden):
+    """The endpoint is for operators: a key with ``admin: true`` (HTTP 403)."""
+
+    code = "admin_required"
+
+
+class BodyTimeout(IPubSubError):
+    """The request body did not arrive within ``http.body_timeout_seconds`` (HTTP 408)."""
+
+    code = "body_timeout"
 
 
 class WrongCluster(IPubSubError):
@@ -158,6 +205,36 @@ class BufferFull(Unavailable):
     code = "buffer_full"
 
 
+class RateLimited(Unavailable):
+    """The caller's request rate is over its limit (HTTP 429, ``Retry-After``)."""
+
+    code = "rate_limited"
+
+
+class TooManyAuthFailures(Unavailable):
+    """Too many failed credentials from this address lately (HTTP 429)."""
+
+    code = "too_many_auth_failures"
+
+
+class TooManyPolls(Unavailable):
+    """The node holds ``limits.max_waiting_polls`` waiting polls (HTTP 503)."""
+
+    code = "too_many_polls"
+
+
+class TooManyStreamPolls(Unavailable):
+    """The stream has ``limits.max_waiting_polls_per_stream`` waiting polls (HTTP 429)."""
+
+    code = "too_many_stream_polls"
+
+
+class TooManyStreams(Unavailable):
+    """The node holds ``limits.max_streams`` streams; a new one is refused (HTTP 503)."""
+
+    code = "too_many_streams"
+
+
 # -- the client side: server answers back to these classes ---------------------
 
 __all__ += ["error_from_response"]
@@ -167,13 +244,15 @@ _BY_CODE: dict[str, type[IPubSubError]] = {
     for cls in (
         IPubSubError, BadRequest, PersistenceNotConfigured, InvalidToken, Unauthorized, WrongCluster,
         NotFound, MessageTooLarge, ReceiveTimeout, SendTimeout, StreamReleased, Unavailable,
-        OwnerUnavailable, StorageUnavailable, NodeDraining, BufferFull,
+        OwnerUnavailable, StorageUnavailable, NodeDraining, BufferFull, InvalidCredentials,
+        CredentialsExpired, Forbidden, StreamForbidden, AdminRequired, BodyTimeout, RateLimited,
+        TooManyAuthFailures, TooManyPolls, TooManyStreamPolls, TooManyStreams,
     )
 }
 # For answers without a code we know (a proxy, an older or newer server).
 _BY_STATUS: dict[int, type[IPubSubError]] = {
-    400: BadRequest, 401: Unauthorized, 404: NotFound, 409: WrongCluster,
-    413: MessageTooLarge, 424: ReceiveTimeout, 503: Unavailable,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: BodyTimeout, 409: WrongCluster,
+    413: MessageTooLarge, 424: ReceiveTimeout, 429: RateLimited, 503: Unavailable,
 }
 
 

@@ -10,10 +10,12 @@ import os
 import resource
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from . import __version__
+from .auth.refusals import Refusals, RefusalsCollector
 from .calls import Delivery, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.cluster import Cluster
 from .config import Config, parse_address
@@ -28,6 +30,9 @@ from .storage import NewMessage, create_store
 from .spill import restore_buffers, spill_buffers
 from .storage.durable import DurableLog, StorageStatus
 from .storage.tokens import decode_token, encode_token
+
+if TYPE_CHECKING:
+    from .api.listener import ConnectionGate
 
 __all__ = ["Node"]
 
@@ -62,11 +67,17 @@ class Node:
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
         self.metrics = NodeMetrics(self.snapshot, self.request_metrics)
+        # what the node refused to protect itself (auth, limits, timeouts): ipubsub_refused_total
+        self.refusals = Refusals()
+        self.gate: ConnectionGate | None = None  # the public listener's, once serving
+        self.metrics.registry.register(
+            RefusalsCollector(self.refusals, lambda: self.gate.open_connections if self.gate is not None else 0)
+        )
         self.dashboard = Dashboard(self)
         self.state = NodeState.NEW
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
-        self._site: web.SockSite | None = None
+        self._site: web.BaseSite | None = None
         self._socket: socket.socket | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -133,15 +144,22 @@ class Node:
             OSError: the address cannot be bound.
         """
         from .api.app import build_app, build_runner
+        from .api.listener import ConnectionGate, GatedSite
 
         sock = self._socket
         if sock is None:
             self.bind()
             sock = self._socket
             assert sock is not None
+        http = self.config.http
+        self.gate = ConnectionGate(
+            max_connections=self.config.limits.max_connections,
+            header_timeout=http.header_timeout_seconds,
+            refusals=self.refusals,
+        )
         self._runner = build_runner(build_app(self), self.config)
         await self._runner.setup()
-        self._site = web.SockSite(self._runner, sock, backlog=4096)
+        self._site = GatedSite(self._runner, sock, self.gate, backlog=4096)
         await self._site.start()
         log.info("node %s listening on http://%s", self.name, self.listen_address)
 

@@ -41,6 +41,9 @@ __all__ = [
     "SEND_BATCH_PATH",
     "SEND_PATH",
     "BatchItemError",
+    "ACCESS_TOKEN_PARAM",
+    "AUTHORIZATION_HEADER",
+    "WWW_AUTHENTICATE_HEADER",
     "ErrorReply",
     "OwnerReply",
     "ReceiveBatchReply",
@@ -94,6 +97,11 @@ POLL_ID_HEADER: Final = "X-IPubSub-Poll-Id"
 #: the cluster secret on internal calls
 SECRET_HEADER: Final = "X-IPubSub-Secret"
 RETRY_AFTER_HEADER: Final = "Retry-After"
+#: ``Bearer <API key or JWT>`` (see docs/security.md)
+AUTHORIZATION_HEADER: Final = "Authorization"
+WWW_AUTHENTICATE_HEADER: Final = "WWW-Authenticate"
+#: a JWT in the query, for receive/subscribe only (EventSource cannot set headers); never logged
+ACCESS_TOKEN_PARAM: Final = "access_token"
 
 JSON_CONTENT_TYPE: Final = "application/json"
 

@@ -4,12 +4,17 @@ the node serves is mounted here."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from ..auth.access import Access, default_access
+from ..auth.authenticator import Authenticator
+from ..auth.rate import FailureLimiter
 from ..errors import NotFound
+from .access_log import RedactingAccessLogger
 from .errors import method_not_allowed_response
+from .guard import Guard
 from .handler import Handler, make_wrapper
 from .internal import InternalRoutes
 from .openapi import add_openapi_routes
@@ -21,21 +26,38 @@ if TYPE_CHECKING:
 
 __all__ = ["AddRoute", "build_app", "build_runner"]
 
-# add(method, path, handler): how route groups register their handlers.
-AddRoute = Callable[[str, str, Handler], None]
+
+class AddRoute(Protocol):
+    """``add(method, path, handler, access=None)``: how route groups register
+    their handlers.  ``access`` declares what the route requires (see
+    :class:`ipubsub.auth.access.Access`); without it the route is for
+    operators only (internal paths: the cluster secret)."""
+
+    def __call__(self, method: str, path: str, handler: Handler, access: Access | None = None) -> None: ...
 
 
 def build_app(node: Node) -> web.Application:
     """The node's HTTP application: public API, metrics, OpenAPI, the
     dashboard and the internal cluster endpoints, every handler wrapped the same way, and JSON
     404/405 answers for everything else."""
-    limit = node.config.limits.max_message_bytes
+    config = node.config
+    limit = config.limits.max_message_bytes
     app = web.Application(client_max_size=limit)
     wrap = make_wrapper(node.request_metrics, limit)
+    failed = config.auth.failed_attempts
+    guard = Guard(
+        authenticator=Authenticator(config.auth) if config.auth.enabled else None,
+        refusals=node.refusals,
+        max_body=limit,
+        body_timeout=config.http.body_timeout_seconds,
+        secret_failures=FailureLimiter(failed.max_failures, failed.window_seconds, failed.block_seconds),
+        gate=node.gate,
+    )
     methods: dict[str, list[str]] = {}
 
-    def add(method: str, path: str, handler: Handler) -> None:
-        wrapped = wrap(handler, path)
+    def add(method: str, path: str, handler: Handler, access: Access | None = None) -> None:
+        guarded = guard.wrap(handler, method, access or default_access(path))
+        wrapped = wrap(guarded, path)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD
         else:
@@ -54,18 +76,29 @@ def build_app(node: Node) -> web.Application:
         allow = sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set()))
         return method_not_allowed_response(request, allow)
 
-    app.router.add_route("*", "/{tail:.*}", wrap(unmatched, "unmatched"))
+    app.router.add_route("*", "/{tail:.*}", wrap(guard.wrap(unmatched, "GET", Access.public()), "unmatched"))
     return app
 
 
 def build_runner(app: web.Application, config: Config) -> web.AppRunner:
     """A runner that cancels the handler of a disconnected client (so a dead
-    long poll never takes a message), with no access log unless configured."""
+    long poll never takes a message), with no access log unless configured
+    (and then without ``access_token`` values), and the HTTP limits of
+    ``http.*``."""
     access_log = logging.getLogger("ipubsub.access") if config.log.access_log else None
+    http = config.http
     return web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=access_log,
+        access_log_class=RedactingAccessLogger,
         shutdown_timeout=config.node.shutdown_grace_seconds,
         handle_signals=False,
+        # idle keep-alive; in aiohttp >= 3.14.5 also the bound on a request head's arrival
+        keepalive_timeout=http.keepalive_timeout_seconds,
+        max_line_size=http.max_line_size,
+        max_field_size=http.max_field_size,
+        max_headers=http.max_headers,
+        # a refused body is read and discarded for at most this long before closing
+        lingering_time=1.0,
     )

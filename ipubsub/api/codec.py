@@ -50,6 +50,7 @@ __all__ = [
     "parse_receive",
     "parse_send",
     "parse_send_batch",
+    "too_deep",
 ]
 
 MAX_STREAM_ID_BYTES = 256
@@ -102,6 +103,8 @@ def parse_send(body: bytes, config: Config) -> SendCall:
     except msgspec.DecodeError as exc:
         text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
         raise BadRequest(text) from None
+    except RecursionError:
+        raise too_deep() from None
     return _send_call(req, config, body)
 
 
@@ -133,6 +136,8 @@ def parse_send_batch(body: bytes, config: Config) -> list[SendCall | IPubSubErro
     except msgspec.DecodeError as exc:
         text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
         raise BadRequest(text) from None
+    except RecursionError:
+        raise too_deep() from None
     items = batch.messages
     if not items:
         raise BadRequest("messages must hold at least one item", field="messages")
@@ -230,6 +235,12 @@ def _send_call(req: SendBody, config: Config, raw: bytes) -> SendCall:
         ttl_seconds=ttl,
         raw=raw,
     )
+
+
+def too_deep() -> BadRequest:
+    """The answer to JSON nested deeper than the decoder goes (about 900
+    levels of arrays or objects)."""
+    return BadRequest("the request body nests arrays or objects too deeply (at most about 900 levels)", field="message")
 
 
 def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:

@@ -13,6 +13,11 @@ from aiohttp import web
 
 from ..errors import (
     BadRequest,
+    BodyTimeout,
+    Forbidden,
+    RateLimited,
+    TooManyAuthFailures,
+    TooManyStreamPolls,
     IPubSubError,
     MessageTooLarge,
     NotFound,
@@ -23,7 +28,7 @@ from ..errors import (
     Unavailable,
     WrongCluster,
 )
-from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
+from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER, WWW_AUTHENTICATE_HEADER
 from .codec import encode_json
 
 __all__ = [
@@ -41,12 +46,17 @@ log = logging.getLogger("ipubsub.api")
 STATUS_BY_ERROR: dict[type[IPubSubError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
+    BodyTimeout: 408,
     WrongCluster: 409,
     MessageTooLarge: 413,
     ReceiveTimeout: 424,
     SendTimeout: 424,
     StreamReleased: 424,
+    RateLimited: 429,
+    TooManyAuthFailures: 429,
+    TooManyStreamPolls: 429,
     Unavailable: 503,
     IPubSubError: 500,
 }
@@ -74,6 +84,8 @@ def error_response(exc: IPubSubError) -> web.Response:
     headers = None
     if isinstance(exc, Unavailable):
         headers = {RETRY_AFTER_HEADER: str(exc.retry_after)}
+    elif isinstance(exc, Unauthorized):
+        headers = {WWW_AUTHENTICATE_HEADER: 'Bearer realm="ipubsub"'}
     return json_response(exc.to_dict(), status=status_of(exc), headers=headers)
 
 

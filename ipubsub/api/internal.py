@@ -41,7 +41,8 @@ def require_secret(secret: str, handler: Handler) -> Handler:
     expected = secret.encode()
 
     async def guarded(request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
+        # aiohttp keeps undecodable header bytes as surrogates: compare the bytes sent
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("internal endpoints need the cluster secret (X-IPubSub-Secret)")
         return await handler(request)

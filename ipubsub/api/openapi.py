@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..auth.access import Access
+
 from ..protocol import JSON_CONTENT_TYPE, OPENAPI_PATH, REQUEST_ID_HEADER
 
 if TYPE_CHECKING:
@@ -43,4 +45,4 @@ def add_openapi_routes(add: AddRoute) -> None:
     path, handler)`` gives the route the common wrapper (request id, metrics,
     errors) and the JSON 405 for other methods, like every public route."""
     openapi_document()  # a broken install fails at start-up, not on the first request
-    add("GET", OPENAPI_PATH, serve_openapi)
+    add("GET", OPENAPI_PATH, serve_openapi, Access.public())

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import SERVICE_NAME, __version__
+from ..auth.access import Access, Permission
 from ..calls import Relayed
 from ..observability.metrics import METRICS_CONTENT_TYPE
 from ..observability.views import cluster_view, health_view, is_healthy
@@ -27,6 +28,7 @@ from ..protocol import (
 )
 from .codec import check_stream_id, encode_delivery, encode_sent, parse_receive, parse_send
 from .errors import json_response
+from .guard import authorize
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -43,13 +45,13 @@ class PublicRoutes:
         self._config = node.config
 
     def add_to(self, add: AddRoute) -> None:
-        add("GET", INFO_PATH, self.info)
-        add("GET", HEALTH_PATH, self.health)
-        add("GET", METRICS_PATH, self.metrics)
-        add("POST", SEND_PATH, self.send)
-        add("GET", RECEIVE_PATH, self.receive)
-        add("GET", OWNER_PATH, self.owner)
-        add("GET", CLUSTER_PATH, self.cluster)
+        add("GET", INFO_PATH, self.info, Access.public())
+        add("GET", HEALTH_PATH, self.health, Access.public())
+        add("GET", METRICS_PATH, self.metrics, Access.admin())
+        add("POST", SEND_PATH, self.send, Access.send())
+        add("GET", RECEIVE_PATH, self.receive, Access.receive(query="streamId", query_token=True))
+        add("GET", OWNER_PATH, self.owner, Access.authenticated())
+        add("GET", CLUSTER_PATH, self.cluster, Access.admin())
 
     async def info(self, request: web.Request) -> web.Response:
         return json_response(
@@ -70,6 +72,7 @@ class PublicRoutes:
 
     async def send(self, request: web.Request) -> web.Response:
         cmd = parse_send(await request.read(), self._config)
+        authorize(request, Permission.SEND, (cmd.stream_id,))
         headers = request.headers
         result = await self._node.send(
             cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)

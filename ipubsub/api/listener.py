@@ -1,0 +1,140 @@
+"""The public listener: aiohttp's connection handling behind a gate that
+holds the connection limit and the header timeout.
+
+aiohttp bounds a new connection's time to its first complete request only
+by ``keepalive_timeout`` (3.14.5; nothing before), and has no limit on the
+number of connections.  :class:`ConnectionGate` is the protocol factory the
+listening socket calls for each accepted connection:
+
+* over ``limits.max_connections`` open connections it answers a fixed 503
+  (``too_many_connections``) and closes, without involving aiohttp;
+* otherwise it hands the connection to aiohttp and arms a timer: a
+  connection that has not delivered one complete request head within
+  ``http.header_timeout_seconds`` is closed (slowloris).  The request
+  wrapper disarms it (:meth:`ConnectionGate.first_request`).
+
+Later requests on a keep-alive connection are bounded by aiohttp's own
+``keepalive_timeout`` (the idle timer is not reset by partial bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from ..auth.refusals import Refusals
+from ..protocol import JSON_CONTENT_TYPE
+
+__all__ = ["ConnectionGate", "GatedSite"]
+
+log = logging.getLogger("ipubsub.api")
+
+_BUSY_BODY = b'{"error":"this node has too many open connections; retry later","code":"too_many_connections"}'
+_BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + JSON_CONTENT_TYPE.encode()
+    + b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode()
+    + b"\r\n\r\n" + _BUSY_BODY
+)
+
+
+class _Refuse(asyncio.Protocol):
+    """Writes the fixed 503 and closes (the request is never read)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY_ANSWER)
+        transport.close()
+
+
+class ConnectionGate:
+    """Protocol factory in front of aiohttp's ``web.Server``.
+
+    ``open_connections`` counts aiohttp's live connections; ``fresh`` maps a
+    connection that has not yet delivered a request to its timer.
+    """
+
+    def __init__(self, *, max_connections: int, header_timeout: float, refusals: Refusals) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self._refusals = refusals
+        self._server: web.Server | None = None
+        self._fresh: dict[Any, asyncio.TimerHandle] = {}
+
+    def attach(self, server: web.Server) -> None:
+        self._server = server
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._server.connections) if self._server is not None else 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        server = self._server
+        assert server is not None, "attach() the runner's server first"
+        if len(server.connections) >= self.max_connections:
+            self._refusals.add("too_many_connections")
+            return _Refuse()
+        protocol = server()
+        loop = asyncio.get_running_loop()
+        self._fresh[protocol] = loop.call_later(self.header_timeout, self._expire, protocol)
+        return protocol
+
+    def first_request(self, protocol: object) -> None:
+        """The connection delivered a complete request head: no header timer."""
+        handle = self._fresh.pop(protocol, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _expire(self, protocol: Any) -> None:
+        if self._fresh.pop(protocol, None) is None:
+            return
+        if protocol.transport is not None:
+            self._refusals.add("header_timeout")
+            protocol.force_close()
+
+    def close(self) -> None:
+        for handle in self._fresh.values():
+            handle.cancel()
+        self._fresh.clear()
+
+
+class GatedSite(web.BaseSite):
+    """A site on an already bound socket whose connections go through a
+    :class:`ConnectionGate` (and TLS when ``ssl_context`` is given)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        gate: ConnectionGate,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 4096,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._sock = sock
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert isinstance(server, web.Server)
+        self._gate.attach(server)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._gate, sock=self._sock, backlog=self._backlog, ssl=self._ssl_context
+        )
+
+    async def stop(self) -> None:
+        self._gate.close()
+        await super().stop()

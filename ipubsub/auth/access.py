@@ -1,0 +1,133 @@
+"""What a route requires (:class:`Access`) and what a caller may do
+(:class:`Principal`).
+
+Every route declares its :class:`Access` when it is mounted
+(``add(method, path, handler, access=...)``): the permission it needs and
+where its stream ids come from.  A route that declares nothing is for
+operators (``admin``) unless its path is internal (``/internal/``, guarded by
+the cluster secret instead): forgetting a declaration closes a route, it
+never opens one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..errors import AdminRequired, StreamForbidden
+from .patterns import StreamPatterns
+from .rate import TokenBucket
+
+__all__ = ["Access", "Permission", "Principal", "default_access"]
+
+
+class Permission(enum.Enum):
+    PUBLIC = "public"  # no credentials (health, service info, OpenAPI)
+    AUTHENTICATED = "authenticated"  # any valid credentials (owner lookup)
+    SEND = "send"  # send to the route's streams
+    RECEIVE = "receive"  # receive from the route's streams
+    ADMIN = "admin"  # operators (cluster view, metrics, dashboard)
+    INTERNAL = "internal"  # node to node: the cluster secret, checked by the route itself
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A route's requirements.
+
+    Attributes:
+        permission: what the caller must hold.
+        query_streams: the query parameter naming the route's stream(s):
+            every value is checked before the handler runs.
+        body_streams: the stream ids are in the body: the handler must call
+            :func:`ipubsub.api.guard.authorize` for each one it decodes
+            (every item of a batch) before acting on any.
+        query_token: the JWT may come as the ``access_token`` query
+            parameter (receive and subscribe only: ``EventSource`` cannot
+            set headers).
+    """
+
+    permission: Permission
+    query_streams: str | None = None
+    body_streams: bool = False
+    query_token: bool = False
+
+    @classmethod
+    def public(cls) -> Access:
+        return cls(Permission.PUBLIC)
+
+    @classmethod
+    def authenticated(cls) -> Access:
+        return cls(Permission.AUTHENTICATED)
+
+    @classmethod
+    def admin(cls) -> Access:
+        return cls(Permission.ADMIN)
+
+    @classmethod
+    def internal(cls) -> Access:
+        return cls(Permission.INTERNAL)
+
+    @classmethod
+    def send(cls, *, query: str | None = None) -> Access:
+        """Send to streams named in the body (or in query parameter ``query``)."""
+        return cls(Permission.SEND, query_streams=query, body_streams=query is None)
+
+    @classmethod
+    def receive(cls, *, query: str | None = "streamId", query_token: bool = True) -> Access:
+        """Receive from streams named in query parameter ``query`` (``None``:
+        in the body or in later messages, checked by the handler)."""
+        return cls(Permission.RECEIVE, query_streams=query, body_streams=query is None, query_token=query_token)
+
+
+def default_access(path: str) -> Access:
+    """The access of a route mounted without a declaration."""
+    return Access.internal() if path.startswith("/internal/") else Access.admin()
+
+
+class Principal:
+    """An authenticated caller: an API key or a token's subject."""
+
+    __slots__ = ("name", "send", "receive", "admin", "bucket")
+
+    def __init__(
+        self,
+        name: str,
+        send: StreamPatterns,
+        receive: StreamPatterns,
+        admin: bool,
+        bucket: TokenBucket | None = None,
+    ) -> None:
+        self.name = name
+        self.send = send
+        self.receive = receive
+        self.admin = admin
+        self.bucket = bucket
+
+    def require(self, permission: Permission, stream_ids: Iterable[str] = ()) -> None:
+        """Check that this caller holds ``permission`` on every stream id.
+
+        Raises:
+            AdminRequired: an operators' route and no ``admin``.
+            StreamForbidden: a stream the caller may not send to / receive from.
+        """
+        if permission is Permission.SEND:
+            patterns = self.send
+        elif permission is Permission.RECEIVE:
+            patterns = self.receive
+        elif permission is Permission.ADMIN:
+            if not self.admin:
+                raise AdminRequired(f"{self.name} may not use this endpoint (admin only)")
+            return
+        else:
+            return
+        for stream_id in stream_ids:
+            if stream_id not in patterns:
+                raise StreamForbidden(
+                    f"{self.name} may not {permission.value} {'to' if permission is Permission.SEND else 'from'} "
+                    f"stream {stream_id[:300]!r}",
+                    streamId=stream_id,
+                )
+
+    def __repr__(self) -> str:
+        return f"Principal({self.name!r})"

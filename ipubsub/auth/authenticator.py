@@ -1,0 +1,110 @@
+"""From credentials to a :class:`~ipubsub.auth.access.Principal`: API keys
+(looked up by their SHA-256, so the configuration never holds a key and the
+lookup leaks nothing useful about it), then JWTs; per-caller request rates
+and the per-address limit on failed attempts."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable
+
+from ..errors import InvalidCredentials, RateLimited, TooManyAuthFailures, Unauthorized
+from ..security_config import AuthConfig
+from .access import Principal
+from .jwt_tokens import load_verifier
+from .patterns import StreamPatterns
+from .rate import FailureLimiter, TokenBucket
+
+__all__ = ["Authenticator", "key_digest"]
+
+# Token subjects with a rate bucket at once; beyond, the oldest go.
+MAX_SUBJECT_BUCKETS = 65536
+
+
+def key_digest(key: str) -> str:
+    """What ``auth.api_keys[].key_sha256`` holds for ``key``."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Authenticator:
+    """Checks credentials for the request guard.
+
+    Raises from :meth:`authenticate` and :meth:`check_rate` are the
+    domain errors the API maps to 401 / 429.
+    """
+
+    def __init__(self, config: AuthConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        now = clock()
+        default = config.rate
+        self._keys: dict[str, Principal] = {}
+        for key in config.api_keys:
+            rate = key.requests_per_second or default.requests_per_second
+            burst = key.burst or (default.burst if not key.requests_per_second else 0)
+            self._keys[key.key_sha256] = Principal(
+                f"key {key.name}",
+                StreamPatterns(key.allow.send),
+                StreamPatterns(key.allow.receive),
+                key.allow.admin,
+                TokenBucket(rate, burst, now) if rate else None,
+            )
+        self.jwt = load_verifier(config.jwt)
+        self._subject_rate = default.requests_per_second
+        self._subject_burst = default.burst
+        self._subject_buckets: dict[str, TokenBucket] = {}
+        limits = config.failed_attempts
+        self.failures = FailureLimiter(limits.max_failures, limits.window_seconds, limits.block_seconds)
+
+    def authenticate(self, credentials: str | None, remote: str, *, token_only: bool = False) -> Principal:
+        """The caller behind ``credentials`` (the bearer value of
+        ``Authorization`` or, with ``token_only`` (API keys never travel in
+        URLs), the ``access_token`` parameter).
+
+        Raises:
+            TooManyAuthFailures: ``remote`` failed too often lately.
+            Unauthorized: no credentials.
+            InvalidCredentials, CredentialsExpired: wrong ones.
+        """
+        now = self._clock()
+        blocked = self.failures.blocked_for(remote, now)
+        if blocked:
+            raise TooManyAuthFailures(
+                "too many failed credentials from this address; retry later", retry_after=max(1, round(blocked))
+            )
+        if not credentials:
+            raise Unauthorized("credentials required: Authorization: Bearer <API key or token>")
+        if not token_only:
+            principal = self._keys.get(key_digest(credentials))
+            if principal is not None:
+                return principal
+        try:
+            if self.jwt is None or credentials.count(".") != 2:
+                raise InvalidCredentials("not a token" if token_only else "unknown API key")
+            return self.jwt.verify(credentials)
+        except Unauthorized:
+            self.failures.failed(remote, now)
+            raise
+
+    def check_rate(self, principal: Principal) -> None:
+        """Take one request from the caller's bucket.
+
+        Raises:
+            RateLimited: over the rate; ``retry_after`` says when to come back.
+        """
+        bucket = principal.bucket
+        if bucket is None:
+            if not self._subject_rate or principal.name.startswith("key "):
+                return
+            bucket = self._subject_buckets.get(principal.name)
+            if bucket is None:
+                if len(self._subject_buckets) >= MAX_SUBJECT_BUCKETS:
+                    del self._subject_buckets[next(iter(self._subject_buckets))]
+                bucket = self._subject_buckets[principal.name] = TokenBucket(
+                    self._subject_rate, self._subject_burst, self._clock()
+                )
+        wait = bucket.take(self._clock())
+        if wait:
+            raise RateLimited(
+                f"{principal.name} is over its request rate ({bucket.rate:g}/s)", retry_after=max(1, round(wait + 0.5))
+            )

@@ -1,0 +1,130 @@
+"""A real ``ipubsub serve`` process on a port of its own choosing (port 0,
+address read back from ``--ready-file``), and raw-socket helpers for
+requests no well-behaved client would send."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from tests.conftest import deep_merge
+
+__all__ = ["ServedNode", "raw_request", "raw_request_async", "served_node"]
+
+
+class ServedNode:
+    """One ``python -m ipubsub serve`` child, killed by :meth:`close`."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any], name: str = "node-1") -> None:
+        base = {
+            "node": {"name": name, "listen": "127.0.0.1:0"},
+            "cluster": {"name": "sec"},
+            "storage": {"backend": "none"},
+        }
+        self.config = deep_merge(base, config)
+        self.dir = tmp
+        self.log_path = tmp / f"{name}.log"
+        self.ready = tmp / f"{name}.ready.json"
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(self.config))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ipubsub", "serve", "--config", str(path), "--ready-file", str(self.ready)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        deadline = time.monotonic() + 30
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise TimeoutError(f"{name} did not start within 30 s:\n{self.log()}")
+            time.sleep(0.05)
+        self.address: str = json.loads(self.ready.read_text())["http"]
+        host, _, port = self.address.rpartition(":")
+        self.host, self.port = host, int(port)
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        return f"{scheme}://{self.address}{path}"
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def served_node(tmp: Path, config: dict[str, Any] | None = None, name: str = "node-1") -> Iterator[ServedNode]:
+    """Generator for fixtures: a node that is closed whatever the test did."""
+    node = ServedNode(tmp, config or {}, name)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def raw_request(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send ``data`` as is on a new connection; return the answer's status
+    and body (read until the server closes or ``timeout``)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+            if sep and b"content-length:" in head.lower():
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= length:
+                    break
+    answer = b"".join(chunks)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+async def raw_request_async(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """:func:`raw_request` for tests whose server runs in the same event loop."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        answer = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
