@@ -11,13 +11,14 @@ For each backend, on a fresh table:
 
 Every combination of ``--writers`` x ``--batch`` and every ``--replay-batch``
 runs in the same process, so batch and single-message figures come from the
-same run.  With ``--streams N`` writer k appends to stream k mod N (the
+same run.  ``--baseline`` adds, in the same run, the database's own ceiling
+on the same table (raw driver writes and reads, PostgreSQL and SQLite).  With ``--streams N`` writer k appends to stream k mod N (the
 replay then follows the first of them).  CPU is this process's CPU time per message (the database's own
 CPU is not included).  Tables are dropped afterwards.
 
 Example (the figures in docs/benchmarks.md):
   python scripts/storage_bench.py --backends sqlite postgres mysql \\
-      --writers 1 16 --batch 1 100 --replay-batch 1 1000
+      --writers 1 16 --batch 1 100 --replay-batch 1 1000 --baseline
 """
 
 from __future__ import annotations
@@ -141,6 +142,72 @@ async def run_replay(log: DurableLog, stream: str, batch: int, limit: int) -> di
     }
 
 
+async def run_baseline(backend: str, table: str, workdir: Path, batch: int, duration: float) -> dict[str, Any]:
+    """The database's own ceiling on this machine, in the same run: rows of
+    ``batch`` written straight into the store's messages table (same
+    indexes) in one transaction each, with the fastest path of the driver
+    (asyncpg COPY; sqlite3 executemany), then read back 1000 per query.
+    No uuid lookup, no position counter, no result objects: what the
+    durable log's work is compared with."""
+    now = time.time_ns() // 1000
+    stream = "baseline"
+    cols = ("stream_id", "position", "message_uuid", "payload", "timestamp_us", "expires_at_us")
+    read = f"SELECT position, message_uuid, payload, timestamp_us, expires_at_us FROM {table}" \
+        " WHERE stream_id = {p1} AND position > {p2} AND expires_at_us > {p3} ORDER BY position LIMIT {p4}"
+    written = 0
+    if backend == "postgres":
+        import asyncpg
+
+        con = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < duration:
+                rows = [(stream, written + i, f"b-{written + i}", PAYLOAD, now, now + HOUR_US) for i in range(batch)]
+                async with con.transaction():
+                    await con.copy_records_to_table(table, records=rows, columns=list(cols))
+                written += batch
+            append_rate = written / (time.perf_counter() - t0)
+            statement = await con.prepare(read.format(p1="$1", p2="$2", p3="$3", p4="$4"))
+            replay_rates = []
+            for _ in range(2):  # as the durable log's replay: rows just written, then settled
+                t1, after, got = time.perf_counter(), -1, 0
+                while rows := await statement.fetch(stream, after, now, 1000):
+                    got += len(rows)
+                    after = rows[-1][0]
+                replay_rates.append(round(got / (time.perf_counter() - t1)))
+        finally:
+            await con.close()
+    elif backend == "sqlite":
+        import sqlite3
+
+        db = sqlite3.connect(workdir / f"{table}.db", isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            insert = f"INSERT INTO {table} ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?)"
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < duration:
+                rows = [(stream, written + i, f"b-{written + i}", PAYLOAD, now, now + HOUR_US) for i in range(batch)]
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(insert, rows)
+                db.execute("COMMIT")
+                written += batch
+            append_rate = written / (time.perf_counter() - t0)
+            query = read.format(p1="?", p2="?", p3="?", p4="?")
+            replay_rates = []
+            for _ in range(2):
+                t1, after, got = time.perf_counter(), -1, 0
+                while rows := db.execute(query, (stream, after, now, 1000)).fetchall():
+                    got += len(rows)
+                    after = rows[-1][0]
+                replay_rates.append(round(got / (time.perf_counter() - t1)))
+        finally:
+            db.close()
+    else:
+        return {}
+    return {"batch": batch, "append_msg_per_s": round(append_rate), "replay_msg_per_s_by_pass": replay_rates}
+
+
 async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     table = f"bench_{secrets.token_hex(4)}"
     store = create_store(config(backend, table, workdir, args.write_batch_max))
@@ -165,9 +232,16 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                     longest = replayable
         for batch in args.replay_batch:
             count = min(longest[1], args.replay_limit if batch > 1 else args.single_replay_limit)
-            result = await run_replay(log, longest[0], batch, count)
-            out["replay"].append(result)
-            print(json.dumps({"backend": backend, "replay": result}), flush=True)
+            for replay_pass in range(1, args.replay_passes + 1):
+                # the first pass reads rows just written (PostgreSQL sets hint
+                # bits, caches are cold); later passes read settled rows
+                result = {"pass": replay_pass, **await run_replay(log, longest[0], batch, count)}
+                out["replay"].append(result)
+                print(json.dumps({"backend": backend, "replay": result}), flush=True)
+        if args.baseline:
+            out["baseline"] = await run_baseline(backend, table, workdir, args.baseline_batch, args.duration)
+            if out["baseline"]:
+                print(json.dumps({"backend": backend, "baseline": out["baseline"]}), flush=True)
     finally:
         await log.close()
         await drop(backend, table)
@@ -183,7 +257,11 @@ async def main() -> int:
     parser.add_argument("--streams", type=int, default=1, help="spread the writers over this many streams")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per append run")
     parser.add_argument("--replay-limit", type=int, default=200_000, help="messages replayed in batches")
+    parser.add_argument("--replay-passes", type=int, default=2, help="replays of the same messages, each measured")
     parser.add_argument("--single-replay-limit", type=int, default=5_000, help="messages replayed one by one")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also measure the database's own ceiling (postgres, sqlite) in the same run")
+    parser.add_argument("--baseline-batch", type=int, default=1600, help="rows per baseline transaction")
     parser.add_argument("--write-batch-max", type=int, default=StorageConfig().write_batch_max)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ipubsub-bench-") as tmp:
