@@ -60,6 +60,7 @@ class PostgresStore(SqlStore):
     """
 
     name = "postgres"
+    OPTIMISTIC = True
     SCHEMA = (
         # concurrent CREATE ... IF NOT EXISTS can still collide in the catalog
         "SELECT pg_advisory_xact_lock(hashtext('ipubsub:{t}'))",
