@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import __version__
+from .auth.exposure import log_exposure
 from .auth.refusals import Refusals, RefusalsCollector
 from .calls import Delivery, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.cluster import Cluster
@@ -22,6 +23,8 @@ from .config import Config, parse_address
 from .dashboard import Dashboard
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
+from .limits import NodeLimits
+from .tls import TlsContexts
 from .observability.counters import CallCounts
 from .observability.logs import REQUEST_ID
 from .observability.metrics import NodeMetrics, RequestMetrics
@@ -62,6 +65,8 @@ class Node:
             max_buffered_bytes=config.limits.max_buffered_bytes,
         )
         self.cluster = Cluster(config, self.engine, self.clock)
+        self.tls = TlsContexts(config)
+        self.cluster.peers.use_tls(self.tls.peer_client)
         store = create_store(config.storage)
         self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
         self.request_metrics = RequestMetrics()
@@ -70,6 +75,7 @@ class Node:
         # what the node refused to protect itself (auth, limits, timeouts): ipubsub_refused_total
         self.refusals = Refusals()
         self.gate: ConnectionGate | None = None  # the public listener's, once serving
+        self.limits = NodeLimits(config.limits, self.engine, self.refusals)
         self.metrics.registry.register(
             RefusalsCollector(self.refusals, lambda: self.gate.open_connections if self.gate is not None else 0)
         )
@@ -159,9 +165,22 @@ class Node:
         )
         self._runner = build_runner(build_app(self), self.config)
         await self._runner.setup()
-        self._site = GatedSite(self._runner, sock, self.gate, backlog=4096)
+        self._site = GatedSite(self._runner, sock, self.gate, ssl_context=self.tls.http_server, backlog=4096)
         await self._site.start()
-        log.info("node %s listening on http://%s", self.name, self.listen_address)
+        scheme = "https" if self.tls.http_server is not None else "http"
+        log.info("node %s listening on %s://%s", self.name, scheme, self.listen_address)
+        log_exposure(self.config, parse_address(self.listen_address, allow_any_port=True)[0], log)
+
+    def reload_tls(self) -> bool:
+        """Re-read the TLS certificates (SIGHUP): new handshakes get the new
+        ones, open connections keep theirs.  False if a file failed (its
+        context keeps the old certificate; the error is logged)."""
+        errors = self.tls.reload()
+        for line in errors:
+            log.error("TLS reload: %s", line)
+        if self.tls.enabled and not errors:
+            log.info("TLS certificates reloaded")
+        return not errors
 
     async def stop(self) -> None:
         """Shut down in one explicit order; safe to call more than once.
@@ -240,6 +259,7 @@ class Node:
             return await self._persist(cmd)
         if self.state is not NodeState.RUNNING and not len(self.cluster.ring):
             raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
+        self.limits.check_stream(stream_id)
         msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
         if cmd.blocking_timeout:
             await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout)
@@ -284,6 +304,8 @@ class Node:
             return Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
+        if cmd.timeout:
+            self.limits.check_poll(stream_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
     async def _persist(self, cmd: SendCall) -> Sent:

@@ -13,6 +13,7 @@ from ..auth.authenticator import Authenticator
 from ..auth.rate import FailureLimiter
 from ..errors import NotFound
 from .access_log import RedactingAccessLogger
+from .cors import Cors
 from .errors import method_not_allowed_response
 from .guard import Guard
 from .handler import Handler, make_wrapper
@@ -69,10 +70,16 @@ def build_app(node: Node) -> web.Application:
     InternalRoutes(node.cluster, node.config.cluster.secret).add_to(add)
     node.dashboard.add_to(add)
 
+    cors = Cors(config.http.cors) if config.http.cors.origins else None
+    if cors is not None:
+        app.on_response_prepare.append(cors.on_response_prepare)
+
     async def unmatched(request: web.Request) -> web.Response:
         allowed = methods.get(request.path)
         if allowed is None:
             raise NotFound(f"no such endpoint: {request.method} {request.path}")
+        if cors is not None and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return cors.preflight(request, allowed + (["HEAD"] if "GET" in allowed else []))
         allow = sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set()))
         return method_not_allowed_response(request, allow)
 

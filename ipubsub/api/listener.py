@@ -23,7 +23,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -42,13 +42,33 @@ _BUSY_ANSWER = (
 )
 
 
+# How long a refused connection may stay to read our 503 before it is cut.
+REFUSE_LINGER_SECONDS = 1.0
+
+
 class _Refuse(asyncio.Protocol):
-    """Writes the fixed 503 and closes (the request is never read)."""
+    """Writes the fixed 503, half-closes and discards what the client sends
+    until it closes too (at most :data:`REFUSE_LINGER_SECONDS`): closing
+    with unread bytes would reset the connection and the client might lose
+    the answer."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
         transport.write(_BUSY_ANSWER)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER_SECONDS, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self._transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
 
 
 class ConnectionGate:

@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         check_driver(config.storage.backend)
+        check_security(config)
     except ConfigError as exc:
         print(f"ipubsub: config error: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +85,7 @@ async def _run_node(config: Config, ready_file: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     try:
         node.bind()
         await node.start()
@@ -95,10 +97,28 @@ async def _run_node(config: Config, ready_file: str | None) -> int:
     if ready_file:
         _write_ready_file(Path(ready_file), {"node": node.name, "http": node.listen_address, "pid": os.getpid()})
     await stop.wait()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
     await node.stop()
     return 0
+
+
+def check_security(config: Config) -> None:
+    """Load what auth and TLS need (key files, certificates) now, so that a
+    bad path stops the node (and ``--dry-run``) with one line.
+
+    Raises:
+        ConfigError: a key, token-key or certificate file cannot be used.
+    """
+    from ..auth.authenticator import Authenticator
+    from ..tls import TlsContexts
+
+    TlsContexts(config)
+    if config.auth.enabled:
+        try:
+            Authenticator(config.auth)
+        except ValueError as exc:
+            raise ConfigError(f"auth.jwt: {exc}") from None
 
 
 def _write_ready_file(path: Path, facts: dict[str, object]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Mapping
 
 import aiohttp
@@ -38,10 +39,19 @@ class PeerClient:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._scheme = "http"
+
+    def use_tls(self, context: ssl.SSLContext | None) -> None:
+        """Call peers over HTTPS, verified by ``context`` (before :meth:`start`)."""
+        self._ssl = context
+        self._scheme = "https" if context is not None else "http"
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15.0, enable_cleanup_closed=True)
+            connector = aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=15.0, enable_cleanup_closed=True, ssl=self._ssl or True
+            )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     async def close(self) -> None:
@@ -71,7 +81,7 @@ class PeerClient:
         )
         try:
             async with self.session.post(
-                f"http://{address}{path}", data=payload, headers=headers, timeout=limit
+                f"{self._scheme}://{address}{path}", data=payload, headers=headers, timeout=limit
             ) as resp:
                 return resp.status, await resp.read()
         except _UNREACHABLE as exc:
@@ -101,7 +111,7 @@ class PeerClient:
             sock_connect=self._connect_timeout,
             sock_read=read_timeout or self._request_timeout,
         )
-        url = f"http://{address}{path}"
+        url = f"{self._scheme}://{address}{path}"
         for attempt in (1, 2):
             try:
                 async with self.session.request(

@@ -1,0 +1,153 @@
+"""Every limit of issue 14 hit and recovered from: waiting polls per node
+and per stream, streams per node, connections per node; and CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import MakeClient
+from tests.security.nodes import ServedNode, raw_request
+
+pytestmark = pytest.mark.timeout(60)
+
+SEND = "/api/v1/streams/send"
+RECEIVE = "/api/v1/streams/receive"
+
+
+async def poll(client: TestClient, stream: str, timeout: int = 10) -> Any:
+    return await client.get(RECEIVE, params={"streamId": stream, "timeoutSeconds": str(timeout)})
+
+
+async def wait_waiting(client: TestClient, n: int) -> None:
+    node = client.node  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while node.engine.stats.waiting_receivers != n:
+        assert time.monotonic() < deadline, node.engine.stats.waiting_receivers
+        await asyncio.sleep(0.01)
+
+
+async def test_waiting_polls_per_node(make_client: MakeClient) -> None:
+    client = await make_client({"limits": {"max_waiting_polls": 3}})
+    polls = [asyncio.create_task(poll(client, f"s{i}")) for i in range(3)]
+    await wait_waiting(client, 3)
+    resp = await poll(client, "s9")
+    body = await resp.json()
+    assert resp.status == 503 and body["code"] == "too_many_polls", body
+    assert resp.headers["Retry-After"] == "1"
+    # a receive that does not wait is still served
+    assert (await poll(client, "s9", timeout=0)).status == 424
+    await client.post(SEND, json={"streamId": "s0", "message": 1})
+    assert (await polls[0]).status == 200
+    await wait_waiting(client, 2)
+    polls.append(asyncio.create_task(poll(client, "s9", timeout=1)))
+    assert (await polls[-1]).status == 424  # accepted again, then timed out
+    for task in polls[1:3]:
+        task.cancel()
+    assert client.node.refusals["too_many_polls"] == 1  # type: ignore[attr-defined]
+
+
+async def test_waiting_polls_per_stream(make_client: MakeClient) -> None:
+    client = await make_client({"limits": {"max_waiting_polls_per_stream": 2}})
+    polls = [asyncio.create_task(poll(client, "hot")) for _ in range(2)]
+    await wait_waiting(client, 2)
+    resp = await poll(client, "hot")
+    body = await resp.json()
+    assert resp.status == 429 and body["code"] == "too_many_stream_polls", body
+    other = asyncio.create_task(poll(client, "cold", timeout=1))
+    assert (await other).status == 424
+    await client.post(SEND, json={"streamId": "hot", "message": 1})
+    assert (await polls[0]).status == 200
+    await wait_waiting(client, 1)
+    again = asyncio.create_task(poll(client, "hot", timeout=1))
+    assert (await again).status == 424
+    polls[1].cancel()
+
+
+async def test_streams_per_node(make_client: MakeClient) -> None:
+    client = await make_client({"limits": {"max_streams": 3}, "match": {"stream_idle_seconds": 0.5}})
+    for i in range(3):
+        assert (await client.post(SEND, json={"streamId": f"s{i}", "message": i})).status == 200
+    resp = await client.post(SEND, json={"streamId": "s3", "message": 3})
+    body = await resp.json()
+    assert resp.status == 503 and body["code"] == "too_many_streams", body
+    assert (await poll(client, "s3", timeout=1)).status == 503
+    # existing streams still work
+    assert (await client.post(SEND, json={"streamId": "s0", "message": 0})).status == 200
+    # drained streams are evicted when idle; then a new one is accepted
+    for i in range(3):
+        while (await poll(client, f"s{i}", timeout=0)).status == 200:
+            pass
+    deadline = time.monotonic() + 10
+    while (await client.post(SEND, json={"streamId": "s3", "message": 3})).status != 200:
+        assert time.monotonic() < deadline, "no stream was evicted within 10 s"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_connections_per_node(tmp_path: Path) -> None:
+    node = ServedNode(tmp_path, {"limits": {"max_connections": 20}, "http": {"header_timeout_seconds": 30}})
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(20):
+            socks.append(socket.create_connection((node.host, node.port), timeout=5))
+        deadline = time.monotonic() + 10
+        while True:  # the listener may not have accepted all 20 yet
+            status, body = raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+            if status == 503:
+                break
+            assert time.monotonic() < deadline, (status, body)
+            time.sleep(0.05)
+        assert b'"too_many_connections"' in body
+        for sock in socks[:5]:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] != 200:
+            assert time.monotonic() < deadline, "no connection was accepted after 5 closed"
+            time.sleep(0.05)
+        metrics = raw_request(node.host, node.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[1]
+        assert b'ipubsub_refused_total{reason="too_many_connections"}' in metrics
+    finally:
+        for sock in socks:
+            sock.close()
+        node.close()
+
+
+async def test_cors_preflight_and_headers(make_client: MakeClient) -> None:
+    client = await make_client({"http": {"cors": {"allowed_origins": ["https://app.example"]}},
+                                "auth": {"jwt": {"secret": "x" * 32}}})
+    resp = await client.options(RECEIVE, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+                                                  "Access-Control-Request-Headers": "authorization"})
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "GET" in resp.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Credentials" not in resp.headers
+    assert resp.headers["Vary"] == "Origin"
+    # an actual answer, even an error, carries the headers so the page can read it
+    resp = await client.get(RECEIVE, params={"streamId": "x"}, headers={"Origin": "https://app.example"})
+    assert resp.status == 401
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Retry-After" in resp.headers["Access-Control-Expose-Headers"]
+    # another origin: no CORS headers, and its preflight is refused
+    resp = await client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.options(SEND, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert resp.status == 403
+    # any origin
+    star = await make_client({"http": {"cors": {"allowed_origins": "*"}}})
+    resp = await star.get("/health", headers={"Origin": "https://any.example"})
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_cors_off_by_default(client: TestClient) -> None:
+    resp = await client.get("/health", headers={"Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.options(SEND, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert resp.status == 405

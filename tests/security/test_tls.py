@@ -1,0 +1,192 @@
+"""TLS with a CA made in the test (trustme): the public listener of a real
+``ipubsub serve``, certificate reload on SIGHUP without dropping open
+connections, node-to-node HTTPS in a two-node cluster, and the peer link
+with mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+
+from ipubsub.cluster.link import Identity, LinkClient, LinkError, LinkServer
+from ipubsub.config import Config
+from ipubsub.tls import TlsContexts
+from tests.cluster.link_support import Done, Echo
+from tests.security.nodes import ServedNode
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def write_pair(ca: trustme.CA, tmp: Path, name: str, *hosts: str) -> tuple[str, str]:
+    leaf = ca.issue_cert(*(hosts or ("127.0.0.1", "localhost")))
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    return str(cert), str(key)
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+def peer_serial(host: str, port: int, ca: trustme.CA) -> int:
+    with socket.create_connection((host, port), timeout=5) as raw:
+        with client_context(ca).wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def get_json(session: aiohttp.ClientSession, url: str, ctx: ssl.SSLContext) -> tuple[int, Any]:
+    async with session.get(url, ssl=ctx) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.mark.slow
+async def test_public_listener_over_tls_and_reload_on_sighup(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = write_pair(ca, tmp_path, "node")
+    node = ServedNode(tmp_path, {"http": {"tls": {"cert_file": cert, "key_file": key}}})
+    try:
+        ctx = client_context(ca)
+        first_serial = peer_serial(node.host, node.port, ca)
+        connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, reused
+        async with aiohttp.ClientSession(connector=connector) as session:
+            status, body = await get_json(session, node.url("/health", "https"), ctx)
+            assert status == 200 and body["status"] == "ok"
+            # plain HTTP on the TLS port gets no answer
+            with pytest.raises(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as plain, plain.get(node.url("/health"), timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                    await resp.read()
+            # a new certificate (same CA) in the same files, then SIGHUP
+            new_cert, new_key = write_pair(ca, tmp_path, "next")
+            Path(cert).write_bytes(Path(new_cert).read_bytes())
+            Path(key).write_bytes(Path(new_key).read_bytes())
+            node.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while peer_serial(node.host, node.port, ca) == first_serial:
+                assert time.monotonic() < deadline, "the new certificate was not served within 10 s"
+                await asyncio.sleep(0.1)
+            # the connection opened before the reload still works
+            status, _ = await get_json(session, node.url("/health", "https"), ctx)
+            assert status == 200
+            assert connector._conns, "the keep-alive connection was dropped"  # noqa: SLF001
+        assert "TLS certificates reloaded" in node.log()
+        # a broken file keeps the old certificate and says so
+        Path(key).write_text("not a key")
+        node.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "TLS reload:" not in node.log():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert peer_serial(node.host, node.port, ca) != first_serial  # still the reloaded certificate
+    finally:
+        node.close()
+
+
+@pytest.mark.slow
+async def test_two_nodes_talk_over_https(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = write_pair(ca, tmp_path, "node")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = {"http": {"tls": {"cert_file": cert, "key_file": key}},
+           "cluster": {"secret": "cluster-secret", "tls": {"ca_file": str(ca_file)}}}
+    first = ServedNode(tmp_path, tls, "n1")
+    try:
+        second = ServedNode(tmp_path, {**tls, "cluster": {**tls["cluster"], "seeds": [first.address]}}, "n2")
+        try:
+            ctx = client_context(ca)
+            async with aiohttp.ClientSession() as session:
+                deadline = time.monotonic() + 20
+                while True:
+                    _, view = await get_json(session, second.url("/api/v1/cluster", "https"), ctx)
+                    alive = [m for m in view["members"] if m["status"] == "alive"]
+                    if len(alive) == 2:
+                        break
+                    assert time.monotonic() < deadline, view
+                    await asyncio.sleep(0.2)
+                # a stream owned by n1, sent through n2 (forwarded over HTTPS)
+                stream = None
+                for i in range(200):
+                    _, owner = await get_json(session, second.url(f"/api/v1/streams/owner?streamId=s{i}", "https"), ctx)
+                    if owner["node"] == "n1":
+                        stream = f"s{i}"
+                        break
+                assert stream is not None
+                async with session.post(second.url("/api/v1/streams/send", "https"), ssl=ctx,
+                                        json={"streamId": stream, "message": {"over": "tls"}}) as resp:
+                    assert resp.status == 200, await resp.text()
+                status, got = await get_json(session, first.url(f"/api/v1/streams/receive?streamId={stream}&timeoutSeconds=1", "https"), ctx)
+                assert status == 200 and got["message"] == {"over": "tls"}
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+async def test_peer_link_with_mutual_tls(tmp_path: Path) -> None:
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert, key = write_pair(ca, tmp_path, "node")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    config = Config.from_mapping({"cluster": {"tls": {"ca_file": str(ca_file), "cert_file": cert, "key_file": key,
+                                                      "require_client_cert": True}}})
+    contexts = TlsContexts(config)
+    assert contexts.link_server is not None and contexts.peer_client is not None
+
+    def handle(incoming: Any) -> None:
+        incoming.reply(Done(incoming.meta.n), incoming.payload)
+
+    server = LinkServer(Identity("test", "owner", 1, b"s"), handle, Echo, ssl=contexts.link_server)
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        good = LinkClient(f"{host}:{port}", Identity("test", "caller", 1, b"s"), Done, ssl=contexts.peer_client)
+        reply = await good.call(Echo(7), b"over tls", timeout=5)
+        assert reply.meta.n == 7 and reply.payload == b"over tls"
+        await good.close()
+        # a client without a certificate, or with one from another CA, never gets a call through
+        for name, other in (("no-cert", None), ("stranger", stranger)):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca.configure_trust(ctx)
+            if other is not None:
+                other.issue_cert("127.0.0.1").configure_cert(ctx)
+            bad = LinkClient(f"{host}:{port}", Identity("test", name, 1, b"s"), Done, ssl=ctx)
+            with pytest.raises(LinkError):
+                await bad.call(Echo(1), timeout=3)
+            await bad.close()
+        # a server certificate from another CA is refused by the client
+        rogue_cert, rogue_key = write_pair(stranger, tmp_path, "rogue")
+        rogue_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        rogue_ctx.load_cert_chain(rogue_cert, rogue_key)
+        rogue = LinkServer(Identity("test", "owner", 1, b"s"), handle, Echo, ssl=rogue_ctx)
+        rhost, rport = await rogue.start("127.0.0.1", 0)
+        try:
+            victim = LinkClient(f"{rhost}:{rport}", Identity("test", "caller", 1, b"s"), Done, ssl=contexts.peer_client)
+            with pytest.raises(LinkError):
+                await victim.call(Echo(1), timeout=3)
+            await victim.close()
+        finally:
+            await rogue.close()
+    finally:
+        await server.close()
+
+
+def test_bad_certificate_paths_are_one_config_error(tmp_path: Path) -> None:
+    from ipubsub.config import ConfigError
+
+    config = Config.from_mapping({"http": {"tls": {"cert_file": str(tmp_path / "none.crt"), "key_file": str(tmp_path / "none.key")}}})
+    with pytest.raises(ConfigError, match="http.tls"):
+        TlsContexts(config)
