@@ -1,12 +1,12 @@
 """Who may do what: API keys and browser JWTs (:mod:`.authenticator`,
 :mod:`.jwt_tokens`), stream patterns (:mod:`.patterns`), route
 declarations and principals (:mod:`.access`), rates (:mod:`.rate`) and the
-refusal counters (:mod:`.refusals`).  No aiohttp here: the request guard
+refusal counters (:mod:`.refusals`).  :mod:`.jwt_tokens` (PyJWT) is
+imported only where tokens are used.  No aiohttp here: the request guard
 that applies all this is :mod:`ipubsub.api.guard`."""
 
 from .access import Access, Permission, Principal, default_access
 from .authenticator import Authenticator, key_digest
-from .jwt_tokens import mint_token
 from .patterns import StreamPatterns
 
 __all__ = [
@@ -17,5 +17,4 @@ __all__ = [
     "StreamPatterns",
     "default_access",
     "key_digest",
-    "mint_token",
 ]

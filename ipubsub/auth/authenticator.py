@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import InvalidCredentials, RateLimited, TooManyAuthFailures, Unauthorized
 from ..security_config import AuthConfig
 from .access import Principal
-from .jwt_tokens import load_verifier
 from .patterns import StreamPatterns
 from .rate import FailureLimiter, TokenBucket
+
+if TYPE_CHECKING:
+    from .jwt_tokens import JwtVerifier
 
 __all__ = ["Authenticator", "key_digest"]
 
@@ -49,7 +51,11 @@ class Authenticator:
                 key.allow.admin,
                 TokenBucket(rate, burst, now) if rate else None,
             )
-        self.jwt = load_verifier(config.jwt)
+        self.jwt: JwtVerifier | None = None
+        if config.jwt.enabled:  # PyJWT (and cryptography) only imported when tokens are configured
+            from .jwt_tokens import load_verifier
+
+            self.jwt = load_verifier(config.jwt)
         self._subject_rate = default.requests_per_second
         self._subject_burst = default.burst
         self._subject_buckets: dict[str, TokenBucket] = {}

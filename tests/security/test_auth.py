@@ -10,7 +10,8 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from ipubsub.auth import key_digest, mint_token
+from ipubsub.auth import key_digest
+from ipubsub.auth.jwt_tokens import mint_token
 from tests.conftest import MakeClient
 
 pytestmark = pytest.mark.timeout(60)
