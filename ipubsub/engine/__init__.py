@@ -4,7 +4,8 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 """
 
 from .clock import Clock, ManualClock, SystemClock
-from .engine import DEFAULT_STREAM_SIZE, Deliver, Engine, Parked
+from .engine import DEFAULT_STREAM_SIZE, Engine
+from .parked import Deliver, Parked
 from .stream import Released
 from .stats import EngineStats, StreamInfo
 from .message import Message, format_timestamp, new_uuid, parse_timestamp

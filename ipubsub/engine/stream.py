@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Iterable
+from typing import Any, Iterable, Protocol
 
 from .message import Message
 
-__all__ = ["Released", "Stream"]
+__all__ = ["Receiver", "Released", "Stream"]
 
 _LIST_MAX = 32  # beyond this many buffered messages, switch the buffer to a deque
+
+
+class Receiver(Protocol):
+    """A waiting receiver in a stream's queue: the future of an awaiting
+    receive, or a :class:`~ipubsub.engine.parked.Parked` receive."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
 
 
 class Released:
@@ -65,7 +74,7 @@ class Stream:
         self.front = 0
         self.returned = 0
         # Waiter queues: None, a short list, or a deque (like the buffer).
-        self.receivers: deque[asyncio.Future[Message | None]] | None = None
+        self.receivers: deque[Receiver] | None = None
         self.live_receivers = 0
         self.senders: deque[tuple[asyncio.Future[bool | None], Message]] | None = None
         self.live_senders = 0
@@ -96,7 +105,11 @@ class Stream:
         if n:
             buf = self.buffer
             assert buf is not None
-            head = [buf.popleft() if type(buf) is deque else buf.pop(0) for _ in range(n)]  # type: ignore[union-attr]
+            if isinstance(buf, deque):
+                head = [buf.popleft() for _ in range(n)]
+            else:
+                head = buf[:n]
+                del buf[:n]
             msgs = sorted(msgs + head, key=_taken)
             self.nbytes -= sum(m.size for m in head)
             if not buf:
@@ -153,7 +166,7 @@ class Stream:
 
     # -- waiters -------------------------------------------------------------
 
-    def add_receiver(self, fut: asyncio.Future[Message | None]) -> None:
+    def add_receiver(self, fut: Receiver) -> None:
         q = self.receivers
         if q is None:
             self.receivers = [fut]  # type: ignore[assignment]
@@ -173,7 +186,7 @@ class Stream:
                 self.senders = deque(q)
         self.live_senders += 1
 
-    def next_receiver(self) -> asyncio.Future[Message | None] | None:
+    def next_receiver(self) -> Receiver | None:
         """Pop the longest-waiting pending receiver, skipping departed ones."""
         q = self.receivers
         while q:

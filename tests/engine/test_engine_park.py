@@ -87,16 +87,30 @@ async def test_ending_a_parked_receive_releases_it_and_leaves_the_message_for_th
     assert (await engine.receive("s", 0)).uuid == "u4"
 
 
-async def test_a_message_handed_over_before_the_end_is_still_delivered(engine: Engine) -> None:
+async def test_ending_after_a_message_was_handed_but_not_delivered_gives_it_back(engine: Engine) -> None:
     got = Outcomes()
     parked = engine.park("s", 5, got)
     assert parked is not None
     engine.send_nowait("s", msg(5), 100)  # handed to the parked receive ...
-    parked.end("the caller went away")  # ... in the same step as the end
+    engine.send_nowait("s", msg(6), 100)
+    assert parked.end("the caller went away")  # ... whose caller leaves before deliver ran
     await settle()
-    assert [m.uuid for m in got] == ["u5"]  # the caller must give it back if it cannot use it
-    engine.requeue("s", got[0])
-    assert (await engine.receive("s", 0)).uuid == "u5"
+    assert len(got) == 1 and isinstance(got[0], Released) and got[0].reason == "the caller went away"
+    assert engine.stats.requeued_total == 1 and engine.stats.delivered_total == 0
+    assert [m.uuid for m in engine.buffered("s")] == ["u5", "u6"]  # back at the front, in order
+    assert not parked.end("again")
+
+
+async def test_ending_after_deliver_ran_changes_nothing(engine: Engine) -> None:
+    got = Outcomes()
+    parked = engine.park("s", 5, got)
+    assert parked is not None
+    engine.send_nowait("s", msg(7), 100)
+    await settle()
+    assert [m.uuid for m in got] == ["u7"]
+    assert not parked.end("too late")  # the caller owns the message now
+    engine.requeue("s", got[0])  # ... and gives it back if it cannot use it
+    assert (await engine.receive("s", 0)).uuid == "u7"
 
 
 async def test_parked_and_awaiting_receivers_share_one_fifo_queue(engine: Engine) -> None:
