@@ -256,6 +256,13 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
+    def __post_init__(self) -> None:
+        others = [seed for seed in self.cluster.seeds if seed != self.node.advertise]
+        if self.auth.enabled and others and not self.cluster.secret:
+            raise ValueError(
+                "auth needs cluster.secret in a cluster: owners serve calls forwarded by peers that prove it"
+            )
+
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
         """Build and validate a config from plain data (as parsed from YAML).

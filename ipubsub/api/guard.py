@@ -18,6 +18,7 @@ before acting on any.  With auth off, :func:`authorize` is one dict lookup.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from typing import Iterable
@@ -41,7 +42,7 @@ from ..errors import (
     TooManyAuthFailures,
     Unauthorized,
 )
-from ..protocol import ACCESS_TOKEN_PARAM, AUTHORIZATION_HEADER
+from ..protocol import ACCESS_TOKEN_PARAM, AUTHORIZATION_HEADER, FORWARDED_HEADER, SECRET_HEADER
 from .handler import Handler
 from .listener import ConnectionGate
 
@@ -96,9 +97,11 @@ class Guard:
         max_body: int,
         body_timeout: float,
         secret_failures: FailureLimiter,
+        cluster_secret: str = "",
         gate: ConnectionGate | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self._cluster_secret = cluster_secret.encode()
         self.secret_failures = secret_failures
         self.refusals = refusals
         self.max_body = max_body
@@ -120,6 +123,7 @@ class Guard:
         permission = access.permission
         query_streams = access.query_streams
         query_token = access.query_token
+        from_peer = self._from_peer
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if first_request is not None:
@@ -127,7 +131,7 @@ class Guard:
             raw_query = request.rel_url.raw_query_string
             if "%" in raw_query:
                 _check_query_utf8(raw_query, refusals)
-            if auth is not None:
+            if auth is not None and not (FORWARDED_HEADER in request.headers and from_peer(request)):
                 try:
                     principal = _authenticate(auth, request, query_token)
                     auth.check_rate(principal)
@@ -157,6 +161,13 @@ class Guard:
 
         return guarded
 
+
+    def _from_peer(self, request: web.Request) -> bool:
+        """A call forwarded by a peer that proved the cluster secret: the
+        entry node checked the caller's credentials already."""
+        secret = self._cluster_secret
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        return bool(secret) and hmac.compare_digest(given, secret)
 
     def _wrap_internal(self, handler: Handler) -> Handler:
         """Internal routes check the cluster secret themselves; the guard

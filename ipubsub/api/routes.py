@@ -51,7 +51,8 @@ class PublicRoutes:
         add("POST", SEND_PATH, self.send, Access.send())
         add("GET", RECEIVE_PATH, self.receive, Access.receive(query="streamId", query_token=True))
         add("GET", OWNER_PATH, self.owner, Access.authenticated())
-        add("GET", CLUSTER_PATH, self.cluster, Access.admin())
+        # clients route by the member list: any caller with credentials may read it
+        add("GET", CLUSTER_PATH, self.cluster, Access.authenticated())
 
     async def info(self, request: web.Request) -> web.Response:
         return json_response(

@@ -9,6 +9,7 @@ from typing import Sequence
 from .. import __version__
 from .client_commands import add_client_commands
 from .serve import add_serve_command
+from .token_commands import add_token_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_serve_command(commands)
     add_client_commands(commands)
+    add_token_commands(commands)
     return parser
 
 

@@ -53,6 +53,12 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "stream's owner (default: $IPUBSUB_URL, else %s)" % DEFAULT_URL,
     )
     common.add_argument(
+        "--token",
+        default=os.environ.get("IPUBSUB_TOKEN") or None,
+        metavar="KEY_OR_JWT",
+        help="API key or token for nodes with auth (default: $IPUBSUB_TOKEN)",
+    )
+    common.add_argument(
         "--retry-seconds",
         type=_non_negative,
         default=15.0,
@@ -187,7 +193,7 @@ def _run(args: argparse.Namespace, work: Work) -> int:
         # A command line fails fast where nothing listens; it still waits out
         # timeouts and 503s (a node restarting, an owner being replaced).
         retry = RetryPolicy(max_total_seconds=args.retry_seconds, retry_refused=False)
-        async with AsyncClient(args.url, retry=retry) as client:
+        async with AsyncClient(args.url, retry=retry, token=args.token) as client:
             return await work(client, args)
 
     try:

@@ -9,13 +9,31 @@ connection errors and 503s within a :class:`RetryPolicy`, and raise the
     async with AsyncClient("http://127.0.0.1:8080") as client:
         await client.send("orders", {"id": 1})
         msg = await client.receive("orders", timeout=5)
+
+With auth on the nodes, pass ``token=`` (an API key or a JWT); a backend
+holding ``auth.jwt.secret`` mints browser tokens with :func:`mint_token`.
 """
+
+from typing import Any
 
 from .aio import AsyncClient
 from .iterators import Replay, Subscription
 from .retry import ClientStats, RetryPolicy, Unreachable
 from .sync import Client, SyncReplay, SyncSubscription
 from .wire import ClusterView, Member, ReceivedMessage, SendResult
+
+
+
+def mint_token(secret: str, *, receive: list[str], send: list[str] | None = None, ttl_seconds: float = 3600.0,
+               **claims: Any) -> str:
+    """A JWT signed with ``auth.jwt.secret`` (HS256) letting its bearer
+    receive from the ``receive`` stream patterns (and send to ``send``) for
+    ``ttl_seconds``; ``subject``, ``audience``, ``issuer`` as keywords.  See
+    :func:`ipubsub.auth.jwt_tokens.mint_token`."""
+    from ..auth.jwt_tokens import mint_token as mint  # PyJWT only when used
+
+    return mint(secret, receive=receive, send=send, ttl_seconds=ttl_seconds, **claims)
+
 
 __all__ = [
     "AsyncClient",
@@ -31,4 +49,5 @@ __all__ = [
     "SyncReplay",
     "SyncSubscription",
     "Unreachable",
+    "mint_token",
 ]

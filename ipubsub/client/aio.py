@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 import uuid as uuid_module
 from types import TracebackType
 from typing import Any, Iterable, Self
@@ -12,7 +13,7 @@ import aiohttp
 import msgspec
 
 from ..errors import ReceiveTimeout, StreamReleased, Unavailable, error_from_response
-from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
+from ..protocol import AUTHORIZATION_HEADER, JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
 from .iterators import Replay, Subscription, positive
 from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
 from .routing import Router, parse_urls
@@ -70,6 +71,9 @@ class AsyncClient:
         request_timeout: seconds a node may take to answer, on top of the
             call's own long-poll or blocking timeout.
         max_connections: size of the connection pool (long polls hold one each).
+        token: an API key or a JWT, sent as ``Authorization: Bearer`` on
+            every call (nodes with ``auth`` configured).
+        ssl: the TLS context for ``https://`` nodes (default: the system's CAs).
 
     Raises:
         ValueError: no valid URL, or an option out of range.
@@ -84,6 +88,8 @@ class AsyncClient:
         connect_timeout: float = 2.0,
         request_timeout: float = 10.0,
         max_connections: int = 100,
+        token: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if not 0 < refresh_interval <= MAX_REFRESH_INTERVAL_SECONDS:
             raise ValueError(f"refresh_interval must be in (0, {MAX_REFRESH_INTERVAL_SECONDS:g}] seconds")
@@ -96,6 +102,8 @@ class AsyncClient:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._max_connections = max_connections
+        self._headers = {AUTHORIZATION_HEADER: f"Bearer {token}"} if token else None
+        self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
         self._refresh_lock: asyncio.Lock | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -372,8 +380,8 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl or True)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
             self._refresh_lock = asyncio.Lock()
         return self._session
 

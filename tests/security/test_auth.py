@@ -108,14 +108,16 @@ async def test_prefix_glob_and_exact_patterns(client: TestClient) -> None:
 
 
 async def test_admin_only_endpoints(client: TestClient) -> None:
-    for path in ("/api/v1/cluster", "/metrics", "/dashboard/", "/dashboard/api/overview"):
+    for path in ("/metrics", "/dashboard/", "/dashboard/api/overview"):
         resp = await client.get(path, headers=bearer(BACKEND_KEY))
         assert resp.status == 403 and (await resp.json())["code"] == "admin_required", path
         assert (await client.get(path)).status == 401, path
         assert (await client.get(path, headers=bearer(ADMIN_KEY))).status == 200, path
-    # the owner lookup needs any valid credentials
+    # the owner lookup and the member list (clients route by them) need any valid credentials
     assert (await client.get("/api/v1/streams/owner", params={"streamId": "x"})).status == 401
     assert (await client.get("/api/v1/streams/owner", params={"streamId": "x"}, headers=bearer(READER_KEY))).status == 200
+    assert (await client.get("/api/v1/cluster")).status == 401
+    assert (await client.get("/api/v1/cluster", headers=bearer(READER_KEY))).status == 200
 
 
 def token(**claims: Any) -> str:
