@@ -3,14 +3,30 @@
 #   scripts/run-cluster.sh start|stop|status
 # Uses the project's .venv when it exists (else $PYTHON, else python3).
 # Logs and pid files go to $IPUBSUB_RUN_DIR (default ./ipubsub-data/cluster).
+# The configs are read from $IPUBSUB_CONFIG_DIR (default ./config); each
+# node's URL is its config's node.advertise (else node.listen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${IPUBSUB_RUN_DIR:-./ipubsub-data/cluster}
-PORTS=(16681 16682 16683)
+CONFIG_DIR=${IPUBSUB_CONFIG_DIR:-config}
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then
   PYTHON=.venv/bin/python
 fi
 PYTHON=${PYTHON:-python3}
+
+config_of() { echo "$CONFIG_DIR/multi-node-$1.yaml"; }
+
+# URLS[i-1]: node i's HTTP address, read once from the three configs.
+URLS=()
+load_urls() {
+  [ "${#URLS[@]}" = 3 ] && return 0
+  mapfile -t URLS < <("$PYTHON" -c '
+import sys, yaml
+for path in sys.argv[1:]:
+    node = yaml.safe_load(open(path))["node"]
+    print("http://" + (node.get("advertise") or node["listen"]))' "$(config_of 1)" "$(config_of 2)" "$(config_of 3)")
+  [ "${#URLS[@]}" = 3 ]
+}
 
 pid_of() { cat "$RUN_DIR/node-$1.pid" 2>/dev/null || true; }
 running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
@@ -25,7 +41,7 @@ preflight() {
   fi
   local i out
   for i in 1 2 3; do
-    if ! out=$("$PYTHON" -m ipubsub serve --config "config/multi-node-$i.yaml" --dry-run 2>&1); then
+    if ! out=$("$PYTHON" -m ipubsub serve --config "$(config_of "$i")" --dry-run 2>&1); then
       echo "run-cluster: node-$i: ${out#ipubsub: } (using $PYTHON)" >&2
       return 1
     fi
@@ -34,12 +50,13 @@ preflight() {
 
 start() {
   preflight || return 1
+  load_urls
   mkdir -p "$RUN_DIR"
   for i in 1 2 3; do
     if running "$i"; then echo "node-$i already running (pid $(pid_of "$i"))"; continue; fi
-    nohup "$PYTHON" -m ipubsub serve --config "config/multi-node-$i.yaml" >>"$RUN_DIR/node-$i.log" 2>&1 &
+    nohup "$PYTHON" -m ipubsub serve --config "$(config_of "$i")" >>"$RUN_DIR/node-$i.log" 2>&1 &
     echo $! >"$RUN_DIR/node-$i.pid"
-    echo "node-$i started (pid $!, http://127.0.0.1:${PORTS[$((i-1))]}, log $RUN_DIR/node-$i.log)"
+    echo "node-$i started (pid $!, ${URLS[$((i-1))]}, log $RUN_DIR/node-$i.log)"
   done
   for _ in $(seq 1 100); do
     if status >/dev/null 2>&1; then status; return 0; fi
@@ -76,8 +93,9 @@ stop() {
 # every node answers and all rings hold all three nodes.
 status() {
   local ok=0 hashes=() i url body line
+  load_urls
   for i in 1 2 3; do
-    url="http://127.0.0.1:${PORTS[$((i-1))]}"
+    url=${URLS[$((i-1))]}
     if body=$(curl -fsS --max-time 2 "$url/api/v1/cluster" 2>/dev/null); then
       line=$("$PYTHON" -c '
 import json, sys

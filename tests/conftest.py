@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -10,18 +12,9 @@ from aiohttp.test_utils import TestClient
 from ipubsub.api.app import build_app
 from ipubsub.config import Config
 from ipubsub.node import Node
+from tests.support.config import deep_merge
 
 MakeClient = Callable[..., Awaitable[TestClient]]
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.fixture
@@ -62,23 +55,61 @@ def procs(tmp_path: Any) -> Any:
     pool.cleanup()
 
 
-def node_config(port: int, name: str = "node-1", **sections: dict[str, Any]) -> dict[str, Any]:
-    """A single-node YAML config on 127.0.0.1:PORT without storage unless given."""
-    base: dict[str, Any] = {
-        "node": {"name": name, "listen": f"127.0.0.1:{port}", "advertise": f"127.0.0.1:{port}"},
-        "cluster": {"name": "test", "seeds": [f"127.0.0.1:{port}"]},
-        "storage": {"backend": "none"},
-        "log": {"level": "info"},
-    }
-    return deep_merge(base, sections)
+@pytest.fixture
+def refused_url() -> Any:
+    """``http://127.0.0.1:PORT`` where connections are refused during the test."""
+    from tests.support.http import refused_address
+
+    with refused_address() as address:
+        yield f"http://{address}"
 
 
 def pytest_configure(config: Any) -> None:
-    import os
-
     from hypothesis import settings
 
     # Property tests explore new examples locally, a fixed set under CI.
     settings.register_profile("ci", derandomize=True, database=None)
     if os.environ.get("CI"):
         settings.load_profile("ci")
+    sys.addaudithook(_fast_lane_guard)
+
+
+# -- the fast lane stays in process ----------------------------------------------------
+#
+# ``scripts/test -m "not slow"`` is the fast lane: every test that starts a
+# Python interpreter or a script (``ipubsub serve``, the CLI, bench.py,
+# run-cluster.sh) must be marked ``slow``.  The guard below fails any other
+# test that tries, so the marker cannot drift.
+
+_current: list[pytest.Item] = []
+_INTERPRETER = os.path.realpath(sys.executable)
+
+
+def _starts_an_interpreter(executable: Any, argv: Any) -> bool:
+    words = [os.fsdecode(executable), *(os.fsdecode(a) for a in (argv if isinstance(argv, (list, tuple)) else [argv]))]
+    program = words[0]
+    return (
+        os.path.realpath(program) == _INTERPRETER
+        or os.path.basename(program).startswith(("python", "ipubsub"))
+        or any(w.endswith((".sh", ".py")) for w in words)
+    )
+
+
+def _fast_lane_guard(event: str, args: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen" or not _current:
+        return
+    item = _current[-1]
+    if item.get_closest_marker("slow") is None and _starts_an_interpreter(args[0], args[1]):
+        raise RuntimeError(
+            f"{item.nodeid} starts a process ({args[1]!r}) but is not marked slow: "
+            "tests that start processes belong to the slow lane (pytest.mark.slow)"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _current.append(item)
+    try:
+        return (yield)
+    finally:
+        _current.pop()

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import NodeProcess, free_port, http_json
+from tests.support.http import http_json
+from tests.support.procs import NodeProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -40,7 +41,9 @@ def start(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def read_lines(proc: subprocess.Popen[str], n: int, timeout: float = 10) -> list[dict[str, Any]]:
+def read_lines(proc: subprocess.Popen[str], n: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """The next ``n`` JSON lines of ``proc``'s output (bounded: the bound
+    includes the interpreter's start-up, so it only guards against a hang)."""
     assert proc.stdout is not None
     lines: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -83,9 +86,9 @@ def test_send_then_receive_print_json(node: NodeProcess, stream: str) -> None:
     assert body["timestamp"].endswith("Z") and "dbResumeToken" not in body
 
 
-def test_message_json_from_stdin_and_url_from_env(node: NodeProcess, stream: str) -> None:
+def test_message_json_from_stdin_and_url_from_env(node: NodeProcess, stream: str, refused_url: str) -> None:
     # The first URL is dead: the client falls back to the live one.
-    urls = f"http://127.0.0.1:{free_port()},{node.url}"
+    urls = f"{refused_url},{node.url}"
     sent = cli("send", stream, "-", stdin='"from stdin"', environ=env(IPUBSUB_URL=urls))
     assert sent.returncode == 0, sent.stderr
     got = cli("receive", stream, "--timeout", "1", environ=env(IPUBSUB_URL=node.url))
@@ -123,14 +126,13 @@ def test_server_rejections_exit_4_with_the_server_text(node: NodeProcess, tiny_n
         assert cli("receive", stream + "-a", "--timeout", "1", "--url", tiny_node.url).returncode == 0
 
 
-def test_unreachable_exits_5() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+def test_unreachable_exits_5(refused_url: str) -> None:
+    # How long the retries take is the client's to show (tests/client, in
+    # process): timing a child process would time the interpreter's start-up.
     for args in (["send", "s", "1"], ["receive", "s"], ["cluster"], ["tail", "s"]):
-        started = time.monotonic()
-        result = cli(*args, "--url", url, "--retry-seconds", "0.5")
+        result = cli(*args, "--url", refused_url, "--retry-seconds", "0.5")
         assert result.returncode == 5, (args, result.stderr)
         assert "could be reached" in result.stderr
-        assert time.monotonic() - started < 10
 
 
 def test_tail_prints_json_lines_and_resumes_from_a_token(persistence: str, stream: str) -> None:

@@ -8,8 +8,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import node_config
-from tests.support.procs import NodeProcess, ProcessPool, free_port, http_json
+from tests.support.config import node_config
+from tests.support.http import http_json
+from tests.support.procs import NodeProcess, ProcessPool
+from tests.support.wait import wait_until_sync
 
 # A node whose whole buffer budget holds one ~100-byte message: the second
 # buffered message is refused with 503 buffer_full.
@@ -27,14 +29,14 @@ def module_procs(tmp_path_factory: Any) -> Iterator[ProcessPool]:
 def node(module_procs: ProcessPool) -> NodeProcess:
     """One node with SQLite persistence."""
     path = module_procs.workdir / "db.sqlite"
-    config = node_config(free_port(), storage={"backend": "sqlite", "sqlite": {"path": str(path)}})
+    config = node_config(storage={"backend": "sqlite", "sqlite": {"path": str(path)}})
     return module_procs.node(config).start()
 
 
 @pytest.fixture(scope="module")
 def tiny_node(module_procs: ProcessPool) -> NodeProcess:
     """One node without storage and with a 256-byte buffer budget."""
-    return module_procs.node(node_config(free_port(), name="tiny", limits=TINY_LIMITS)).start()
+    return module_procs.node(node_config(name="tiny", limits=TINY_LIMITS)).start()
 
 
 @pytest.fixture
@@ -45,12 +47,9 @@ def stream(request: Any) -> str:
 
 @pytest.fixture
 def persistence(node: NodeProcess) -> str:
-    """The node's URL, if it persists messages; skips the test otherwise
-    (the server answers 400 persistence_not_configured)."""
-    status, body = http_json(
-        node.url + "/api/v1/streams/send", {"streamId": "probe", "message": 0, "writeToDB": True}
-    )
-    if status == 400 and body.get("code") == "persistence_not_configured":
-        pytest.skip("the node does not persist yet (400 persistence_not_configured)")
-    assert status == 200, body
+    """The URL of the node with SQLite persistence, once its storage is up.
+    The durable tests fail, never skip, if it does not persist: that is
+    what they test."""
+    wait_until_sync(lambda: http_json(node.url + "/health")[1]["storage"]["status"] == "up", 30,
+                    "the node's SQLite storage up", show=lambda: http_json(node.url + "/health")[1])
     return node.url

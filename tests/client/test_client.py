@@ -11,9 +11,10 @@ import pytest
 
 from ipubsub.client import AsyncClient, Client, RetryPolicy, Unreachable
 from ipubsub.errors import BadRequest, BufferFull, InvalidToken, MessageTooLarge, SendTimeout
-from tests.support.procs import NodeProcess, free_port
+from tests.support.procs import NodeProcess
+from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 VALUES = [
     {"int": 1, "float": 2.5, "str": "é✓", "bool": True, "null": None, "list": [1, "a", [None]], "obj": {"k": {}}},
@@ -87,9 +88,9 @@ async def test_503_is_retried_with_the_same_uuid_until_it_succeeds(tiny_node: No
         await client.send(stream + "-a", filler)
         kept = "kept-" + uuid.uuid4().hex  # as long as a generated uuid: the budget holds one message
         blocked = asyncio.create_task(client.send(stream + "-b", filler, uuid=kept))
-        while client.stats.unavailable < 2:  # refused (buffer_full) at least twice
-            assert not blocked.done(), blocked
-            await asyncio.sleep(0.05)
+        # refused (buffer_full) at least twice, and still retrying
+        await wait_until(lambda: client.stats.unavailable >= 2 or blocked.done(), what="two refusals")
+        assert not blocked.done(), blocked
         assert (await client.receive(stream + "-a", 1)) is not None  # frees the budget
         result = await asyncio.wait_for(blocked, 10)
         assert result.uuid == kept
@@ -111,9 +112,9 @@ async def test_503_is_raised_with_the_server_text_when_retries_run_out(tiny_node
             await client.receive(stream + "-a", 1)
 
 
-async def test_unreachable_after_bounded_retries() -> None:
+async def test_unreachable_after_bounded_retries(refused_url: str) -> None:
     policy = RetryPolicy(max_attempts=4, max_total_seconds=2, initial_backoff_seconds=0.05)
-    async with AsyncClient(f"http://127.0.0.1:{free_port()}", retry=policy) as client:
+    async with AsyncClient(refused_url, retry=policy) as client:
         started = time.monotonic()
         with pytest.raises(Unreachable) as down:
             await client.receive("s", 5)
@@ -135,8 +136,9 @@ async def test_subscribe_polls_again_after_empty_polls(node: NodeProcess, stream
                     return
 
         consumer = asyncio.create_task(consume())
-        await asyncio.sleep(2.3)  # two or three empty polls (424)
-        assert not consumer.done()
+        # The third poll went out: two came back empty (424) and were repeated.
+        await wait_until(lambda: client.stats.requests >= 3 or consumer.done(), 30, "two empty polls repeated")
+        assert not consumer.done() and received == []
         await client.send(stream, "first")
         await client.send(stream, "second")
         await asyncio.wait_for(consumer, 5)
@@ -164,8 +166,10 @@ async def test_replay_follows_live_and_resumes_from_a_saved_token(persistence: s
         assert [(await resumed.__anext__()).message for _ in range(2)] == [{"n": 3}, {"n": 4}]
 
         # ...and follows live: it waits across empty polls for the next one.
+        polls = client.stats.requests
         waiting = asyncio.create_task(resumed.__anext__())
-        await asyncio.sleep(1.5)
+        # One poll came back empty and the replay polled again.
+        await wait_until(lambda: client.stats.requests >= polls + 2 or waiting.done(), 30, "an empty poll repeated")
         assert not waiting.done()
         last = await client.send(stream, {"n": 5}, persist=True)
         message = await asyncio.wait_for(waiting, 5)

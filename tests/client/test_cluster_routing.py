@@ -10,8 +10,10 @@ import aiohttp
 import pytest
 
 from ipubsub.client import AsyncClient, RetryPolicy
-from tests.support.cluster import FAST, ClusterHarness, health, send
+from tests.support.cluster import FAST, ClusterHarness
+from tests.support.http import health, send
 from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
@@ -20,6 +22,10 @@ async def forwarded(urls: list[str]) -> dict[str, int]:
     """Each node's count of calls it forwarded to an owner."""
     async with aiohttp.ClientSession() as http:
         return {url: (await health(http, url))["cluster"]["forwarded"] for url in urls}
+
+
+async def _waiting(http: aiohttp.ClientSession, url: str) -> bool:
+    return (await health(http, url))["waitingReceivers"] == 1
 
 
 async def test_client_calls_owners_directly_no_forwarding_hop(procs: ProcessPool) -> None:
@@ -59,7 +65,9 @@ async def test_client_keeps_working_on_every_stream_when_a_node_is_killed(procs:
         assert victim is not None
         # A long poll waiting on the victim when it dies moves to the survivors.
         pending = asyncio.create_task(client.receive(streams[0], 15))
-        await asyncio.sleep(0.3)
+        victim_url = c.url_of(victim)
+        async with aiohttp.ClientSession() as http:
+            await wait_until(lambda: _waiting(http, victim_url), what="the poll waiting on the victim")
         c.nodes[int(victim[1:]) - 1].kill()  # SIGKILL: no leave, no hand-off
 
         started = time.monotonic()
@@ -94,11 +102,11 @@ async def test_client_learns_a_joining_node_and_routes_to_it(procs: ProcessPool)
         await c.wait_ring(["n1", "n2", "n3"])
         # The periodic refresh (every 0.3 s, in the background of calls)
         # picks the new member up without any error.
-        deadline = time.monotonic() + 5
-        while client.router.ring_members != ["n1", "n2", "n3"]:
-            assert time.monotonic() < deadline, client.router.ring_members
+        async def learned() -> bool:
             await client.send("warm-up", 0)
-            await asyncio.sleep(0.1)
+            return client.router.ring_members == ["n1", "n2", "n3"]
+
+        await wait_until(learned, 5, "the client learning n3", interval=0.1, show=lambda: client.router.ring_members)
         before = await forwarded(c.urls())
         streams = [f"joined-{i}" for i in range(60)]
         to_new = [s for s in streams if client.router.owner(s) == "n3"]

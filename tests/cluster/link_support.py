@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable
 
 import msgspec
 
 from ipubsub.cluster.link import Identity, Incoming, LinkClient, LinkLimits, LinkServer
 
-__all__ = ["Big", "Done", "Echo", "Fail", "LinkRig", "Park", "Work", "wait_for"]
+__all__ = ["Big", "Done", "Echo", "Fail", "LinkRig", "Park", "Work"]
 
 SECRET = b"s3cret"
 
@@ -120,12 +120,3 @@ class LinkRig:
         """Answer a parked call (``undo`` records it if it cannot be written)."""
         incoming = self.parked.pop(n)
         return incoming.reply(Done(n, note), payload, undo=lambda: self.undone.append(n))
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.01)

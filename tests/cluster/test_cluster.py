@@ -12,10 +12,14 @@ import time
 import aiohttp
 import pytest
 
-from tests.support.cluster import FAST, ClusterHarness, health, receive, send
-from tests.support.procs import ProcessPool, http_json
+from tests.support.cluster import FAST, ClusterHarness
+from tests.support.http import health, http_json, open_raw, receive, send
+from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+RNG = random.Random(18)  # which node a call goes to: varied, but the same every run
 
 
 @pytest.fixture
@@ -31,11 +35,8 @@ async def three(procs: ProcessPool, **kw: object) -> ClusterHarness:
 
 
 async def test_three_nodes_converge_within_5s_with_default_timings(procs: ProcessPool) -> None:
-    c = ClusterHarness(procs, 3)
-    start = time.monotonic()
-    c.start()
+    c = ClusterHarness(procs, 3).start()  # the bound runs from when all three serve: start-up not included
     await c.wait_ring(["n1", "n2", "n3"], timeout=5)
-    assert time.monotonic() - start < 5 + 3  # start-up itself included, convergence bound above
 
 
 async def test_every_node_agrees_on_one_owner_per_stream(procs: ProcessPool) -> None:
@@ -59,7 +60,7 @@ async def test_send_on_any_node_receive_on_any_other(procs: ProcessPool, http: a
     urls = c.urls()
     for i in range(30):
         stream = f"any-{i}"
-        a, b = random.sample(urls, 2)
+        a, b = RNG.sample(urls, 2)
         status, sent = await send(http, a, {"streamId": stream, "message": {"i": i}})
         assert status == 200
         status, got = await receive(http, b, stream, 1)
@@ -94,7 +95,8 @@ async def test_sync_match_across_nodes(procs: ProcessPool, http: aiohttp.ClientS
     sender = asyncio.create_task(
         send(http, others[0], {"streamId": stream, "message": "hello", "inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 10})
     )
-    await asyncio.sleep(0.3)
+    owner_url = c.url_of(owner)
+    await wait_until(lambda: _health_is(http, owner_url, "blockedSenders", 1), what="the sender waiting on the owner")
     assert not sender.done()
     status, got = await receive(http, others[1], stream, 5)
     assert status == 200 and got["message"] == "hello"
@@ -103,19 +105,15 @@ async def test_sync_match_across_nodes(procs: ProcessPool, http: aiohttp.ClientS
 
 
 async def _open_poll(url: str, stream: str, timeout: int = 30) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET /api/v1/streams/receive?streamId={stream}&timeoutSeconds={timeout} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    return reader, writer
+    return await open_raw(url, "GET", f"/api/v1/streams/receive?streamId={stream}&timeoutSeconds={timeout}")
+
+
+async def _health_is(http: aiohttp.ClientSession, url: str, key: str, value: int) -> bool:
+    return (await health(http, url))[key] == value
 
 
 async def _wait_waiting(http: aiohttp.ClientSession, url: str, count: int) -> None:
-    for _ in range(200):
-        if (await health(http, url))["waitingReceivers"] == count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{url} never had {count} waiting receivers")
+    await wait_until(lambda: _health_is(http, url, "waitingReceivers", count), what=f"{count} waiting receivers on {url}")
 
 
 async def test_forwarded_poller_disconnect_swallows_nothing(procs: ProcessPool, http: aiohttp.ClientSession) -> None:
@@ -154,12 +152,12 @@ async def test_sigkill_one_of_three_and_keep_serving_every_stream(procs: Process
     c.nodes[2].kill()
     killed_at = time.monotonic()
     survivors = c.urls()
-    # Right after the kill, calls for the dead node's streams get a clean 503.
+    # Right after the kill (n3 is still in the ring: it is dead only after
+    # 4 s of silence), calls for its streams get a clean 503 naming it.
     victim = next(s for s in streams if c.owner(s, survivors[0]) == "n3")
     status, body = await send(http, survivors[0], {"streamId": victim, "message": 1})
-    assert status in (503, 200)
-    if status == 503:
-        assert "unreachable" in body["error"]
+    assert status == 503, body
+    assert body["code"] == "owner_unavailable" and "n3" in body["error"] and "unreachable" in body["error"]
     await c.wait_ring(["n1", "n2"], survivors, timeout=10)
     assert time.monotonic() - killed_at < 10
     for i, stream in enumerate(streams):
@@ -189,10 +187,8 @@ async def test_killed_node_restarts_and_rejoins_within_10s(procs: ProcessPool) -
     await c.wait_ring(["n1", "n2", "n3"], timeout=5)
     c.nodes[1].kill()
     await c.wait_ring(["n1", "n3"], c.urls(), timeout=10)
-    restarted_at = time.monotonic()
-    c.restart(1)
+    c.restart(1)  # a new incarnation on a new port; the bound runs from when it serves
     await c.wait_ring(["n1", "n2", "n3"], timeout=10)
-    assert time.monotonic() - restarted_at < 10
 
 
 async def _fill(http: aiohttp.ClientSession, urls: list[str], streams: list[str], per_stream: int) -> None:
@@ -271,13 +267,15 @@ async def test_concurrent_load_across_nodes_without_errors_or_loops(procs: Proce
     sent: dict[str, list[str]] = {s: [] for s in streams}
     got: dict[str, list[str]] = {s: [] for s in streams}
     errors: list[object] = []
+    calls = [0]  # every call a client made (a forwarded call is forwarded at most once)
     stop = asyncio.Event()
 
     async def producer(stream: str) -> None:
         n = 0
         while not stop.is_set():
             uuid = f"{stream}#{n}"
-            status, body = await send(http, random.choice(urls), {"streamId": stream, "message": n, "messageUuid": uuid, "inMemoryStreamSize": 10_000})
+            calls[0] += 1
+            status, body = await send(http, RNG.choice(urls), {"streamId": stream, "message": n, "messageUuid": uuid, "inMemoryStreamSize": 10_000})
             if status == 200:
                 sent[stream].append(uuid)
             else:
@@ -289,7 +287,8 @@ async def test_concurrent_load_across_nodes_without_errors_or_loops(procs: Proce
     async def consumer(stream: str) -> None:
         idle_after_done = 0
         while idle_after_done < 2:
-            status, body = await receive(http, random.choice(urls), stream, 1)
+            calls[0] += 1
+            status, body = await receive(http, RNG.choice(urls), stream, 1)
             if status == 200:
                 got[stream].append(body["messageUuid"])
             elif status != 424:
@@ -299,7 +298,8 @@ async def test_concurrent_load_across_nodes_without_errors_or_loops(procs: Proce
 
     producers = [asyncio.create_task(producer(s)) for s in streams]
     consumers = [asyncio.create_task(consumer(s)) for s in streams]
-    await asyncio.sleep(4)
+    await wait_until(lambda: sum(len(v) for v in sent.values()) >= 300, 60, "300 messages sent",
+                     interval=0.1, show=lambda: errors[:3])
     stop.set()
     await asyncio.wait_for(asyncio.gather(*producers), 30)
     producers_done.set()
@@ -307,25 +307,25 @@ async def test_concurrent_load_across_nodes_without_errors_or_loops(procs: Proce
     assert not errors, errors[:5]
     for stream in streams:
         assert got[stream] == sent[stream], stream
-    assert sum(len(v) for v in sent.values()) > 200
     # No loops: a forwarded call is never forwarded again, so the forwarded
     # calls are at most the client calls.
     forwarded = sum([(await health(http, u))["cluster"]["forwarded"] for u in urls])
-    client_calls = sum(len(v) for v in sent.values()) + sum(len(v) for v in got.values())
-    assert forwarded <= 2 * client_calls
+    assert 0 < forwarded <= calls[0]
 
 
 async def test_node_of_another_cluster_is_refused(procs: ProcessPool, http: aiohttp.ClientSession) -> None:
     c = ClusterHarness(procs, 2, cluster=dict(FAST)).start()
     await c.wait_ring(["n1", "n2"])
-    stranger = ClusterHarness(procs, 1, cluster={**FAST, "seeds": c.seeds}, name="other")
+    stranger = ClusterHarness(procs, 1, cluster=dict(FAST), name="other", seeds=c.seeds)
     stranger.nodes[0].config["node"]["name"] = "intruder"
     stranger.start()
-    await asyncio.sleep(1.5)
+    # Both members refused the intruder's heartbeat (it logs each refusal once) ...
+    await wait_until(lambda: stranger.nodes[0].log().count("refused our heartbeat") == 2,
+                     what="both members refusing the intruder", show=stranger.nodes[0].log)
+    # ... and neither took it in, though it kept heartbeating meanwhile.
     for url in c.urls():
         view = http_json(url + "/api/v1/cluster")[1]
         assert {m["name"] for m in view["members"]} == {"n1", "n2"}
-    assert "refused our heartbeat" in stranger.nodes[0].log()
 
 
 async def test_internal_endpoints_require_the_secret(procs: ProcessPool, http: aiohttp.ClientSession) -> None:

@@ -11,7 +11,8 @@ from typing import AsyncIterator
 import pytest
 
 from ipubsub.cluster.link import CallAborted, CallRefused, CallTimeout, LinkError, LinkLimits, LinkRejected
-from tests.cluster.link_support import Echo, Fail, LinkRig, Park, Work, wait_for
+from tests.cluster.link_support import Echo, Fail, LinkRig, Park, Work
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ async def test_many_concurrent_calls_share_one_connection_and_match_their_answer
 async def test_5000_parked_calls_on_one_connection(rig: LinkRig) -> None:
     client = rig.client()
     calls = [await client.open(Park(i)) for i in range(5000)]
-    await wait_for(lambda: len(rig.parked) == 5000, 10, "5,000 parked calls on the server")
+    await wait_until(lambda: len(rig.parked) == 5000, 10, "5,000 parked calls on the server")
     assert len(rig.server.connections) == 1 and client.connects_total == 1
     assert client.in_flight == 5000 and rig.server.in_flight == 5000
     for i in reversed(range(5000)):  # answered in any order
@@ -57,7 +58,7 @@ async def test_5000_parked_calls_on_one_connection(rig: LinkRig) -> None:
 async def test_cancel_reaches_a_parked_call_and_its_answer_still_comes_back(rig: LinkRig) -> None:
     client = rig.client()
     call = await client.open(Park(1))
-    await wait_for(lambda: 1 in rig.parked, what="the call parked")
+    await wait_until(lambda: 1 in rig.parked, what="the call parked")
     call.cancel()
     reply = await asyncio.wait_for(call.future, 5)
     assert (reply.meta.n, reply.meta.note) == (1, "released")
@@ -67,7 +68,7 @@ async def test_cancel_reaches_a_parked_call_and_its_answer_still_comes_back(rig:
 async def test_an_answer_crossing_the_cancel_is_the_answer(rig: LinkRig) -> None:
     client = rig.client()
     call = await client.open(Park(2))
-    await wait_for(lambda: 2 in rig.parked, what="the call parked")
+    await wait_until(lambda: 2 in rig.parked, what="the call parked")
     rig.answer(2, b"the message")  # the owner answers ...
     call.cancel()  # ... while the caller gives up: the message is not lost
     reply = await asyncio.wait_for(call.future, 5)
@@ -78,11 +79,11 @@ async def test_an_answer_crossing_the_cancel_is_the_answer(rig: LinkRig) -> None
 async def test_a_cancelled_caller_cancels_a_coroutine_handler(rig: LinkRig) -> None:
     client = rig.client()
     task = asyncio.ensure_future(client.call(Work(30)))
-    await wait_for(lambda: rig.server.in_flight == 1, what="the call running")
+    await wait_until(lambda: rig.server.in_flight == 1, what="the call running")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: rig.server.in_flight == 0, what="the handler cancelled")
+    await wait_until(lambda: rig.server.in_flight == 0, what="the handler cancelled")
     assert client.in_flight == 0
 
 
@@ -220,9 +221,9 @@ async def test_an_answer_after_the_caller_went_away_reaches_the_orphan_hook(rig:
     orphaned: list[tuple[str, bytes]] = []
     call.orphan = lambda reply: orphaned.append((reply.meta.note, reply.payload))
     waiter = asyncio.ensure_future(call.future)
-    await wait_for(lambda: 9 in rig.parked, what="the call parked")
+    await wait_until(lambda: 9 in rig.parked, what="the call parked")
     rig.answer(9, b"handed over")  # the owner hands the poll a message ...
     waiter.cancel()  # ... as the caller goes away: the future is cancelled
     call.cancel()
-    await wait_for(lambda: orphaned == [("answered", b"handed over")], what="the late answer")
+    await wait_until(lambda: orphaned == [("answered", b"handed over")], what="the late answer")
     assert call.future.cancelled()

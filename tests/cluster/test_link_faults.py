@@ -9,7 +9,8 @@ from typing import AsyncIterator
 import pytest
 
 from ipubsub.cluster.link import CallRefused, LinkBusy, LinkDown, LinkLimits
-from tests.cluster.link_support import Big, Echo, LinkRig, Park, wait_for
+from tests.cluster.link_support import Big, Echo, LinkRig, Park
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -27,14 +28,14 @@ def server_side(rig: LinkRig):  # type: ignore[no-untyped-def]
 async def test_a_dropped_link_fails_calls_in_flight_as_maybe_delivered(rig: LinkRig) -> None:
     client = rig.client()
     calls = [await client.open(Park(i)) for i in range(20)]
-    await wait_for(lambda: len(rig.parked) == 20, what="20 parked calls")
+    await wait_until(lambda: len(rig.parked) == 20, what="20 parked calls")
     server_side(rig).abort("test: the link drops")
     for call in calls:
         with pytest.raises(LinkDown) as caught:
             await asyncio.wait_for(call.future, 5)
         assert caught.value.may_have_reached  # written: the peer may have acted on it
     # The owner side released every parked call when its link dropped.
-    await wait_for(lambda: sorted(rig.cancelled) == list(range(20)), what="parked calls cancelled on the owner")
+    await wait_until(lambda: sorted(rig.cancelled) == list(range(20)), what="parked calls cancelled on the owner")
     assert sorted(rig.undone) == list(range(20))  # their answers could not be written: given back
     assert (await client.call(Echo(1), timeout=5)).meta.n == 1  # a new connection
     assert client.connects_total == 2
@@ -56,12 +57,12 @@ async def test_a_call_never_written_before_the_drop_surely_did_not_reach_the_pee
 async def test_an_answer_that_cannot_be_written_is_undone_on_the_owner(rig: LinkRig) -> None:
     client = rig.client()
     call = await client.open(Park(5))
-    await wait_for(lambda: 5 in rig.parked, what="the call parked")
+    await wait_until(lambda: 5 in rig.parked, what="the call parked")
     conn = server_side(rig)
     assert rig.answer(5, b"message")  # queued for this tick's write ...
     assert conn.transport is not None
     conn.transport.abort()  # ... and the link drops first
-    await wait_for(lambda: rig.undone == [5], what="the answer given back")
+    await wait_until(lambda: rig.undone == [5], what="the answer given back")
     with pytest.raises(LinkDown):
         await asyncio.wait_for(call.future, 5)
 
@@ -70,7 +71,7 @@ async def test_a_restarted_peer_is_reached_again_on_a_new_connection(rig: LinkRi
     client = rig.client()
     await client.call(Echo(1))
     parked = await client.open(Park(1))
-    await wait_for(lambda: 1 in rig.parked, what="the call parked")
+    await wait_until(lambda: 1 in rig.parked, what="the call parked")
     await rig.restart(incarnation=2)
     with pytest.raises(LinkDown):
         await asyncio.wait_for(parked.future, 5)
@@ -111,9 +112,9 @@ async def test_a_peer_that_is_down_fails_calls_fast_and_is_retried_with_backoff(
 async def test_the_server_closing_answers_calls_in_flight_and_refuses_new_ones(rig: LinkRig) -> None:
     client = rig.client()
     parked = await client.open(Park(1))
-    await wait_for(lambda: 1 in rig.parked, what="the call parked")
+    await wait_until(lambda: 1 in rig.parked, what="the call parked")
     closing = asyncio.ensure_future(rig.server.close(grace=2.0))
-    await wait_for(lambda: rig.server.closing, what="closing")
+    await wait_until(lambda: rig.server.closing, what="closing")
     rig.answer(1, b"last")  # answered within the grace period
     assert (await asyncio.wait_for(parked.future, 5)).payload == b"last"
     await asyncio.wait_for(closing, 5)
@@ -157,7 +158,7 @@ async def test_a_caller_that_does_not_read_its_answers_stops_the_peer_reading_it
         await asyncio.sleep(0)
         if owner.writing_paused and len(calls) > 20:
             break
-    await wait_for(lambda: owner.writing_paused, what="the owner's writes paused")
+    await wait_until(lambda: owner.writing_paused, what="the owner's writes paused")
     handled = rig.server.calls_total
     for _ in range(50):
         calls.append(await client.open(Echo(1)))
@@ -176,7 +177,7 @@ async def test_a_silent_peer_is_dropped_by_the_keepalive() -> None:
         client = rig.client()
         await client.call(Echo(0))
         parked = await client.open(Park(1))
-        await wait_for(lambda: 1 in rig.parked, what="the call parked")
+        await wait_until(lambda: 1 in rig.parked, what="the call parked")
         owner = server_side(rig)
         assert owner.transport is not None
         owner.transport.pause_reading()  # hears no pings: stops answering them

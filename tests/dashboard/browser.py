@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.support.wait import wait_until_sync
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,14 +77,11 @@ def wait_for(driver: Any, what: str, check: Callable[[Any], Any], timeout: float
              show: Callable[[Any], Any] | None = None) -> Any:
     """Poll ``check(driver)`` until it returns something truthy (bounded);
     on timeout the error includes ``show(driver)``, what was seen instead."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check)
-    except TimeoutException:
-        seen = f"; seen: {show(driver)!r}" if show is not None else ""
-        raise AssertionError(f"not seen within {timeout}s: {what}{seen}") from None
+    return wait_until_sync(lambda: check(driver), timeout, what, interval=0.2,
+                           show=(lambda: show(driver)) if show is not None else None,
+                           ignore=(NoSuchElementException, StaleElementReferenceException))
 
 
 def artifact_dir() -> Path:

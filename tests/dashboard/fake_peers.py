@@ -62,6 +62,12 @@ class FakePeers:
         self._ring_hash = Ring({**self.members, **self._extra}, 1).fingerprint  # what the real node computes
         return self
 
+    def add_member(self, name: str, address: str) -> None:
+        """A member outside the fakes (the real node, once it listens):
+        the fakes' ring, whose hash they report, includes it."""
+        self._extra[name] = address
+        self._ring_hash = Ring({**self.members, **self._extra}, 1).fingerprint
+
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()

@@ -16,7 +16,8 @@ import pytest
 
 from tests.dashboard.browser import chromium, require_browser, save_screenshot, wait_for
 from tests.support.cluster import FAST, ClusterHarness
-from tests.support.procs import ProcessPool, http_json
+from tests.support.http import http_json
+from tests.support.procs import ProcessPool
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from ipubsub.dashboard.routes import ASSETS
 from tests.conftest import MakeClient
+from tests.support.wait import wait_until
 
 STATIC = Path(__file__).resolve().parents[2] / "ipubsub" / "dashboard" / "static"
 
@@ -87,12 +88,11 @@ async def test_inspector_shows_buffer_waiters_and_mode(client: TestClient) -> No
     poll = asyncio.ensure_future(client.get("/api/v1/streams/receive",
                                             params={"streamId": "waiting", "timeoutSeconds": "30"}))
     try:
-        for _ in range(200):
+        async def inspected() -> dict[str, Any] | None:
             body = await (await client.get("/dashboard/api/stream", params={"streamId": "waiting"})).json()
-            if body["memory"].get("waitingReceivers") == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert body["memory"]["waitingReceivers"] == 1
+            return body if body["memory"].get("waitingReceivers") == 1 else None
+
+        body = await wait_until(inspected, what="the inspector showing the waiting receiver")
         assert body["memory"]["mode"] == "receivers-only" and body["memory"]["size"] is None
         await client.post("/api/v1/streams/send", data=json.dumps({"streamId": "waiting", "message": 1}))
         assert (await poll).status == 200

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -19,9 +18,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.conftest import node_config
+from tests.support.config import node_config
 from tests.dashboard.fake_peers import FakePeers
 from tests.support.procs import NodeProcess, ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -33,17 +33,16 @@ FAIL = {5, 60}
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def hundred(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[NodeProcess, FakePeers]]:
     procs = ProcessPool(tmp_path_factory.mktemp("hundred"))
-    # The hub listens on a port the system picks; the emulated members only
-    # need its name (for the ring hash they report), they never call it.
-    fakes = await FakePeers(FAKES, "big", hang=HANG, fail=FAIL, extra_members={"hub": "hub"}).start()
+    fakes = await FakePeers(FAKES, "big", hang=HANG, fail=FAIL).start()
     try:
-        config = node_config(0, name="hub")
-        config["node"] = {"name": "hub", "listen": "127.0.0.1:0"}  # advertises the port it gets
+        config = node_config(name="hub")
         config["cluster"] = {"name": "big", "seeds": list(fakes.members.values()),
                              "heartbeat_interval_seconds": 1.0, "suspect_after_seconds": 20.0,
                              "dead_after_seconds": 40.0}
         node = procs.node(config, name="hub")
-        await asyncio.to_thread(node.start)
+        node.start(wait=False)
+        await node.wait_ready_async()  # the fakes, on this loop, answer its heartbeats meanwhile
+        fakes.add_member("hub", node.address)
         yield node, fakes
     finally:
         procs.cleanup()
@@ -62,14 +61,16 @@ async def test_overview_of_100_members_is_bounded_and_reports_silent_ones(
 ) -> None:
     node, fakes = hundred
     async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 30
-        while True:
-            body, size = await overview(http, node.url)
-            if len(body["members"]) == 100 and body["ringMembers"] == 100 and \
-                    sum(m["reachable"] for m in body["members"]) == 100 - len(HANG) - len(FAIL):
-                break
-            assert time.monotonic() < deadline, f"{len(body['members'])} members, ring {body['ringMembers']}"
-            await asyncio.sleep(0.5)
+        seen: list[Any] = [None]
+
+        async def complete() -> tuple[dict[str, Any], int] | None:
+            body, size = seen[0] = await overview(http, node.url)
+            whole = len(body["members"]) == 100 and body["ringMembers"] == 100
+            return (body, size) if whole and sum(m["reachable"] for m in body["members"]) == 100 - len(HANG) - len(
+                FAIL) else None
+
+        body, size = await wait_until(complete, 30, "all 100 members in the overview", interval=0.5,
+                                      show=lambda: seen[0] and (len(seen[0][0]["members"]), seen[0][0]["ringMembers"]))
 
         members = {m["name"]: m for m in body["members"]}
         assert sum(m["ringShare"] for m in members.values()) == pytest.approx(1.0, abs=1e-3)

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.procs import http_json
+from tests.support.http import http_json
+from tests.support.procs import READY_TIMEOUT
+from tests.support.wait import wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -199,6 +200,7 @@ def _contents(wheel: Path) -> dict[str, str]:
         return {n: hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if not n.endswith("/RECORD")}
 
 
+@pytest.mark.slow
 def test_the_build_stage_builds_the_same_wheel_as_the_repository(tmp_path: Path) -> None:
     """Replay the build stage's COPY steps from the build context, then
     ``pip wheel``; compare with ``pip wheel . --no-deps`` of the repository."""
@@ -233,35 +235,29 @@ def test_the_build_stage_builds_the_same_wheel_as_the_repository(tmp_path: Path)
     assert re.search(r"^ipubsub = ipubsub\.cli", entry_points, re.M)  # ENTRYPOINT ["ipubsub", ...]
 
 
+@pytest.mark.slow
 def test_the_image_config_and_healthcheck_on_a_real_node(tmp_path: Path) -> None:
     """``ipubsub serve --config deploy/config/ipubsub.yaml`` with the
     overrides a container gets; the HEALTHCHECK command as Docker runs it:
     exit 0 while serving, non-zero once the node is gone."""
     (health,) = [c for c in stages()["runtime"] if c.cmd == "HEALTHCHECK"]
     check = [sys.executable if health.value[1] == "python" else health.value[1], *health.value[2:]]
+    ready = tmp_path / "ready.json"
+    # Port 0: the node reports the port it got; the healthcheck then gets
+    # IPUBSUB_NODE_LISTEN with that port, as in a container.
     env = dict(os.environ, IPUBSUB_NODE_LISTEN="127.0.0.1:0", IPUBSUB_NODE_NAME="ipubsub-0",
                IPUBSUB_STORAGE_SQLITE_PATH=str(tmp_path / "data.db"), PYTHONUNBUFFERED="1")
-    ready = tmp_path / "ready.json"
     log = open(tmp_path / "node.log", "wb")
     node = subprocess.Popen([sys.executable, "-m", "ipubsub", "serve", "--config",
                              str(ROOT / "deploy/config/ipubsub.yaml"), "--ready-file", str(ready)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert node.poll() is None, (tmp_path / "node.log").read_text()
-            try:
-                address = json.loads(ready.read_text())["http"]
-                status, body = http_json(f"http://{address}/health", timeout=1)
-                if status == 200:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            assert time.monotonic() < deadline, "node not healthy in 20 s"
-            time.sleep(0.1)
-        assert body["node"] == "ipubsub-0" and body["storage"]["backend"] == "sqlite"
-        # In the container the listen port is fixed; here it is the one the system gave.
+        wait_until_sync(lambda: ready.exists() or node.poll() is not None, READY_TIMEOUT, "the node serving")
+        assert node.poll() is None, (tmp_path / "node.log").read_text()
+        address = json.loads(ready.read_text())["http"]
         env["IPUBSUB_NODE_LISTEN"] = address
+        status, body = http_json(f"http://{address}/health", timeout=10)
+        assert status == 200 and body["node"] == "ipubsub-0" and body["storage"]["backend"] == "sqlite"
         assert subprocess.run(check, env=env, timeout=10).returncode == 0
         node.terminate()
         assert node.wait(30) == 0  # SIGTERM: graceful, exit 0

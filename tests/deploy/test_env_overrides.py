@@ -119,6 +119,7 @@ def test_every_setting_has_exactly_one_variable() -> None:
     assert "IPUBSUB_HTTP_DASHBOARD" in _ENV_TABLE
 
 
+@pytest.mark.slow
 def test_ipubsub_serve_reports_a_bad_variable_in_one_line(tmp_path: Path) -> None:
     """The real command line: the message names the variable, exit code 2."""
     proc = subprocess.run(

@@ -11,15 +11,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import node_config
 from tests.support.cluster import FAST, ClusterHarness
-from tests.support.procs import ProcessPool, free_port
+from tests.support.config import node_config
+from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until_sync
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def summary(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
 
 def test_attached_single_node_modes(procs: ProcessPool, tmp_path: Path) -> None:
     storage = {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "b.db")}}
-    node = procs.node(node_config(free_port(), storage=storage)).start()
+    node = procs.node(node_config(storage=storage)).start()
     pid = str(node.pid)
     [pipe] = bench("pipe", "--url", node.url, "--pid", pid, "--pairs", "4", *TINY)
     assert pipe["msg_per_s"] > 0 and pipe["errors"] == 0 and pipe["cpu_us_per_msg"] > 0 and pipe["servers"] == 1
@@ -158,17 +158,15 @@ def test_a_killed_harness_takes_its_servers_with_it(spawn_dir: Path) -> None:
                                env=dict(os.environ, TMPDIR=str(spawn_dir)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while len(processes_under(spawn_dir)) < 3:  # one node, then a cluster of two
-            assert harness.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        # one node, then a cluster of two
+        wait_until_sync(lambda: len(processes_under(spawn_dir)) >= 3 or harness.poll() is not None, 60,
+                        "the harness running its servers")
+        assert harness.poll() is None
     finally:
         harness.send_signal(signal.SIGKILL)
         harness.wait(10)
-    deadline = time.monotonic() + 20
-    while processes_under(spawn_dir):
-        assert time.monotonic() < deadline, processes_under(spawn_dir)
-        time.sleep(0.1)
+    wait_until_sync(lambda: not processes_under(spawn_dir), 20, "the spawned servers gone",
+                    show=lambda: processes_under(spawn_dir))
 
 
 @pytest.mark.parametrize("args, says", [

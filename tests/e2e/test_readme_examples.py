@@ -4,21 +4,18 @@ resume tokens in the README and in ``--help`` belong to their streams."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-import yaml
 
 from ipubsub.cli import build_parser
 from ipubsub.errors import InvalidToken
 from ipubsub.storage.tokens import decode_token
+from tests.support.config import node_config
+from tests.support.procs import ProcessPool
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -55,28 +52,10 @@ def matches(expected: str, actual: str) -> bool:
 
 
 @pytest.fixture
-def node_address(tmp_path: Path) -> Iterator[str]:
-    config = {
-        "node": {"name": "node-1", "listen": "127.0.0.1:0"},
-        "storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "data" / "ipubsub.db")}},
-    }
-    (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
-    ready = tmp_path / "ready.json"
-    with open(tmp_path / "node.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ipubsub", "serve", "--config", str(tmp_path / "node.yaml"), "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None, (tmp_path / "node.log").read_text()
-            assert time.monotonic() < deadline, "the node did not start within 30 s"
-            time.sleep(0.05)
-        yield json.loads(ready.read_text())["http"]
-    finally:
-        proc.kill()
-        proc.wait(10)
+def node_address(procs: ProcessPool, tmp_path: Path) -> str:
+    """A node as the README starts it (one node, SQLite), on port 0."""
+    storage = {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "data" / "ipubsub.db")}}
+    return procs.node(node_config(storage=storage)).start().address
 
 
 def test_the_curl_session_answers_as_written(node_address: str) -> None:
@@ -95,7 +74,7 @@ def test_the_curl_session_answers_as_written(node_address: str) -> None:
 
 
 def _receive_later(address: str, stream: str) -> None:
-    time.sleep(0.5)
+    # Either order works: a receiver already waiting takes the sync send at once.
     subprocess.run(["curl", "-s", f"{address}/api/v1/streams/receive?streamId={stream}&timeoutSeconds=10"],
                    capture_output=True, timeout=20)
 

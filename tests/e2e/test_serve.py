@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,10 +15,12 @@ import aiohttp
 import pytest
 
 from ipubsub.config import load_config
-from tests.conftest import node_config
-from tests.support.procs import ProcessPool, free_port, http_json
+from tests.support.config import node_config
+from tests.support.http import health, http_json
+from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until, wait_until_sync
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +43,7 @@ def test_shipped_single_node_config_is_valid() -> None:
 
 
 async def test_send_and_receive_over_http(procs: ProcessPool) -> None:
-    node = procs.node(node_config(free_port())).start()
+    node = procs.node(node_config()).start()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{node.url}/api/v1/streams/send", json={"streamId": "e2e", "message": {"n": 42}}) as r:
             assert r.status == 200
@@ -57,7 +61,7 @@ async def test_send_and_receive_over_http(procs: ProcessPool) -> None:
 
 
 async def test_sigterm_releases_waiting_receivers_and_exits_zero(procs: ProcessPool) -> None:
-    node = procs.node(node_config(free_port())).start()
+    node = procs.node(node_config()).start()
     async with aiohttp.ClientSession() as http:
 
         async def poll(i: int) -> int:
@@ -68,12 +72,7 @@ async def test_sigterm_releases_waiting_receivers_and_exits_zero(procs: ProcessP
                 return r.status
 
         polls = [asyncio.create_task(poll(i)) for i in range(20)]
-        for _ in range(200):
-            status, health = http_json(node.url + "/health")
-            if health["waitingReceivers"] == 20:
-                break
-            await asyncio.sleep(0.02)
-        assert health["waitingReceivers"] == 20
+        await wait_until(lambda: _health_is(http, node.url, "waitingReceivers", 20), what="20 waiting receivers")
         started = time.monotonic()
         node.signal(signal.SIGTERM)
         statuses = await asyncio.wait_for(asyncio.gather(*polls), 10)
@@ -83,8 +82,12 @@ async def test_sigterm_releases_waiting_receivers_and_exits_zero(procs: ProcessP
     assert "stopped" in node.log()
 
 
+async def _health_is(http: aiohttp.ClientSession, url: str, key: str, value: int) -> bool:
+    return (await health(http, url))[key] == value
+
+
 async def test_sigint_also_stops_cleanly(procs: ProcessPool) -> None:
-    node = procs.node(node_config(free_port())).start()
+    node = procs.node(node_config()).start()
     node.signal(signal.SIGINT)
     assert await node.wait_async(10) == 0
 
@@ -130,35 +133,37 @@ def test_missing_config_file_is_reported(tmp_path: Path) -> None:
 
 
 async def test_port_in_use_is_reported(procs: ProcessPool) -> None:
-    port = free_port()
-    procs.node(node_config(port), name="first").start()
-    second = procs.node(node_config(port), name="second").start(wait=False)
+    first = procs.node(node_config(), name="first").start()
+    taken = first.address  # held by the first node for the whole test
+    second = procs.node(node_config(node={"listen": taken}), name="second").start(wait=False)
     code = await second.wait_async(15)
     assert code == 1
     assert "cannot listen" in second.log()
 
 
-async def test_serve_without_config_listens_on_8080(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8080)) == 0:
-            pytest.skip("something already listens on 127.0.0.1:8080")
+def test_serve_without_config_defaults_to_8080_and_sqlite_under_the_working_directory(tmp_path: Path) -> None:
+    """No --config: one node, SQLite under ./ipubsub-data.  The listen
+    address is overridden to port 0 (the environment wins over the
+    defaults), so the test never needs 127.0.0.1:8080 to be free."""
+    assert load_config(None, {}).node.listen == "127.0.0.1:8080"
+    ready = tmp_path / "ready.json"
+    env = dict(os.environ, IPUBSUB_NODE_LISTEN="127.0.0.1:0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ipubsub", "serve"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "ipubsub", "serve", "--ready-file", str(ready)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                status, body = http_json("http://127.0.0.1:8080/health", timeout=1)
-                if status == 200:
-                    break
-            except OSError:
-                await asyncio.sleep(0.05)
-        assert body["node"] == "node-1"
+        wait_until_sync(lambda: ready.exists() or proc.poll() is not None, 60, "the node serving")
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        address = json.loads(ready.read_text())["http"]
+        status, body = http_json(f"http://{address}/health", timeout=10)
+        assert status == 200 and body["node"] == "node-1" and body["storage"]["backend"] == "sqlite"
+        status, sent = http_json(f"http://{address}/api/v1/streams/send",
+                                 {"streamId": "d", "message": 1, "writeToDB": True})
+        assert status == 200 and sent["dbResumeToken"]
+        assert (tmp_path / "ipubsub-data" / "ipubsub.db").exists()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert proc.wait(15) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from ipubsub.engine import Engine, ManualClock, Message, Released
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -65,10 +66,7 @@ async def test_a_parked_receive_gets_the_next_message(engine: Engine) -> None:
 async def test_a_parked_receive_times_out(engine: Engine) -> None:
     got = Outcomes()
     engine.park("s", 0.05, got)
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: got, 5, "the parked receive timing out")
     assert got == [None]
     assert engine.stats.receive_timeouts_total == 1 and engine.stats.waiting_receivers == 0
     engine.send_nowait("s", msg(3), 100)  # nobody takes it: buffered

@@ -13,10 +13,14 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MakeClient
-from tests.support.cluster import FAST, ClusterHarness, send
-from tests.support.procs import ProcessPool
+from tests.support.cluster import FAST, ClusterHarness
+from tests.support.http import send
+from tests.support.procs import NodeProcess, ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+slow = pytest.mark.slow  # the tests on real multi-process clusters
 
 
 async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,7 +50,8 @@ async def test_metrics_move_when_traffic_flows(make_client: MakeClient, tmp_path
     await client.post("/api/v1/streams/send", data=json.dumps({"streamId": "p", "message": 1, "writeToDB": True}))
     await client.get("/api/v1/streams/receive", params={"streamId": "p", "readFromDB": "true", "timeoutSeconds": "0"})
     poll = asyncio.create_task(client.get("/api/v1/streams/receive", params={"streamId": "w", "timeoutSeconds": "5"}))
-    await asyncio.sleep(0.2)
+    stats = client.node.engine.stats  # type: ignore[attr-defined]
+    await wait_until(lambda: stats.waiting_receivers == 1, what="the poll waiting")
     after = await scrape(client)
     send_route = {"route": "/api/v1/streams/send"}
     assert value(after, "ipubsub_http_request_duration_seconds_count", **send_route, status="200") - value(
@@ -67,6 +72,7 @@ async def test_metrics_move_when_traffic_flows(make_client: MakeClient, tmp_path
     assert (await poll).status == 200
 
 
+@slow
 async def test_forwarding_and_membership_metrics_in_a_cluster(procs: ProcessPool) -> None:
     c = ClusterHarness(procs, 2, cluster=dict(FAST)).start()
     await c.wait_ring(["n1", "n2"])
@@ -88,6 +94,7 @@ async def test_forwarding_and_membership_metrics_in_a_cluster(procs: ProcessPool
     assert value(second, "ipubsub_buffered_messages") == 3
 
 
+@slow
 async def test_json_logs_trace_one_call_through_two_nodes(procs: ProcessPool) -> None:
     c = ClusterHarness(procs, 2, cluster=dict(FAST), extra={"log": {"format": "json", "access_log": True}}).start()
     await c.wait_ring(["n1", "n2"])
@@ -100,10 +107,12 @@ async def test_json_logs_trace_one_call_through_two_nodes(procs: ProcessPool) ->
         ) as r:
             assert r.status == 200
             assert r.headers["X-Request-Id"] == "trace-me-42"
-    await asyncio.sleep(0.3)
+
+    def json_lines(node: NodeProcess) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in node.log().splitlines() if line.startswith("{")]
+
     for node in c.nodes:
-        lines = [json.loads(line) for line in node.log().splitlines() if line.startswith("{")]
-        assert lines, node.log()
-        assert all({"time", "level", "logger", "message", "node"} <= set(line) for line in lines)
-        traced = [line for line in lines if line.get("requestId") == "trace-me-42"]
-        assert traced, f"{node.name} has no line for the request"
+        # The access log line is written once the answer went out: wait for it.
+        await wait_until(lambda n=node: any(line.get("requestId") == "trace-me-42" for line in json_lines(n)),
+                         what=f"{node.name} logging the request", show=node.log)
+        assert all({"time", "level", "logger", "message", "node"} <= set(line) for line in json_lines(node))

@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient
 from ipubsub.api.openapi import openapi_document
 from ipubsub.protocol import OPENAPI_PATH
 from tests.conftest import MakeClient
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,6 +171,12 @@ class Api:
     async def receive(self, status: int = 200, **params: Any) -> dict[str, Any]:
         params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
         return (await self.call("GET", RECEIVE, status, params=params))[1]
+
+    async def waiting(self, counter: str, count: int) -> None:
+        """Wait (bounded) until the node's engine counts ``count`` of
+        ``counter`` (``waiting_receivers``, ``blocked_senders``)."""
+        stats = self.node.engine.stats
+        await wait_until(lambda: getattr(stats, counter) == count, what=f"{counter} == {count}")
 
 
 MakeApi = Callable[..., Awaitable[Api]]
@@ -329,7 +336,7 @@ async def test_send_and_receive_through_the_queue(api: Api) -> None:
     assert timeout["code"] == "receive_timeout" and timeout["streamId"] == "q"
     # A waiting receiver is woken by a send; the default timeout applies without the parameter.
     poll = asyncio.ensure_future(api.receive(streamId="wake"))
-    await asyncio.sleep(0.05)
+    await api.waiting("waiting_receivers", 1)  # the send must wake this waiter
     await api.send({"streamId": "wake", "message": "hi"})
     assert (await asyncio.wait_for(poll, 5))["message"] == "hi"
 
@@ -338,7 +345,7 @@ async def test_send_and_receive_through_the_queue(api: Api) -> None:
 async def test_sync_match_and_blocking_queue(api: Api) -> None:
     # Sync match: 200 only once a receiver took it.
     poll = asyncio.ensure_future(api.receive(streamId="rpc", timeoutSeconds=5))
-    await asyncio.sleep(0.05)
+    await api.waiting("waiting_receivers", 1)
     await api.send({"streamId": "rpc", "message": "ping", "inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 5})
     assert (await asyncio.wait_for(poll, 5))["message"] == "ping"
     # No receiver: 424 send_timeout after the wait, at once for a non-blocking send to a size-0 stream.

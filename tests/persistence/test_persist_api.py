@@ -20,6 +20,7 @@ from ipubsub.node import Node
 from tests.conftest import deep_merge
 from tests.storage.conftest import require
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,10 +135,8 @@ async def test_a_waiting_reader_is_woken_by_the_write_not_by_polling(persisted: 
     client, _ = persisted
     log = client.node.durable
     poll = asyncio.create_task(pread(client, "wake", timeout=20))
-    deadline = asyncio.get_running_loop().time() + 5
-    while not (log.waiting_readers == 1 and log.reads_total == 1):  # registered, first read done
-        assert asyncio.get_running_loop().time() < deadline, "the reader never started waiting"
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: log.waiting_readers == 1 and log.reads_total == 1,  # registered, first read done
+                     5, "the reader waiting")
     reads_before = log.reads_total
     await asyncio.sleep(0.5)
     assert log.reads_total == reads_before  # nobody polls the database while waiting
@@ -186,10 +185,10 @@ async def test_concurrent_writers_are_grouped_and_all_acknowledged(persisted: An
 
 async def wait_storage(client: TestClient, status: str, timeout: float = 15.0) -> None:
     """Wait until /health reports the storage ``status``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (await (await client.get("/health")).json())["storage"]["status"] != status:
-        assert asyncio.get_running_loop().time() < deadline, f"storage not {status} within {timeout} s"
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return bool((await (await client.get("/health")).json())["storage"]["status"] == status)
+
+    await wait_until(reached, timeout, f"storage {status}", interval=0.05)
 
 
 async def replay_all(client: TestClient, stream: str) -> tuple[list[Any], str | None]:

@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import node_config
-from tests.support.cluster import FAST, ClusterHarness
 from tests.storage.conftest import require
-from tests.support.procs import ProcessPool, free_port
+from tests.support.cluster import FAST, ClusterHarness
+from tests.support.config import node_config
+from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -37,8 +38,7 @@ async def pread(http: aiohttp.ClientSession, url: str, stream: str, token: str |
 
 
 async def test_sqlite_keeps_every_acknowledged_message_across_sigkill(procs: ProcessPool, tmp_path: Any) -> None:
-    port = free_port()
-    config = node_config(port, storage={"backend": "sqlite", "sqlite": {"path": str(tmp_path / "node.db")}})
+    config = node_config(storage={"backend": "sqlite", "sqlite": {"path": str(tmp_path / "node.db")}})
     node = procs.node(config).start()
     acked: list[str] = []
     stop = asyncio.Event()
@@ -56,8 +56,7 @@ async def test_sqlite_keeps_every_acknowledged_message_across_sigkill(procs: Pro
 
     async with aiohttp.ClientSession() as http:
         writers = [asyncio.create_task(writer(http, k)) for k in range(8)]
-        while len(acked) < 300:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(acked) >= 300, 60, "300 acknowledged writes")
         node.kill()  # SIGKILL while writes are in flight
         stop.set()
         await asyncio.wait_for(asyncio.gather(*writers, return_exceptions=True), 10)
@@ -65,13 +64,15 @@ async def test_sqlite_keeps_every_acknowledged_message_across_sigkill(procs: Pro
         restarted = procs.node(config, name="restarted").start()
         token = None
         seen: list[str] = []
-        while True:
+        for _ in range(len(snapshot) + 1000):  # bounded: at most what was acked plus what was in flight
             status, body = await pread(http, restarted.url, "durable", token)
             if status == 424:
                 break
             assert status == 200, body
             seen.append(body["messageUuid"])
             token = body["dbResumeToken"]
+        else:
+            raise AssertionError("the replay never ended")
     assert len(seen) == len(set(seen))
     missing = set(snapshot) - set(seen)
     assert not missing, f"{len(missing)} acknowledged messages lost"

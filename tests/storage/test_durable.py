@@ -19,6 +19,8 @@ from ipubsub.storage import NewMessage, create_store
 from ipubsub.storage.base import LeaseRef, SpilledMessage, SpilledStream
 from ipubsub.storage.durable import MAX_READ_BATCH, DurableLog
 
+from tests.support.wait import wait_until
+
 from .conftest import drop_tables, proxied_dsn, start_proxy, storage_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,13 +32,6 @@ MakeLog = Callable[..., Awaitable[DurableLog]]
 def msgs(stream: str, prefix: str, count: int) -> list[NewMessage]:
     now = time.time_ns() // 1000
     return [NewMessage(stream, f"{prefix}{i}", f'"{prefix}{i}"'.encode(), now, now + HOUR_US) for i in range(count)]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -242,10 +237,10 @@ async def test_idle_groups_are_swept(make_log: MakeLog) -> None:
     await log.append_batch(msgs("S", "m", 1))
     await log.claim("S", "g", "c", 1, 30, 0)
     assert [i.group for i in await log.groups("S")] == ["g"]
-    deadline = time.monotonic() + 10
-    while await log.groups("S"):
-        assert time.monotonic() < deadline, "the idle group was never removed"
-        await asyncio.sleep(0.1)
+    async def swept() -> bool:
+        return not await log.groups("S")
+
+    await wait_until(swept, 10, "the idle group removed", interval=0.1)
     assert log.idle_groups_deleted_total == 1
 
 

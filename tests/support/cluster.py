@@ -1,16 +1,23 @@
-"""Helpers to run real multi-process clusters on 127.0.0.1 and talk to them."""
+"""Real multi-process clusters on 127.0.0.1.
+
+Every node listens on port 0 and reports its address through its ready
+file (see :mod:`tests.support.procs`).  A cluster starts its first node
+alone, reads the address it got and gives it as the seed of the others:
+membership learns everybody through one seed.  A node started later (a
+restart, which gets a new port, or a joining node) is seeded with the
+addresses of the nodes serving at that moment.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
-import aiohttp
-
-from tests.conftest import deep_merge
-from tests.support.procs import NodeProcess, ProcessPool, free_ports, http_json
+from tests.support.config import deep_merge
+from tests.support.http import http_json
+from tests.support.procs import NodeProcess, ProcessPool
+from tests.support.wait import wait_until
 
 __all__ = ["ClusterHarness", "FAST"]
 
@@ -19,57 +26,77 @@ FAST = {"heartbeat_interval_seconds": 0.2, "suspect_after_seconds": 0.8, "dead_a
 
 
 class ClusterHarness:
-    """N node processes that know each other through their seeds."""
+    """N node processes named n1..nN that know each other through seeds.
+
+    Args:
+        procs: the pool that kills every process at teardown.
+        n: how many nodes to configure (none is started before :meth:`start`).
+        cluster: extra keys of the ``cluster`` section.
+        extra: merged over each node's whole config.
+        name: the cluster name.
+        seeds: addresses of nodes outside this harness to join through.
+    """
 
     def __init__(self, procs: ProcessPool, n: int, cluster: dict[str, Any] | None = None,
-                 extra: dict[str, Any] | None = None, name: str = "test") -> None:
+                 extra: dict[str, Any] | None = None, name: str = "test", seeds: list[str] | None = None) -> None:
         self.procs = procs
-        self.ports = free_ports(n)
-        self.seeds = [f"127.0.0.1:{p}" for p in self.ports]
         self.cluster = cluster or {}
         self.extra = extra or {}
         self.cluster_name = name
+        self.external_seeds = list(seeds or [])
         self.nodes: list[NodeProcess] = [self._make(i) for i in range(n)]
 
     def config(self, i: int) -> dict[str, Any]:
-        port = self.ports[i]
         base = {
-            "node": {"name": f"n{i + 1}", "listen": f"127.0.0.1:{port}", "advertise": f"127.0.0.1:{port}",
-                     "shutdown_grace_seconds": 5},
-            "cluster": {"name": self.cluster_name, "seeds": self.seeds, **self.cluster},
+            "node": {"name": self.name(i), "listen": "127.0.0.1:0", "shutdown_grace_seconds": 5},
+            "cluster": {"name": self.cluster_name, **self.cluster, "seeds": []},
             "storage": {"backend": "none"},
         }
         return deep_merge(base, self.extra)
 
     def _make(self, i: int) -> NodeProcess:
-        return self.procs.node(self.config(i), name=f"n{i + 1}")
+        return self.procs.node(self.config(i), name=self.name(i))
+
+    @property
+    def seeds(self) -> list[str]:
+        """Addresses of the nodes serving now."""
+        return [n.address for n in self.nodes if n.alive() and n.ready]
+
+    def _start_seeded(self, node: NodeProcess) -> None:
+        node.config["cluster"]["seeds"] = self.seeds + self.external_seeds
+        node.start(wait=False)
 
     def start(self, indexes: list[int] | None = None) -> ClusterHarness:
+        """Start the chosen nodes (all by default) and wait until each serves."""
         chosen = [self.nodes[i] for i in (indexes if indexes is not None else range(len(self.nodes)))]
+        if chosen and not self.seeds and not self.external_seeds:
+            first, chosen = chosen[0], chosen[1:]
+            first.start()  # alone: the others join through it
         for node in chosen:
-            node.start(wait=False)
+            self._start_seeded(node)
         for node in chosen:
             node.wait_ready()
         return self
 
     def restart(self, i: int) -> NodeProcess:
+        """Kill node ``i`` (if alive) and start a new process in its place (a
+        new incarnation on a new port)."""
         self.nodes[i].kill()
         self.nodes[i] = self._make(i)
-        self.nodes[i].start()
+        self._start_seeded(self.nodes[i])
+        self.nodes[i].wait_ready()
         return self.nodes[i]
 
     def add_node(self) -> int:
-        """Configure one more node (seeds: everyone); not started."""
-        port = free_ports(1)[0]
-        self.ports.append(port)
-        self.seeds.append(f"127.0.0.1:{port}")
+        """Configure one more node; it is started by :meth:`start`."""
         self.nodes.append(self._make(len(self.nodes)))
         return len(self.nodes) - 1
 
     def urls(self, alive_only: bool = True) -> list[str]:
-        return [n.url for n in self.nodes if n.alive() or not alive_only]
+        return [n.url for n in self.nodes if (n.alive() or not alive_only) and n.ready]
 
-    def name(self, i: int) -> str:
+    @staticmethod
+    def name(i: int) -> str:
         return f"n{i + 1}"
 
     def ring_members(self, url: str) -> list[str] | None:
@@ -85,12 +112,14 @@ class ClusterHarness:
         start = time.monotonic()
         urls = urls or self.urls()
         want = sorted(expected)
-        while time.monotonic() - start < timeout:
-            views = [await asyncio.to_thread(self.ring_members, u) for u in urls]
-            if all(v == want for v in views):
-                return time.monotonic() - start
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"rings did not converge to {want} within {timeout}s: {views}")
+        views: list[list[str] | None] = []
+
+        async def agreed() -> bool:
+            views[:] = [await asyncio.to_thread(self.ring_members, u) for u in urls]
+            return all(v == want for v in views)
+
+        await wait_until(agreed, timeout, f"rings converged to {want}", interval=0.05, show=lambda: views)
+        return time.monotonic() - start
 
     def owner(self, stream: str, url: str | None = None) -> str:
         status, body = http_json((url or self.urls()[0]) + "/api/v1/streams/owner?streamId=" + stream)
@@ -99,20 +128,3 @@ class ClusterHarness:
 
     def url_of(self, name: str) -> str:
         return self.nodes[int(name[1:]) - 1].url
-
-
-async def send(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with http.post(f"{url}/api/v1/streams/send", data=json.dumps(body)) as r:
-        return r.status, await r.json()
-
-
-async def receive(http: aiohttp.ClientSession, url: str, stream: str, timeout: int = 0) -> tuple[int, dict[str, Any]]:
-    async with http.get(
-        f"{url}/api/v1/streams/receive", params={"streamId": stream, "timeoutSeconds": str(timeout)}
-    ) as r:
-        return r.status, await r.json()
-
-
-async def health(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with http.get(f"{url}/health") as r:
-        return await r.json()  # type: ignore[no-any-return]

@@ -1,61 +1,36 @@
 """Real ``ipubsub serve`` processes for end-to-end tests.
 
-Every process is started from a YAML file on free loopback ports, waited for
-with a bound, and killed at teardown whatever the test did.
+Every process listens on port 0 (the kernel picks a free port while the
+child binds it: no port is ever chosen by the test and released) and
+reports what it got through ``--ready-file``: JSON with ``node``, ``http``,
+``pid`` and any other listener it opened.  :meth:`NodeProcess.start` waits
+for that file (bounded, failing at once if the child exits) and every
+process is killed at teardown whatever the test did.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["NodeProcess", "ProcessPool", "free_port", "free_ports", "http_json"]
+from tests.support.wait import wait_until, wait_until_sync
 
+__all__ = ["READY_TIMEOUT", "NodeProcess", "ProcessPool"]
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """Blocking JSON call (for set-up code outside the event loop)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+# A bound on start-up (interpreter, imports, storage), not a speed claim: a
+# loaded CI machine can take many seconds to start Python.
+READY_TIMEOUT = 60.0
 
 
 class NodeProcess:
-    """One ``python -m ipubsub serve --config FILE`` child process."""
+    """One ``python -m ipubsub serve --config FILE --ready-file FILE`` child."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, name: str) -> None:
         self.config = config
@@ -63,52 +38,53 @@ class NodeProcess:
         self.workdir = workdir
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
-        self.ready_path = workdir / f"{name}.ready"
+        self.ready_path = workdir / f"{name}.ready.json"
         self.proc: subprocess.Popen[bytes] | None = None
-        host_port = config["node"]["listen"]
-        self.address = config["node"].get("advertise", host_port)
-        self.url = f"http://{self.address}"
+        self.ready: dict[str, Any] = {}
 
-    def start(self, wait: bool = True, ready_timeout: float = 15.0) -> NodeProcess:
+    def start(self, wait: bool = True, ready_timeout: float = READY_TIMEOUT) -> NodeProcess:
+        """Start the child; with ``wait``, return once it serves."""
         self.config_path.write_text(yaml.safe_dump(self.config))
-        log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.ready_path.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipubsub", "serve", "--config", str(self.config_path),
-             "--ready-file", str(self.ready_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=env,
-        )
-        log.close()
+        self.ready = {}
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ipubsub", "serve", "--config", str(self.config_path),
+                 "--ready-file", str(self.ready_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
+            )
         if wait:
             self.wait_ready(ready_timeout)
         return self
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        """Until /health says ok.  A node configured with port 0 writes the
-        address it got to its ready file first: read it from there."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            if self.address.endswith(":0"):
-                try:
-                    self.address = json.loads(self.ready_path.read_text())["http"]
-                    self.url = f"http://{self.address}"
-                except (OSError, ValueError, KeyError):
-                    time.sleep(0.05)
-                    continue
-            try:
-                status, body = http_json(self.url + "/health", timeout=1)
-                if status == 200 and body.get("status") == "ok":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready within {timeout}s:\n{self.log()}")
+    def _check_ready(self) -> bool:
+        if self.ready_path.exists():
+            self.ready = json.loads(self.ready_path.read_text())
+            return True
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before serving:\n{self.log()}")
+        return False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait (bounded) until the child wrote its ready file."""
+        if not self.ready:
+            wait_until_sync(self._check_ready, timeout, f"{self.name} serving", show=self.log)
+
+    async def wait_ready_async(self, timeout: float = READY_TIMEOUT) -> None:
+        """:meth:`wait_ready` without blocking the event loop."""
+        if not self.ready:
+            await wait_until(self._check_ready, timeout, f"{self.name} serving", interval=0.02, show=self.log)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the public HTTP listener (known once ready)."""
+        assert self.ready, f"{self.name} is not serving yet"
+        return str(self.ready["http"])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
 
     @property
     def pid(self) -> int:
@@ -128,14 +104,11 @@ class NodeProcess:
         return self.proc.wait(timeout)
 
     async def wait_async(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            code = self.proc.poll()
-            if code is not None:
-                return code
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{self.name} still running after {timeout}s")
+        """The exit code, once the child exited (bounded, non-blocking)."""
+        assert self.proc is not None
+        proc = self.proc
+        await wait_until(lambda: proc.poll() is not None, timeout, f"{self.name} exited", interval=0.02)
+        return int(proc.returncode)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
