@@ -4,25 +4,22 @@ requests no well-behaved client would send."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
-from tests.conftest import deep_merge
+from tests.support.config import deep_merge
+from tests.support.procs import NodeProcess
 
 __all__ = ["ServedNode", "raw_request", "raw_request_async", "served_node"]
 
 
 class ServedNode:
-    """One ``python -m ipubsub serve`` child, killed by :meth:`close`."""
+    """One ``python -m ipubsub serve`` child on port 0 (see
+    :class:`tests.support.procs.NodeProcess`), started at once and stopped
+    by :meth:`close`."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], name: str = "node-1") -> None:
         base = {
@@ -31,25 +28,14 @@ class ServedNode:
             "storage": {"backend": "none"},
         }
         self.config = deep_merge(base, config)
-        self.dir = tmp
-        self.log_path = tmp / f"{name}.log"
-        self.ready = tmp / f"{name}.ready.json"
-        path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(self.config))
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ipubsub", "serve", "--config", str(path), "--ready-file", str(self.ready)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        deadline = time.monotonic() + 30
-        while not self.ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.close()
-                raise TimeoutError(f"{name} did not start within 30 s:\n{self.log()}")
-            time.sleep(0.05)
-        self.address: str = json.loads(self.ready.read_text())["http"]
+        self.process = NodeProcess(self.config, tmp, name)
+        try:
+            self.process.start()
+        except BaseException:
+            self.process.kill()
+            raise
+        self.proc = self.process.proc
+        self.address: str = self.process.address
         host, _, port = self.address.rpartition(":")
         self.host, self.port = host, int(port)
 
@@ -57,27 +43,17 @@ class ServedNode:
         return f"{scheme}://{self.address}{path}"
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.proc.pid}/statm") as f:
+        with open(f"/proc/{self.process.pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        self.process.signal(sig)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
+        return self.process.log()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.process.stop(timeout=10)
 
 
 def served_node(tmp: Path, config: dict[str, Any] | None = None, name: str = "node-1") -> Iterator[ServedNode]:

@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import aiohttp
 import pytest
@@ -142,6 +142,7 @@ def test_slow_body_gets_408(node: ServedNode) -> None:
         assert time.monotonic() - start < 4
 
 
+@pytest.mark.slow
 def test_huge_declared_length_gets_413_at_once(node: ServedNode) -> None:
     start = time.monotonic()
     status, body = raw_request(

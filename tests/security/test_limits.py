@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import MakeClient
 from tests.security.nodes import ServedNode, raw_request
+from tests.support.wait import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,11 +26,9 @@ async def poll(client: TestClient, stream: str, timeout: int = 10) -> Any:
 
 
 async def wait_waiting(client: TestClient, n: int) -> None:
-    node = client.node  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while node.engine.stats.waiting_receivers != n:
-        assert time.monotonic() < deadline, node.engine.stats.waiting_receivers
-        await asyncio.sleep(0.01)
+    stats = client.node.engine.stats  # type: ignore[attr-defined]
+    await wait_until(lambda: stats.waiting_receivers == n, 5, f"{n} waiting receivers",
+                     show=lambda: stats.waiting_receivers)
 
 
 async def test_waiting_polls_per_node(make_client: MakeClient) -> None:
@@ -84,10 +82,10 @@ async def test_streams_per_node(make_client: MakeClient) -> None:
     for i in range(3):
         while (await poll(client, f"s{i}", timeout=0)).status == 200:
             pass
-    deadline = time.monotonic() + 10
-    while (await client.post(SEND, json={"streamId": "s3", "message": 3})).status != 200:
-        assert time.monotonic() < deadline, "no stream was evicted within 10 s"
-        await asyncio.sleep(0.1)
+    async def accepted() -> bool:
+        return (await client.post(SEND, json={"streamId": "s3", "message": 3})).status == 200
+
+    await wait_until(accepted, 10, "a stream evicted to make room", interval=0.1)
 
 
 @pytest.mark.slow
@@ -97,20 +95,16 @@ def test_connections_per_node(tmp_path: Path) -> None:
     try:
         for _ in range(20):
             socks.append(socket.create_connection((node.host, node.port), timeout=5))
-        deadline = time.monotonic() + 10
-        while True:  # the listener may not have accepted all 20 yet
-            status, body = raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
-            if status == 503:
-                break
-            assert time.monotonic() < deadline, (status, body)
-            time.sleep(0.05)
+        # the listener may not have accepted all 20 yet
+        status, body = wait_until_sync(
+            lambda: (answer := raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                                           timeout=3))[0] == 503 and answer, 10, "the 21st connection refused")
         assert b'"too_many_connections"' in body
         for sock in socks[:5]:
             sock.close()
-        deadline = time.monotonic() + 10
-        while raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] != 200:
-            assert time.monotonic() < deadline, "no connection was accepted after 5 closed"
-            time.sleep(0.05)
+        wait_until_sync(lambda: raw_request(node.host, node.port,
+                                            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200,
+                        10, "a connection accepted after 5 closed")
         metrics = raw_request(node.host, node.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[1]
         assert b'ipubsub_refused_total{reason="too_many_connections"}' in metrics
     finally:

@@ -5,11 +5,9 @@ with mutual TLS."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from ipubsub.config import Config
 from ipubsub.tls import TlsContexts
 from tests.cluster.link_support import Done, Echo
 from tests.security.nodes import ServedNode
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -75,10 +74,8 @@ async def test_public_listener_over_tls_and_reload_on_sighup(tmp_path: Path) -> 
             Path(cert).write_bytes(Path(new_cert).read_bytes())
             Path(key).write_bytes(Path(new_key).read_bytes())
             node.signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while peer_serial(node.host, node.port, ca) == first_serial:
-                assert time.monotonic() < deadline, "the new certificate was not served within 10 s"
-                await asyncio.sleep(0.1)
+            await wait_until(lambda: peer_serial(node.host, node.port, ca) != first_serial, 10,
+                             "the new certificate served", interval=0.1)
             # the connection opened before the reload still works
             status, _ = await get_json(session, node.url("/health", "https"), ctx)
             assert status == 200
@@ -87,10 +84,7 @@ async def test_public_listener_over_tls_and_reload_on_sighup(tmp_path: Path) -> 
         # a broken file keeps the old certificate and says so
         Path(key).write_text("not a key")
         node.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "TLS reload:" not in node.log():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: "TLS reload:" in node.log(), 10, "the failed reload logged", interval=0.1)
         assert peer_serial(node.host, node.port, ca) != first_serial  # still the reloaded certificate
     finally:
         node.close()
@@ -110,14 +104,11 @@ async def test_two_nodes_talk_over_https(tmp_path: Path) -> None:
         try:
             ctx = client_context(ca)
             async with aiohttp.ClientSession() as session:
-                deadline = time.monotonic() + 20
-                while True:
+                async def both_alive() -> bool:
                     _, view = await get_json(session, second.url("/api/v1/cluster", "https"), ctx)
-                    alive = [m for m in view["members"] if m["status"] == "alive"]
-                    if len(alive) == 2:
-                        break
-                    assert time.monotonic() < deadline, view
-                    await asyncio.sleep(0.2)
+                    return len([m for m in view["members"] if m["status"] == "alive"]) == 2
+
+                await wait_until(both_alive, 20, "both members alive over HTTPS", interval=0.2)
                 # a stream owned by n1, sent through n2 (forwarded over HTTPS)
                 stream = None
                 for i in range(200):
