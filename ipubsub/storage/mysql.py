@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Iterable, Sequence
 from urllib.parse import unquote, urlsplit
 
 try:
@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ..config import ConfigError, MysqlConfig
 from .common import url_location, url_password
+from .base import StoredMessage
 from .groups_sql import SqlGroups
 from .sql import SqlConnection, SqlStore
 
@@ -169,6 +170,10 @@ class MysqlStore(SqlStore):
 
     def text(self, value: Any) -> str:
         return bytes(value).decode("utf-8")
+
+    def stored(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[StoredMessage]:
+        # VARBINARY uuids come back as bytes
+        return [StoredMessage(stream_id, row[0], row[1].decode("utf-8"), bytes(row[2]), row[3], row[4]) for row in rows]
 
     async def _connect(self) -> None:
         if self._pool is None:
