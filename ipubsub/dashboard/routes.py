@@ -48,6 +48,13 @@ ASSETS = {
     "dashboard.css": "text/css",
     "dashboard.js": "text/javascript",
 }
+# The page loads only its own files and talks only to this node; it may not be framed.
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
 # A peer's answer to the dashboard must come quickly: the page polls every 2 s.
 PEER_TIMEOUT_SECONDS = 1.0
 
@@ -101,8 +108,7 @@ class Dashboard:
         return self._file(name)
 
     def _file(self, name: str) -> web.Response:
-        return web.Response(body=self._files[name], content_type=ASSETS[name], charset="utf-8",
-                            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+        return web.Response(body=self._files[name], content_type=ASSETS[name], charset="utf-8", headers=_HEADERS)
 
     # -- the page's JSON -----------------------------------------------------------
 

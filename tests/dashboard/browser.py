@@ -65,6 +65,7 @@ def chromium(profile: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # see page_errors()
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -82,6 +83,11 @@ def wait_for(driver: Any, what: str, check: Callable[[Any], Any], timeout: float
     return wait_until_sync(lambda: check(driver), timeout, what, interval=0.2,
                            show=(lambda: show(driver)) if show is not None else None,
                            ignore=(NoSuchElementException, StaleElementReferenceException))
+
+
+def page_errors(driver: Any) -> list[str]:
+    """Errors the page logged: script errors, refused loads, CSP violations."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def artifact_dir() -> Path:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.dashboard.browser import chromium, require_browser, save_screenshot, wait_for
+from tests.dashboard.browser import chromium, page_errors, require_browser, save_screenshot, wait_for
 from tests.support.cluster import FAST, ClusterHarness
 from tests.support.http import http_json
 from tests.support.procs import ProcessPool
@@ -140,5 +140,6 @@ async def test_dashboard_shows_members_traffic_and_a_stream(
                     By.ID, "chart-cluster-delivered").get_attribute("data-points") or 0) >= 30, timeout=100)
             shot = save_screenshot(driver, "dashboard.png", docs_copy="dashboard.png")
             assert shot.exists()
+            assert page_errors(driver) == []
     finally:
         next(driver_gen, None)

@@ -28,6 +28,7 @@ async def test_the_page_and_its_files_are_served_from_the_package(client: TestCl
         assert r.status == 200, name
         assert r.headers["Content-Type"] == f"{kind}; charset=utf-8"
         assert r.headers["Cache-Control"] == "no-cache"
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert await r.read() == (STATIC / name).read_bytes()
     r = await client.get("/dashboard/secret.py")
     assert r.status == 404 and (await r.json())["code"] == "not_found"

@@ -118,7 +118,7 @@ async def test_the_member_list_scrolls_and_filters_in_the_browser(
 def browse_100(driver: Any, url: str) -> None:
     from selenium.webdriver.common.by import By
 
-    from tests.dashboard.browser import save_screenshot, wait_for
+    from tests.dashboard.browser import page_errors, save_screenshot, wait_for
 
     driver.get(url + "/dashboard/")
     rows = "#members tbody tr[data-node]"
@@ -135,3 +135,4 @@ def browse_100(driver: Any, url: str) -> None:
     wait_for(driver, "the filtered rows", lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 10)
     assert "alive" in driver.find_element(By.CSS_SELECTOR, '#members tr[data-node="fake-010"]').text
     save_screenshot(driver, "dashboard-100-members.png")
+    assert page_errors(driver) == []

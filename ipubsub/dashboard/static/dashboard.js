@@ -159,7 +159,9 @@ function renderMembers() {
     const storage = m.storage || {};
     const share = m.inRing ? (m.ringShare * 100).toFixed(1) + " %" : "–";
     const ring = m.ringHashMatches === null ? "?" : m.ringHashMatches ? "✓" : "✗ " + m.ringHash;
-    const shareBar = el("span", { class: "share" }, el("span", { style: "width:" + (m.ringShare * 100).toFixed(1) + "%" }));
+    const fill = el("span");
+    fill.style.width = (m.ringShare * 100).toFixed(1) + "%";  // CSSOM: allowed by the page's CSP
+    const shareBar = el("span", { class: "share" }, fill);
     const status = el("span", { class: "status " + m.status }, m.status + (m.error ? " (no answer)" : ""));
     const row = el("tr", { "data-node": m.name, title: m.error || "" },
       el("td", {}, m.name + (m.name === state.self ? " ★" : "")),
