@@ -7,7 +7,8 @@
 # loopback ports, all stopped at the end.  Needs: taskset, redis-server (pipe),
 # the package installed with '.[speed,postgres,mysql]' in the Python on PATH
 # (or PYTHON=...), PostgreSQL and MariaDB for the persist runs.
-# ROUNDS (default 3): interleaved rounds of the comparisons.
+# ROUNDS (default 3): interleaved rounds of the comparisons; STREAMS (default
+# 1000000): idle streams created by the memory section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -31,7 +32,7 @@ if want memory; then
   bench idle --spawn --baseline --polls 8000 | tee "$OUT/idle.jsonl"
   bench idle --spawn --polls 8000 | tee -a "$OUT/idle.jsonl"
   bench cluster-idle --spawn 2 --polls 8000 | tee -a "$OUT/idle.jsonl"
-  bench streams --spawn --count 1000000 | tee "$OUT/streams.jsonl"
+  bench streams --spawn --count "${STREAMS:-1000000}" | tee "$OUT/streams.jsonl"
 fi
 
 if want cluster; then

@@ -31,7 +31,7 @@ from ..rawhttp import Connection, get_request, node_name
 from ..rounds import Measure, interleave
 from ..servers import Launcher
 from ..window import Row
-from .memory import deliver_each, idle
+from .memory import deliver_each, idle, waiting_at
 from .pipe import PipeLoad, http_pipe
 
 __all__ = ["owned_streams"]
@@ -96,7 +96,8 @@ async def run_cluster_idle(args: argparse.Namespace, launch: Launcher) -> AsyncI
     rss_pids = {"owner": pids[0], "entry": pids[1]} if args.spawn else {
         name: pid for name, pid in (("owner", args.owner_pid), ("entry", args.via_pid)) if pid is not None}
     streams = await owned_streams(owner, await node_name(owner), args.polls)
-    row = await idle(via, streams, rss_pids, args.settle, lambda: deliver_each(owner, streams))
+    row = await idle(via, streams, rss_pids, args.settle, lambda: deliver_each(owner, streams),
+                     waiting_at(owner, args.polls))
     yield {"label": "forwarded-idle", **row}
 
 
@@ -136,7 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--owner-pid", type=int)
     p.add_argument("--via-pid", type=int)
     p.add_argument("--polls", type=int, default=5000)
-    p.add_argument("--settle", type=float, default=3.0, help="seconds between parking the polls and reading RSS")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds at least between parking the polls and reading RSS")
 
     p = add_mode(sub, "lb", run_lb, "random entry node for every call versus one node alone", __doc__)
     p.add_argument("--spawn", type=int, nargs="+", metavar="N", help="start one node plus a cluster of each N")

@@ -16,16 +16,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from baseline_server import RELEASE_PATH
 
-from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import HEALTH_PATH, RECEIVE_PATH, SEND_PATH
 
 from ..conn import Endpoint
 from ..options import add_mode
 from ..procstat import rss_bytes
-from ..rawhttp import Connection, get_request, post_request
+from ..rawhttp import Connection, get_json, get_request, post_request
 from ..servers import Launcher, Server
 from ..window import Row
 
-__all__ = ["deliver_each", "idle", "park_polls", "rss_growth"]
+__all__ = ["deliver_each", "idle", "park_polls", "rss_growth", "settle_rss", "waiting_at"]
 
 Polls = list[asyncio.Future[tuple[int, bytes]]]
 
@@ -57,16 +57,48 @@ async def deliver_each(entry: Endpoint, streams: Sequence[str], connections: int
             c.close()
 
 
+def waiting_at(node: Endpoint, count: int) -> Callable[[], Awaitable[bool]]:
+    """A check that ``node`` reports at least ``count`` waiting receivers."""
+
+    async def check() -> bool:
+        status, health = await get_json(node, HEALTH_PATH)
+        return status == 200 and health["waitingReceivers"] >= count
+
+    return check
+
+
+async def settle_rss(pids: Sequence[int], minimum: float, ready: Callable[[], Awaitable[bool]] | None) -> float:
+    """Wait ``minimum`` s, then until ``ready()`` holds (if given) and no pid's
+    RSS has moved by more than 1 % over the last second: a busy server may
+    still be accepting what the harness already wrote.  At most 120 s;
+    returns the seconds waited."""
+    t0 = time.monotonic()
+    await asyncio.sleep(minimum)
+    last = [rss_bytes(p) for p in pids]
+    while time.monotonic() - t0 < 120:
+        await asyncio.sleep(1.0)
+        now = [rss_bytes(p) for p in pids]
+        steady = all(abs(n - b) <= 0.01 * b for n, b in zip(now, last))
+        last = now
+        if steady and (ready is None or await ready()):
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 async def rss_growth(
-    pids: dict[str, int], count: int, unit: str, load: Callable[[], Awaitable[None]], settle: float
+    pids: dict[str, int],
+    count: int,
+    unit: str,
+    load: Callable[[], Awaitable[None]],
+    settle: float,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> Row:
-    """RSS of each named pid before ``load`` and ``settle`` s after it, and the
-    growth per ``unit`` (``count`` of them): ``<name>_rss_per_<unit>_kib``
-    (plain ``rss_per_<unit>_kib`` for the name "")."""
+    """RSS of each named pid before ``load`` and once settled after it (see
+    ``settle_rss``), and the growth per ``unit`` (``count`` of them):
+    ``<name>_rss_per_<unit>_kib`` (plain ``rss_per_<unit>_kib`` for the name "")."""
     before = {name: rss_bytes(pid) for name, pid in pids.items()}
     await load()
-    await asyncio.sleep(settle)
-    out: Row = {}
+    out: Row = {"settled_seconds": await settle_rss(list(pids.values()), settle, ready)}
     for name, pid in pids.items():
         after = rss_bytes(pid)
         prefix = f"{name}_" if name else ""
@@ -83,9 +115,10 @@ async def idle(
     rss_pids: dict[str, int],
     settle: float,
     release: Callable[[], Awaitable[None]],
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> Row:
     """One waiting long poll per stream at ``park_at``; RSS growth of each of
-    ``rss_pids`` ``settle`` s later; then ``release`` (one message to each)
+    ``rss_pids`` once settled (``ready``: all polls are parked); then ``release`` (one message to each)
     and the time until every poll has answered."""
     parked: list[Connection] = []
     waits: Polls = []
@@ -97,7 +130,7 @@ async def idle(
 
     out: Row = {"polls": len(streams)}
     try:
-        out |= await rss_growth(rss_pids, len(streams), "poll", park, settle)
+        out |= await rss_growth(rss_pids, len(streams), "poll", park, settle, ready)
         t0 = time.perf_counter()
         await release()
         done = await asyncio.gather(*waits, return_exceptions=True)
@@ -168,7 +201,8 @@ async def run_idle(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[
         else:
             await deliver_each(entry, names)
 
-    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release)
+    ready = None if args.baseline else waiting_at(entry, args.polls)
+    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release, ready)
     await launch.stop(servers)
     yield {"label": args.label or ("trivial-hold" if args.baseline else "ipubsub"), **row}
 
@@ -191,7 +225,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_mode(sub, "idle", run_idle, "many waiting long polls: RSS per poll, time to deliver to all")
     _server_args(p)
     p.add_argument("--polls", type=int, default=5000)
-    p.add_argument("--settle", type=float, default=3.0, help="seconds between parking the polls and reading RSS")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds at least between parking the polls and reading RSS")
     p.add_argument("--baseline", action="store_true", help="the server is baseline_server.py --hold")
     p = add_mode(sub, "streams", run_streams, "many streams holding one message each: RSS per stream")
     _server_args(p)
