@@ -31,7 +31,7 @@ from ..rawhttp import Connection, get_request, node_name
 from ..rounds import Measure, interleave
 from ..servers import Launcher
 from ..window import Row
-from .memory import deliver_each, idle, waiting_at
+from .memory import deliver_each, idle
 from .pipe import PipeLoad, http_pipe
 
 __all__ = ["owned_streams"]
@@ -96,8 +96,7 @@ async def run_cluster_idle(args: argparse.Namespace, launch: Launcher) -> AsyncI
     rss_pids = {"owner": pids[0], "entry": pids[1]} if args.spawn else {
         name: pid for name, pid in (("owner", args.owner_pid), ("entry", args.via_pid)) if pid is not None}
     streams = await owned_streams(owner, await node_name(owner), args.polls)
-    row = await idle(via, streams, rss_pids, args.settle, lambda: deliver_each(owner, streams),
-                     waiting_at(owner, args.polls))
+    row = await idle(via, streams, rss_pids, args.settle, lambda: deliver_each(owner, streams), owner)
     yield {"label": "forwarded-idle", **row}
 
 

@@ -57,12 +57,12 @@ async def deliver_each(entry: Endpoint, streams: Sequence[str], connections: int
             c.close()
 
 
-def waiting_at(node: Endpoint, count: int) -> Callable[[], Awaitable[bool]]:
-    """A check that ``node`` reports at least ``count`` waiting receivers."""
+def waiting_at(node: Endpoint) -> Callable[[int], Awaitable[bool]]:
+    """A check that ``node`` reports at least ``n`` waiting receivers."""
 
-    async def check() -> bool:
+    async def check(n: int) -> bool:
         status, health = await get_json(node, HEALTH_PATH)
-        return status == 200 and health["waitingReceivers"] >= count
+        return status == 200 and health["waitingReceivers"] >= n
 
     return check
 
@@ -87,25 +87,27 @@ async def settle_rss(pids: Sequence[int], minimum: float, ready: Callable[[], Aw
 
 async def rss_growth(
     pids: dict[str, int],
-    count: int,
+    count: Callable[[], int],
     unit: str,
     load: Callable[[], Awaitable[None]],
     settle: float,
     ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> Row:
     """RSS of each named pid before ``load`` and once settled after it (see
-    ``settle_rss``), and the growth per ``unit`` (``count`` of them):
-    ``<name>_rss_per_<unit>_kib`` (plain ``rss_per_<unit>_kib`` for the name "")."""
+    ``settle_rss``), and the growth per ``unit`` (``count()`` of them once
+    settled): ``<name>_rss_per_<unit>_kib`` (``rss_per_<unit>_kib`` for the
+    name "")."""
     before = {name: rss_bytes(pid) for name, pid in pids.items()}
     await load()
     out: Row = {"settled_seconds": await settle_rss(list(pids.values()), settle, ready)}
+    n = count()
     for name, pid in pids.items():
         after = rss_bytes(pid)
         prefix = f"{name}_" if name else ""
         out[f"{prefix}rss_before_mib"] = round(before[name] / 2**20, 1)
         out[f"{prefix}rss_after_mib"] = round(after / 2**20, 1)
         out[f"{prefix}rss_growth_bytes"] = after - before[name]
-        out[f"{prefix}rss_per_{unit}_kib"] = round((after - before[name]) / count / 1024, 3)
+        out[f"{prefix}rss_per_{unit}_kib"] = round((after - before[name]) / max(1, n) / 1024, 3)
     return out
 
 
@@ -115,11 +117,13 @@ async def idle(
     rss_pids: dict[str, int],
     settle: float,
     release: Callable[[], Awaitable[None]],
-    ready: Callable[[], Awaitable[bool]] | None = None,
+    parked_at: Endpoint | None = None,
 ) -> Row:
     """One waiting long poll per stream at ``park_at``; RSS growth of each of
-    ``rss_pids`` once settled (``ready``: all polls are parked); then ``release`` (one message to each)
-    and the time until every poll has answered."""
+    ``rss_pids`` per open poll once settled (with ``parked_at``: once that
+    ipubsub node reports every open poll waiting); then ``release`` (one
+    message to each) and the time until every poll has answered.  Polls
+    answered before the release are counted in ``answered_before_release``."""
     parked: list[Connection] = []
     waits: Polls = []
 
@@ -128,9 +132,19 @@ async def idle(
         parked.extend(conns)
         waits.extend(futures)
 
+    def still_open() -> int:
+        return sum(not w.done() for w in waits)
+
+    async def all_waiting() -> bool:
+        assert parked_at is not None
+        return await waiting_at(parked_at)(still_open())
+
     out: Row = {"polls": len(streams)}
     try:
-        out |= await rss_growth(rss_pids, len(streams), "poll", park, settle, ready)
+        out |= await rss_growth(rss_pids, still_open, "poll", park, settle, all_waiting if parked_at else None)
+        early = Counter(_answer(w) for w in waits if w.done())
+        if early:
+            out["answered_before_release"] = dict(early)
         t0 = time.perf_counter()
         await release()
         done = await asyncio.gather(*waits, return_exceptions=True)
@@ -143,6 +157,11 @@ async def idle(
         for c in parked:
             c.close()
     return out
+
+
+def _answer(poll: asyncio.Future[tuple[int, bytes]]) -> str:
+    """A finished poll's status code, or the name of its error."""
+    return type(poll.exception()).__name__ if poll.exception() else str(poll.result()[0])
 
 
 async def streams(entry: Endpoint, pid: int | None, count: int, connections: int = 64) -> Row:
@@ -171,7 +190,7 @@ async def streams(entry: Endpoint, pid: int | None, count: int, connections: int
     if pid is None:
         await create()
     else:
-        out |= await rss_growth({"": pid}, count, "stream", create, 2.0)
+        out |= await rss_growth({"": pid}, lambda: count, "stream", create, 2.0)
         del out["rss_per_stream_kib"]
         out["rss_per_stream_bytes"] = round(out["rss_growth_bytes"] / count)
         out["rss_for_1m_streams_mib"] = round(out["rss_per_stream_bytes"] * 1e6 / 2**20)
@@ -201,8 +220,8 @@ async def run_idle(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[
         else:
             await deliver_each(entry, names)
 
-    ready = None if args.baseline else waiting_at(entry, args.polls)
-    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release, ready)
+    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release,
+                     None if args.baseline else entry)
     await launch.stop(servers)
     yield {"label": args.label or ("trivial-hold" if args.baseline else "ipubsub"), **row}
 
