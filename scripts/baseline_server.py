@@ -39,9 +39,11 @@ RECEIVE_REPLY = (
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _app(send: Handler, receive: Handler) -> web.Application:
+def _app(send: Handler, receive: Handler, waiting: Callable[[], int]) -> web.Application:
     async def health(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type=JSON_CONTENT_TYPE)
+        # waitingReceivers as ipubsub reports it: the harness waits for it
+        # before reading the RSS of parked polls
+        return web.json_response({"status": "ok", "waitingReceivers": waiting()})
 
     app = web.Application()
     app.router.add_post(SEND_PATH, send)
@@ -89,7 +91,7 @@ def build_naive_queue_app() -> web.Application:
         reply = {"messageUuid": "x", "message": message, "timestamp": "2026-01-01T00:00:00.000000Z"}
         return web.Response(body=json.dumps(reply).encode(), content_type=JSON_CONTENT_TYPE)
 
-    return _app(send, receive)
+    return _app(send, receive, lambda: sum(len(w) for w in waiting.values()))
 
 
 def build_app(hold: bool) -> web.Application:
@@ -113,7 +115,7 @@ def build_app(hold: bool) -> web.Application:
         waiters.clear()
         return web.Response(body=b"{}", content_type=JSON_CONTENT_TYPE)
 
-    app = _app(send, receive)
+    app = _app(send, receive, lambda: sum(not fut.done() for fut in waiters))
     app.router.add_post(RELEASE_PATH, release)
     return app
 

@@ -85,7 +85,9 @@ def main() -> int:
           [LABEL, ("polls", num("polls")), ("RSS KiB per poll", num("rss_per_poll_kib", ".2f")),
            ("owner / entry RSS KiB per forwarded poll",
             lambda r: f"{num('owner_rss_per_poll_kib', '.2f')(r)} / {num('entry_rss_per_poll_kib', '.2f')(r)}"),
-           ("deliver to all s", num("deliver_all_seconds", ".2f"))])
+           ("deliver to all s", num("deliver_all_seconds", ".2f")),
+           ("answered before the release", lambda r: ", ".join(
+               f"{n} × {code}" for code, n in r.get("answered_before_release", {}).items()) or "—")])
     table("idle streams holding one message", rows(out / "streams.jsonl"),
           [("streams", num("streams")), ("bytes per stream", num("rss_per_stream_bytes")),
            ("MiB for 1 M", num("rss_for_1m_streams_mib"))])

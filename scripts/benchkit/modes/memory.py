@@ -121,7 +121,7 @@ async def idle(
 ) -> Row:
     """One waiting long poll per stream at ``park_at``; RSS growth of each of
     ``rss_pids`` per open poll once settled (with ``parked_at``: once that
-    ipubsub node reports every open poll waiting); then ``release`` (one
+    server's /health reports every open poll waiting); then ``release`` (one
     message to each) and the time until every poll has answered.  Polls
     answered before the release are counted in ``answered_before_release``."""
     parked: list[Connection] = []
@@ -220,8 +220,7 @@ async def run_idle(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[
         else:
             await deliver_each(entry, names)
 
-    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release,
-                     None if args.baseline else entry)
+    row = await idle(entry, names, {} if pid is None else {"": pid}, args.settle, release, entry)
     await launch.stop(servers)
     yield {"label": args.label or ("trivial-hold" if args.baseline else "ipubsub"), **row}
 
