@@ -41,8 +41,11 @@ def ratio(ref: str) -> Callable[[Row], str]:
     def cell(r: Row) -> str:
         if f"ratio_to_{ref}" not in r:
             return "1.00" if r["label"] == ref else "—"
-        rounds = ", ".join(f"{x:.2f}" for x in r[f"ratio_to_{ref}_rounds"])
-        return f"{r[f'ratio_to_{ref}']:.2f} ({rounds})"
+        def fmt(x: float) -> str:
+            return f"{x:.3f}" if x < 0.1 else f"{x:.2f}"
+
+        rounds = ", ".join(fmt(x) for x in r[f"ratio_to_{ref}_rounds"])
+        return f"{fmt(r[f'ratio_to_{ref}'])} ({rounds})"
     return cell
 
 
