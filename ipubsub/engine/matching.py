@@ -174,6 +174,8 @@ class Matcher:
         stats = self.stats
         stats.requeued_total += len(msgs)
         stats.delivered_total -= len(msgs)
+        if len(msgs) > 1:  # restore the order they were taken in (never-taken ones first)
+            msgs = sorted(msgs, key=_taken)
         rest = self._hand_to_waiting(stream, msgs)
         if rest:
             stream.put_back(rest)
@@ -253,6 +255,10 @@ class Matcher:
             stream.senders is not None and len(stream.senders) > 16
         ):
             stream.compact()
+
+
+def _taken(msg: Message) -> int:
+    return msg.taken
 
 
 def _buffer_full() -> BufferFull:

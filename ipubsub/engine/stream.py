@@ -98,9 +98,9 @@ class Stream:
         self.nbytes += msg.size
 
     def put_back(self, msgs: list[Message]) -> None:
-        """Insert given-back ``msgs`` at the head, merged with the messages
-        given back before by the order they were first taken (never-taken
-        ones, e.g. decoded from a peer's requeue, go first, in list order)."""
+        """Insert given-back ``msgs`` (in the order they were first taken) at
+        the head, merged with the messages given back before by that order
+        (never-taken ones, e.g. decoded from a peer's requeue, go first)."""
         n = self.returned
         if n:
             buf = self.buffer

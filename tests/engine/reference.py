@@ -8,8 +8,11 @@ must end with.  The property test drives the real engine and this model with
 the same operations and compares answers, buffers (order included) and
 counters after every step.
 
-Outcomes: ``("msg", id)``, ``("ok",)``, ``("timeout",)``, ``("released",)``,
-``("full",)`` (node byte budget), ``("cancelled",)``.
+Outcomes: ``("msg", id)``, ``("msgs", (id, ...))`` (a batch), ``("ok",)``,
+``("timeout",)``, ``("released",)``, ``("full",)`` (node byte budget),
+``("cancelled",)``.  A receiver served while waiting is first *handed* its
+message; it answers one loop step later (:meth:`RefEngine.answer`), when a
+batch takes the further messages available then.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 DEFAULT_STREAM_SIZE = 100
 
 PENDING = ("pending",)
+HANDED = ("handed",)
 
 COUNTERS = (
     "buffered_messages",
@@ -48,17 +52,20 @@ class RefMessage:
 @dataclass(eq=False)
 class Waiter:
     wid: int
-    kind: str  # "recv" or "send"
+    kind: str  # "recv" (awaiting receive), "park" (parked receive) or "send"
     stream: str
     deadline: float
     poll_id: str | None = None
-    msg: RefMessage | None = None  # a sender's message
+    msg: RefMessage | None = None  # a sender's message; a receiver's handed message
+    limit: int | None = None  # a batch: up to this many messages
     outcome: tuple = PENDING
     admitted: bool = False  # a sender whose message was accepted
+    gives_back: bool = False  # cancelled once handed: gives its message back when its task runs
 
 
 @dataclass(eq=False)
 class RefStream:
+    sid: str
     cap: int | None
     buf: list[RefMessage] = field(default_factory=list)
     front: int = 0  # given-back + handed-over messages at the head
@@ -89,12 +96,13 @@ class RefEngine:
         self.polls: dict[str, Waiter] = {}
         self.cancelled_polls: set[str] = set()
         self.messages: dict[str, RefMessage] = {}
+        self.handed: list[Waiter] = []  # served receivers, in the order they answer
         self._next_wid = 0
 
     # -- helpers -------------------------------------------------------------
 
     def _new_stream(self, sid: str, cap: int | None) -> RefStream:
-        st = self.streams[sid] = RefStream(cap, became_idle=self.now)
+        st = self.streams[sid] = RefStream(sid, cap, became_idle=self.now)
         return st
 
     def _waiter(self, kind: str, sid: str, timeout: float, **kw: object) -> Waiter:
@@ -103,7 +111,7 @@ class RefEngine:
 
     def _resolve(self, w: Waiter, outcome: tuple) -> None:
         w.outcome = outcome
-        if w.poll_id is not None and self.polls.get(w.poll_id) is w:
+        if outcome is not HANDED and w.poll_id is not None and self.polls.get(w.poll_id) is w:
             del self.polls[w.poll_id]
 
     def _take_number(self, m: RefMessage) -> None:
@@ -132,7 +140,9 @@ class RefEngine:
             return False
         w = st.receivers.pop(0)
         self._take_number(m)
-        self._resolve(w, ("msg", m.id))
+        w.msg = m
+        self._resolve(w, HANDED)
+        self.handed.append(w)
         self.stats["waiting_receivers"] -= 1
         self.stats["delivered_total"] += 1
         if accepted:
@@ -262,8 +272,20 @@ class RefEngine:
         self.stats["blocked_senders"] += 1
         return w
 
-    def receive(self, sid: str, timeout: float, poll_id: str | None) -> Waiter:
-        w = self._waiter("recv", sid, timeout)
+    def _fill(self, st: RefStream, first: RefMessage, limit: int | None) -> tuple:
+        if limit is None:
+            return ("msg", first.id)
+        got = [first]
+        while len(got) < limit and self.streams.get(st.sid) is st:
+            m = self._take(st)
+            if m is None:
+                break
+            got.append(m)
+        return ("msgs", tuple(m.id for m in got))
+
+    def receive(self, sid: str, timeout: float, poll_id: str | None, limit: int | None, kind: str = "recv") -> Waiter:
+        """An awaiting receive (``kind`` "recv") or a parked one ("park")."""
+        w = self._waiter(kind, sid, timeout, limit=limit)
         if poll_id is not None and poll_id in self.cancelled_polls:
             w.outcome = ("released",)
             return w
@@ -271,7 +293,7 @@ class RefEngine:
         if st is not None:
             m = self._take(st)
             if m is not None:
-                w.outcome = ("msg", m.id)
+                w.outcome = self._fill(st, m, limit)
                 return w
         if timeout <= 0:
             self.stats["receive_timeouts_total"] += 1
@@ -286,31 +308,72 @@ class RefEngine:
             self.polls[poll_id] = w
         return w
 
-    def requeue(self, sid: str, m: RefMessage) -> None:
-        self.stats["requeued_total"] += 1
-        self.stats["delivered_total"] -= 1
+    def answer(self) -> None:
+        """One loop step after: served receivers answer, in the order they
+        were served; a batch takes the messages its stream has then."""
+        while self.handed:  # a message given back may serve another waiting receiver
+            self._answer(self.handed.pop(0))
+
+    def _answer(self, w: Waiter) -> None:
+        if w.gives_back:
+            self.give_back(w.stream, [w.msg])  # type: ignore[list-item]
+        elif w.outcome is HANDED:
+            st = self.streams.get(w.stream)
+            assert w.msg is not None
+            if w.limit is None:
+                w.outcome = ("msg", w.msg.id)
+            elif st is None:
+                w.outcome = ("msgs", (w.msg.id,))
+            else:
+                w.outcome = self._fill(st, w.msg, w.limit)
+        self._resolve(w, w.outcome)
+
+    def give_back(self, sid: str, msgs: list[RefMessage]) -> None:
+        if not msgs:
+            return
+        self.stats["requeued_total"] += len(msgs)
+        self.stats["delivered_total"] -= len(msgs)
         st = self.streams.get(sid) or self._new_stream(sid, DEFAULT_STREAM_SIZE)
         if st.cap is None:
             st.cap = DEFAULT_STREAM_SIZE
-        if not self._serve_receiver(st, m, accepted=False):
-            self._put_back(st, [m])
+        rest = sorted(msgs, key=lambda m: m.taken)  # the order they were first taken in
+        while rest and self._serve_receiver(st, rest[0], accepted=False):
+            rest.pop(0)
+        if rest:
+            self._put_back(st, rest)
 
-    def cancel(self, w: Waiter) -> None:
-        """The waiter's task is cancelled (its client left) before it ran again."""
+    def cancel(self, w: Waiter, by_poll_id: bool = False) -> bool:
+        """The waiter's client left before its task or callback ran again:
+        its task is cancelled (an awaiting call), :meth:`Parked.end` is
+        called (a parked receive), or with ``by_poll_id`` the forwarding node
+        cancels the poll by id.  Returns what ``end`` / ``cancel_poll``
+        return (True: it ended a waiting or not yet answered receive)."""
+        disconnect = w.kind == "send" or (w.kind == "recv" and not by_poll_id)
+        ended = ("cancelled",) if disconnect else ("released",)
         if w.outcome is PENDING:
             st = self.streams[w.stream]
-            if w.kind == "recv":
-                st.receivers.remove(w)
-                self.stats["waiting_receivers"] -= 1
-            else:
+            if w.kind == "send":
                 st.senders.remove(w)
                 self.stats["blocked_senders"] -= 1
-            self._resolve(w, ("cancelled",))
-            return
-        served = w.outcome
-        w.outcome = ("cancelled",)
-        if w.kind == "recv" and served[0] == "msg":
-            self.requeue(w.stream, self.message(served[1]))
+            else:
+                st.receivers.remove(w)
+                self.stats["waiting_receivers"] -= 1
+                if not disconnect:
+                    self.stats["released_total"] += 1
+            self._resolve(w, ended)
+            return True
+        if w.outcome is HANDED:
+            self._resolve(w, ended)
+            if disconnect:  # its task gives the message back when it runs, in its turn
+                w.gives_back = True
+            else:
+                self.give_back(w.stream, [w.msg])  # type: ignore[list-item]
+            return True
+        if disconnect:
+            w.outcome = ended
+        elif by_poll_id and w.poll_id is not None:
+            self.cancelled_polls.add(w.poll_id)
+        return False
 
     def expire(self) -> None:
         """Fire every timer due at ``now``."""
@@ -327,15 +390,11 @@ class RefEngine:
                 self.stats["send_timeouts_total"] += 1
 
     def cancel_poll(self, poll_id: str) -> bool:
-        w = self.polls.pop(poll_id, None)
+        w = self.polls.get(poll_id)
         if w is None:
             self.cancelled_polls.add(poll_id)
             return False
-        self.streams[w.stream].receivers.remove(w)
-        self._resolve(w, ("released",))
-        self.stats["waiting_receivers"] -= 1
-        self.stats["released_total"] += 1
-        return True
+        return self.cancel(w, by_poll_id=True)
 
     def attach(self, sid: str, capacity: int | None, msgs: list[RefMessage]) -> None:
         st = self.streams.get(sid)
@@ -346,7 +405,7 @@ class RefEngine:
         if st.cap is None:
             st.cap = DEFAULT_STREAM_SIZE
         self.stats["handed_in_total"] += len(msgs)
-        rest = list(msgs)
+        rest = sorted(msgs, key=lambda m: m.taken)  # the order they were first taken in
         while rest and self._serve_receiver(st, rest[0], accepted=False):
             rest.pop(0)
         st.buf[st.front : st.front] = rest

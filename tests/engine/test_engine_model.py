@@ -1,11 +1,12 @@
 """Property test: the engine against an explicit reference model.
 
 Hypothesis generates sequences of every engine operation — circular,
-blocking and sync sends, long polls (with and without poll ids), timers
-firing, client disconnects (including the race where a waiter was served in
-the same loop step its task is cancelled), hand-off attach and detach,
-requeues of delivered messages, poll cancellation, idle sweeps and shutdown
-release — on two streams, with byte bounds small enough to drop and refuse.
+blocking and sync sends, awaiting and parked receives of one message or a
+batch (with and without poll ids), timers firing, client disconnects and
+poll cancellations (including the race where a waiter was served in the same
+loop step its caller left), hand-off attach and detach, requeues and
+give-backs of delivered messages, idle sweeps and shutdown release — on two
+streams, with byte bounds small enough to drop and refuse.
 After every operation the test compares with :mod:`tests.engine.reference`:
 the answer of every call and of every waiter, each stream's buffer in order,
 each stream's size, which streams exist, and every counter.  At the end a
@@ -29,7 +30,7 @@ from hypothesis import note
 from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
-from ipubsub.engine import Engine, Message
+from ipubsub.engine import Engine, Message, Parked, Released
 from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 
 from .reference import COUNTERS, PENDING, RefEngine, RefMessage, Waiter
@@ -103,13 +104,45 @@ def event(text: str) -> None:
         hypothesis_event(text)
 
 
-def outcome_of(task: asyncio.Task[Any]) -> tuple:
+class ParkProbe:
+    """A parked receive and what its ``deliver`` callback got."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+        self.parked: Parked | None = None
+
+    def __call__(self, outcome: Any) -> None:
+        self.got.append(outcome)
+
+    def done(self) -> bool:
+        return bool(self.got)
+
+    def outcome(self) -> tuple:
+        assert len(self.got) == 1, f"deliver called {len(self.got)} times"
+        return value_of(self.got[0])
+
+
+def value_of(result: Any) -> tuple:
+    if isinstance(result, Message):
+        return ("msg", result.uuid)
+    if isinstance(result, list):
+        return ("msgs", tuple(m.uuid for m in result))
+    if result is None:
+        return ("timeout",)
+    if isinstance(result, Released):
+        return ("released",)
+    raise AssertionError(f"unexpected outcome {result!r}")
+
+
+def outcome_of(task: asyncio.Task[Any] | ParkProbe) -> tuple:
+    if isinstance(task, ParkProbe):
+        return task.outcome()
     if task.cancelled():
         return ("cancelled",)
     exc = task.exception()
     if exc is None:
         result = task.result()
-        return ("msg", result.uuid) if isinstance(result, Message) else ("ok",)
+        return value_of(result) if result is not None else ("ok",)
     kinds = {ReceiveTimeout: "timeout", SendTimeout: "timeout", StreamReleased: "released", BufferFull: "full"}
     for cls, name in kinds.items():
         if isinstance(exc, cls):
@@ -140,7 +173,7 @@ class Run:
         self.model = RefEngine(
             max_stream_bytes=max_stream_bytes, max_buffered_bytes=max_buffered_bytes, idle_seconds=IDLE_SECONDS
         )
-        self.tracked: list[tuple[asyncio.Task[Any], Waiter]] = []
+        self.tracked: list[tuple[asyncio.Task[Any] | ParkProbe, Waiter]] = []
         self.objects: dict[str, Message] = {}
         self.serial = 0
         self.polls: list[str] = []
@@ -165,7 +198,7 @@ class Run:
     def pending(self) -> list[Waiter]:
         return [w for _, w in self.tracked if w.outcome is PENDING]
 
-    def track(self, task: asyncio.Task[Any], w: Waiter) -> None:
+    def track(self, task: asyncio.Task[Any] | ParkProbe, w: Waiter) -> None:
         self.tracked.append((task, w))
         if w.kind == "send":
             self.senders.append(w)
@@ -187,6 +220,10 @@ class Run:
                 assert got == w.outcome, f"waiter {w.wid} ({w.kind} on {w.stream}): engine {got}, model {w.outcome}"
                 if got[0] == "msg":
                     self.held.append((w.stream, got[1]))
+                elif got[0] == "msgs":
+                    self.held.extend((w.stream, mid) for mid in got[1])
+                    if len(got[1]) > 1:
+                        event(f"a {w.kind} batch got several messages")
             else:
                 assert w.outcome is PENDING, f"waiter {w.wid}: engine still waits, model {w.outcome}"
                 still.append((task, w))
@@ -215,7 +252,7 @@ class Run:
         target = pending[op.cancel % len(pending)] if op.cancel is not None and pending else None
         started_task = False
         sid = op.stream
-        if op.kind in ("send", "recv", "attach", "requeue"):
+        if op.kind in ("send", "recv", "park", "attach"):
             model.touch(sid)
         if op.kind == "send":
             capacity, timeout, big = op.x, op.y, op.z
@@ -231,17 +268,42 @@ class Run:
                 task = asyncio.ensure_future(engine.send(sid, msg, capacity, timeout))
                 self.track(task, model.send(sid, ref, capacity, timeout))
                 started_task = True
-        elif op.kind == "recv":
-            timeout, poll = op.x, op.y
+        elif op.kind in ("recv", "park"):
+            timeout, poll, limit = op.x, op.y, op.z
             poll_id = None
             if poll == "new":
                 poll_id = f"p{len(self.polls)}"
                 self.polls.append(poll_id)
             elif poll == "ghost" and model.cancelled_polls:
                 poll_id = sorted(model.cancelled_polls)[0]
-            task = asyncio.ensure_future(engine.receive(sid, timeout, poll_id))
-            self.track(task, model.receive(sid, timeout, poll_id))
-            started_task = True
+            waiter = model.receive(sid, timeout, poll_id, limit, op.kind)
+            if op.kind == "park":
+                probe = ParkProbe()
+                if limit is None:
+                    probe.parked = engine.park(sid, timeout, probe, poll_id=poll_id)
+                else:
+                    probe.parked = engine.park_many(sid, timeout, limit, probe, poll_id=poll_id)
+                assert (probe.parked is None) == (waiter.outcome is not PENDING), "park answered at once or not"
+                self.track(probe, waiter)
+            else:
+                if limit is None:
+                    task = asyncio.ensure_future(engine.receive(sid, timeout, poll_id))
+                else:
+                    task = asyncio.ensure_future(engine.receive_many(sid, timeout, limit, poll_id))
+                self.track(task, waiter)
+                started_task = True
+        elif op.kind == "give_back":
+            if not self.held:
+                return
+            first = op.x % len(self.held)
+            sid = self.held[first][0]
+            picked = [i for i in range(first, len(self.held)) if self.held[i][0] == sid][: op.y]
+            mids = [self.held[i][1] for i in picked]
+            for i in reversed(picked):
+                del self.held[i]
+            model.touch(sid)
+            engine.give_back(sid, [self.objects[mid] for mid in mids])
+            model.give_back(sid, [model.messages[mid] for mid in mids])
         elif op.kind == "advance":
             self.loop.advance(op.x)
             model.now += op.x
@@ -273,7 +335,7 @@ class Run:
                 msg = self.objects[mid] = Message(msg.uuid, msg.payload, msg.timestamp_us)
                 model.messages[mid].taken = 0
             engine.requeue(sid, msg)
-            model.requeue(sid, model.messages[mid])
+            model.give_back(sid, [model.messages[mid]])
         elif op.kind == "cancel_poll":
             candidates = self.polls + ["ghost-" + str(op.x)]
             poll_id = candidates[op.x % len(candidates)]
@@ -297,11 +359,20 @@ class Run:
         if target is not None:
             if started_task:
                 await asyncio.sleep(0)  # the new call's first step runs; the target's task has not
-            task = next(t for t, w in self.tracked if w is target)
-            task.cancel()
+            handle = next(t for t, w in self.tracked if w is target)
+            by_poll_id = op.cancel % 2 == 1 and target.poll_id is not None  # the forwarding node cancels
             model.touch(target.stream)
-            model.cancel(target)
+            if by_poll_id:
+                assert target.poll_id is not None
+                assert engine.cancel_poll(target.poll_id, "cancelled") == model.cancel(target, by_poll_id=True)
+            elif isinstance(handle, ParkProbe):
+                assert handle.parked is not None
+                assert handle.parked.end("client left") == model.cancel(target)
+            else:
+                handle.cancel()
+                model.cancel(target)
         await self.drain()
+        model.answer()
         model.tidy(was_idle)
         self.check()
 
@@ -328,8 +399,8 @@ class Run:
 # generate and to shrink (hypothesis shrinks towards 0, so code 0 of each
 # field is the simplest choice: a sweep, no cancellation).  Sends and polls are the common case: the
 # table repeats them so that they are drawn more often.
-KINDS = ("sweep",) * 3 + ("send",) * 8 + ("recv",) * 8 + ("advance",) * 3 + (
-    "cancel", "cancel", "attach", "attach", "requeue", "requeue", "detach", "cancel_poll", "release"
+KINDS = ("sweep",) * 4 + ("send",) * 8 + ("recv",) * 6 + ("park",) * 3 + ("advance",) * 4 + (
+    "cancel", "cancel", "attach", "attach", "requeue", "give_back", "give_back", "detach", "cancel_poll", "release"
 )
 
 
@@ -344,8 +415,12 @@ def decode(raw: tuple[int, int, int, int, int, int]) -> Op:
     cancel = None if k < 8 else k - 8  # half the operations also cancel a waiter right after
     if kind == "send":
         return Op(kind, sid, pick((2, 0, 1, 3, 40), a), pick((0, 2, 0, 5), b), bool(c % 2), cancel)
-    if kind == "recv":
-        return Op(kind, sid, pick((2, 0, 5), a), pick((None, None, "new", "ghost"), b), None, cancel)
+    if kind == "recv":  # an awaiting receive, or receive_many with a limit
+        return Op(kind, sid, pick((2, 0, 5), a), pick((None, None, "new", "ghost"), b), pick((None, 2), c), cancel)
+    if kind == "park":  # park, or park_many with a limit
+        return Op(kind, sid, pick((2, 0, 5), a), pick((None, "new", None, "ghost"), b), pick((None, 3), c), cancel)
+    if kind == "give_back":  # up to 3 held messages of one stream, from the k-th held one on
+        return Op(kind, "", a, 1 + b % 3, None, cancel)
     if kind == "advance":
         return Op(kind, x=pick((1.0, 2.0, 5.0), a))
     if kind == "sweep":
@@ -397,7 +472,12 @@ PHASES = (
 )
 
 
-@settings(max_examples=200, deadline=None, phases=PHASES, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("IPUBSUB_MODEL_EXAMPLES", "200")),
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.lists(raw_op, min_size=10, max_size=80), st.sampled_from([10_000, 60]), st.sampled_from([100_000, 45]))
 def test_engine_matches_the_reference_model(
     raw: list[tuple[int, int, int, int, int, int]], max_stream_bytes: int, max_buffered_bytes: int
