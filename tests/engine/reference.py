@@ -19,27 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ipubsub.engine import EngineStats
+
 DEFAULT_STREAM_SIZE = 100
 
 PENDING = ("pending",)
 HANDED = ("handed",)
 
-COUNTERS = (
-    "buffered_messages",
-    "buffered_bytes",
-    "waiting_receivers",
-    "blocked_senders",
-    "accepted_total",
-    "delivered_total",
-    "dropped_total",
-    "receive_timeouts_total",
-    "send_timeouts_total",
-    "requeued_total",
-    "released_total",
-    "evicted_streams_total",
-    "handed_in_total",
-    "handed_out_total",
-)
+COUNTERS: tuple[str, ...] = EngineStats.__slots__  # every counter the engine keeps
 
 
 @dataclass(eq=False)

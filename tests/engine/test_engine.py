@@ -10,22 +10,9 @@ import pytest
 from ipubsub.engine import Engine, ManualClock, Message
 from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 
+from .helpers import msg, settle
+
 pytestmark = pytest.mark.timeout(20)
-
-
-def msg(n: int | str, payload: bytes | None = None) -> Message:
-    return Message(f"u{n}", payload if payload is not None else f'{{"n":"{n}"}}'.encode(), 1000 + len(str(n)))
-
-
-async def settle() -> None:
-    """Let every ready callback and task step run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def engine() -> Engine:
-    return Engine(clock=ManualClock(), idle_seconds=60)
 
 
 async def test_fifo_per_stream(engine: Engine) -> None:

@@ -7,33 +7,12 @@ import asyncio
 
 import pytest
 
-from ipubsub.engine import Engine, ManualClock, Message, Released
+from ipubsub.engine import Engine, Released
 from ipubsub.errors import ReceiveTimeout, StreamReleased
 
+from .helpers import Outcomes, ids, msg, settle
+
 pytestmark = pytest.mark.timeout(20)
-
-
-def msg(n: int | str) -> Message:
-    return Message(f"u{n}", f'{{"n":"{n}"}}'.encode(), 1000)
-
-
-def ids(msgs: list[Message]) -> list[str]:
-    return [m.uuid for m in msgs]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def engine() -> Engine:
-    return Engine(clock=ManualClock(), idle_seconds=60)
-
-
-class Outcomes(list):  # type: ignore[type-arg]
-    def __call__(self, outcome: object) -> None:
-        self.append(outcome)
 
 
 def counters(engine: Engine) -> dict[str, int]:

@@ -7,31 +7,12 @@ import asyncio
 
 import pytest
 
-from ipubsub.engine import Engine, ManualClock, Message, Released
+from ipubsub.engine import Engine, Released
 from tests.support.wait import wait_until
 
+from .helpers import Outcomes, msg, settle
+
 pytestmark = pytest.mark.timeout(20)
-
-
-def msg(n: int) -> Message:
-    return Message(f"u{n}", b'{"n":%d}' % n, 1000 + n)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def engine() -> Engine:
-    return Engine(clock=ManualClock(), idle_seconds=60)
-
-
-class Outcomes(list):  # type: ignore[type-arg]
-    """Collects what ``deliver`` got."""
-
-    def __call__(self, outcome: Message | Released | None) -> None:
-        self.append(outcome)
 
 
 async def test_a_ready_message_is_delivered_before_park_returns(engine: Engine) -> None:
