@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 
 from . import __doc__ as GUIDE
@@ -24,6 +25,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> None:
+    # SIGTERM ends the run like Ctrl-C: the launcher still stops its servers
+    # and removes its files.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     async with Launcher(args.server_cpu) as launch:
         async for row in args.run(args, launch):
             print(json.dumps(row), flush=True)
@@ -41,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_run(args))
+        try:
+            runner.run(_run(args))
+        except asyncio.CancelledError:
+            return 143  # ended by SIGTERM
     return 0
 
 

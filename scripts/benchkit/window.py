@@ -127,21 +127,23 @@ async def run_window(
     Loops get 5 s to notice ``window.stop`` and are cancelled after that; an
     exception in a loop is raised here (a broken run is not a result).
     """
-    await asyncio.sleep(warmup)
-    cpu.start()
-    window.measuring = True
-    await asyncio.sleep(duration)
-    window.measuring = False
-    tally.seconds, tally.cpu_seconds = cpu.stop()
-    tally.client_cpu_seconds = cpu.own_seconds
-    tally.servers = len(cpu.pids)
-    window.stop = True
-    for credit in credits:
-        credit.close()
-    await asyncio.wait(tasks, timeout=5)
-    for t in tasks:
-        t.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await asyncio.sleep(warmup)
+        cpu.start()
+        window.measuring = True
+        await asyncio.sleep(duration)
+        window.measuring = False
+        tally.seconds, tally.cpu_seconds = cpu.stop()
+        tally.client_cpu_seconds = cpu.own_seconds
+        tally.servers = len(cpu.pids)
+        window.stop = True
+        for credit in credits:
+            credit.close()
+        await asyncio.wait(tasks, timeout=5)
+    finally:  # also when the run is cancelled: no loop outlives its window
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(tasks)} load loops failed: {failed[0]!r}") from failed[0]

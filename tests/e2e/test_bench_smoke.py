@@ -160,20 +160,23 @@ async def test_cluster_mode_attached_sums_cpu_over_every_pid(procs: ProcessPool)
     assert all(r["servers"] == 2 and r["cpu_us_per_msg"] > 0 for r in rows if not r.get("summary"))
 
 
-def test_a_killed_harness_takes_its_servers_with_it(spawn_dir: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_harness_takes_its_servers_with_it(spawn_dir: Path, sig: signal.Signals) -> None:
     harness = subprocess.Popen([sys.executable, str(BENCH), "lb", "--spawn", "2", "--duration", "60"],
                                env=dict(os.environ, TMPDIR=str(spawn_dir)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         # one node, then a cluster of two
         wait_until_sync(lambda: len(processes_under(spawn_dir)) >= 3 or harness.poll() is not None, 60,
                         "the harness running its servers")
         assert harness.poll() is None
     finally:
-        harness.send_signal(signal.SIGKILL)
-        harness.wait(10)
+        harness.send_signal(sig)
+        _, err = harness.communicate(timeout=30)
     wait_until_sync(lambda: not processes_under(spawn_dir), 20, "the spawned servers gone",
                     show=lambda: processes_under(spawn_dir))
+    if sig == signal.SIGTERM:  # a clean end: files removed, no stray tracebacks
+        assert harness.returncode == 143 and list(spawn_dir.iterdir()) == [] and b"Traceback" not in err, err
 
 
 @pytest.mark.parametrize("args, says", [

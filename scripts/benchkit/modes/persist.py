@@ -57,9 +57,13 @@ async def persist(entry: Endpoint, pids: Sequence[int], writers: int, duration: 
     cpu = CpuMeter(pids)
     tasks = [asyncio.create_task(writer(k)) for k in range(writers)]
     cpu.start()
-    await asyncio.sleep(duration)
-    flags.stop = True
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.sleep(duration)
+        flags.stop = True
+        await asyncio.gather(*tasks)
+    finally:  # also when the run is cancelled: no writer outlives it
+        for t in tasks:
+            t.cancel()
     write_seconds, cpu_seconds = cpu.stop()
     # Replay (the first) stream from the start, one long poll per message.
     conn = await Connection.open(entry)
