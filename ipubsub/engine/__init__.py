@@ -5,6 +5,7 @@ No HTTP and no I/O here: the API and cluster layers call into :class:`Engine`.
 
 from .clock import Clock, ManualClock, SystemClock
 from .engine import DEFAULT_STREAM_SIZE, Engine
+from .leases import HeldLease, Lease, Leases, LeaseStats
 from .parked import Deliver, Parked
 from .stream import Released
 from .stats import EngineStats, StreamInfo
@@ -16,6 +17,10 @@ __all__ = [
     "Deliver",
     "Engine",
     "EngineStats",
+    "HeldLease",
+    "Lease",
+    "LeaseStats",
+    "Leases",
     "ManualClock",
     "Message",
     "Parked",

@@ -16,16 +16,19 @@ class Message:
 
     ``taken`` is set by the engine the first time the message leaves its
     stream for a receiver (an engine-wide counter, 0 until then): messages
-    given back are restored in that order.
+    given back are restored in that order.  ``deliveries`` counts the leased
+    deliveries of the message that ended without an ack (see
+    :mod:`.leases`): its next lease is delivery ``deliveries + 1``.
     """
 
-    __slots__ = ("uuid", "payload", "timestamp_us", "taken")
+    __slots__ = ("uuid", "payload", "timestamp_us", "taken", "deliveries")
 
-    def __init__(self, uuid: str, payload: bytes, timestamp_us: int) -> None:
+    def __init__(self, uuid: str, payload: bytes, timestamp_us: int, deliveries: int = 0) -> None:
         self.uuid = uuid
         self.payload = payload
         self.timestamp_us = timestamp_us
         self.taken = 0
+        self.deliveries = deliveries
 
     @property
     def size(self) -> int:

@@ -191,22 +191,27 @@ class Receiving(Matcher):
 
     # -- giving back and cancelling ----------------------------------------------------
 
-    def give_back(self, stream_id: str, msgs: Sequence[Message]) -> None:
+    def give_back(self, stream_id: str, msgs: Sequence[Message], capacity: int | None = None) -> None:
         """Give back messages, in their order, that were handed out but could
         not reach their receiver (an answer that could not be written, a
-        batch poll that disconnected): to waiting receivers first, else to
-        the front of the stream — even beyond its capacity: an accepted
-        message is never dropped for this.  Messages given back while others
-        wait at the front are restored in the order they were first taken;
-        hand-off batches arriving later go behind them.  ``delivered_total``
-        goes down and ``requeued_total`` up by ``len(msgs)``."""
+        batch poll that disconnected, a lease that ended unacknowledged): to
+        waiting receivers first, else to the front of the stream — even
+        beyond its capacity: an accepted message is never dropped for this.
+        Messages given back while others wait at the front are restored in
+        the order they were first taken; hand-off batches arriving later go
+        behind them.  A stream evicted meanwhile comes back with
+        ``capacity`` (default :data:`DEFAULT_STREAM_SIZE`).
+        ``delivered_total`` goes down and ``requeued_total`` up by
+        ``len(msgs)``."""
         if not msgs:
             return
         stream = self._streams.get(stream_id)
+        if capacity is None:
+            capacity = DEFAULT_STREAM_SIZE
         if stream is None:
-            stream = self._streams[stream_id] = Stream(stream_id, DEFAULT_STREAM_SIZE)
+            stream = self._streams[stream_id] = Stream(stream_id, capacity)
         elif stream.capacity is None:
-            stream.capacity = DEFAULT_STREAM_SIZE
+            stream.capacity = capacity
         self._give_back(stream, list(msgs))
 
     def requeue(self, stream_id: str, msg: Message) -> None:
