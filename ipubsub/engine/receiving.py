@@ -124,9 +124,13 @@ class Receiving(Matcher):
 
     # -- parked receives ---------------------------------------------------------------
 
-    def park(self, stream_id: str, timeout: float, deliver: Deliver, *, poll_id: str | None = None) -> Parked | None:
+    def park(
+        self, stream_id: str, timeout: float | None, deliver: Deliver, *, poll_id: str | None = None
+    ) -> Parked | None:
         """Take the oldest message of the stream now or once one arrives,
-        without a task.  ``deliver`` gets the outcome exactly once: the
+        without a task (``timeout`` ``None``: without a timer either, until
+        it is served, released or ended).  ``deliver`` gets the outcome
+        exactly once: the
         message, ``None`` if ``timeout`` passed, or a :class:`Released` (the
         stream moved, the node stops, :meth:`Parked.end` or
         :meth:`cancel_poll` with ``poll_id``).
@@ -141,7 +145,7 @@ class Receiving(Matcher):
         return self._park(stream_id, timeout, deliver, None, poll_id)
 
     def park_many(
-        self, stream_id: str, timeout: float, max_messages: int, deliver: Deliver, *, poll_id: str | None = None
+        self, stream_id: str, timeout: float | None, max_messages: int, deliver: Deliver, *, poll_id: str | None = None
     ) -> Parked | None:
         """:meth:`park` for a batch: ``deliver`` gets a list of 1 to
         ``max_messages`` messages (oldest first: the first one to arrive and
@@ -152,7 +156,7 @@ class Receiving(Matcher):
         return self._park(stream_id, timeout, deliver, max_messages, poll_id)
 
     def _park(
-        self, stream_id: str, timeout: float, deliver: Deliver, limit: int | None, poll_id: str | None
+        self, stream_id: str, timeout: float | None, deliver: Deliver, limit: int | None, poll_id: str | None
     ) -> Parked | None:
         if poll_id is not None and poll_id in self._cancelled_polls:
             deliver(Released(POLL_CANCELLED))
@@ -163,7 +167,7 @@ class Receiving(Matcher):
             if msg is not None:
                 deliver(msg if limit is None else self._fill([msg], stream, limit))
                 return None
-        if timeout <= 0:
+        if timeout is not None and timeout <= 0:
             self.stats.receive_timeouts_total += 1
             deliver(None)
             return None
@@ -172,7 +176,8 @@ class Receiving(Matcher):
         parked = Parked(self, stream, deliver, limit, poll_id)
         stream.add_receiver(parked)
         self.stats.waiting_receivers += 1
-        parked._handle = asyncio.get_running_loop().call_later(timeout, self._expire_receiver, stream, parked)
+        if timeout is not None:
+            parked._handle = asyncio.get_running_loop().call_later(timeout, self._expire_receiver, stream, parked)
         if poll_id is not None:
             self._polls[poll_id] = (stream, parked)
         return parked

@@ -113,3 +113,22 @@ async def test_a_stream_moving_away_releases_parked_receives(engine: Engine) -> 
     await settle()
     assert len(got) == 1 and isinstance(got[0], Released) and "n2" in got[0].reason
     assert engine.stats.waiting_receivers == 0
+
+
+async def test_a_receive_parked_without_a_timeout_has_no_timer_and_waits_until_served_or_ended(engine: Engine) -> None:
+    got = Outcomes()
+    parked = engine.park_many("s", None, 10, got)
+    assert parked is not None and parked._handle is None
+    await settle()
+    assert got == [] and engine.stats.waiting_receivers == 1
+    engine.send_nowait("s", msg(1), 100)
+    engine.send_nowait("s", msg(2), 100)
+    await settle()
+    assert [[m.uuid for m in batch] for batch in got] == [["u1", "u2"]]
+    other = Outcomes()
+    parked = engine.park("s", None, other)
+    assert parked is not None
+    assert parked.end("the subscriber went away")
+    await settle()
+    assert len(other) == 1 and isinstance(other[0], Released)
+    assert engine.stats.waiting_receivers == 0 and engine.stats.receive_timeouts_total == 0
