@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
+from .check import add_check_command
 from .client_commands import add_client_commands
 from .serve import add_serve_command
 from .token_commands import add_token_commands
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_client_commands(commands)
     add_token_commands(commands)
+    add_check_command(commands)
     return parser
 
 

@@ -1,0 +1,394 @@
+"""Checking a history against each guarantee of the README.
+
+Built from the history file alone, so anyone can re-check a run.  Counts,
+per guarantee (each message counted once per kind of anomaly):
+
+* **lost** — acknowledged (a send answered 200) and never received: for the
+  durable log, missing from the sequence of a replay reader of its stream;
+  for an in-memory mode, never taken by any receiver.  An in-memory loss is
+  *excused* (counted apart) when a SIGKILL explains it: the message was
+  acknowledged before the kill, and the killed node owned its stream in
+  some node's ring at that moment, or a receive of that stream was in
+  flight through the killed node.
+* **duplicated** — durable: a reader saw a message twice, or it sits at two
+  positions; in-memory: taken more often than its sends may have been
+  accepted (a send answered 200 or with an unknown outcome — a retry after
+  an unknown outcome may legitimately enqueue it twice, counted as
+  ``retry copies``, not as a broken promise).
+* **reordered** — durable: a reader's positions did not strictly increase,
+  or a writer's acknowledged messages sit in the log out of their order;
+  in-memory: for two acknowledged messages of one writer on one stream, the
+  later one was taken by a receive that ended before the receive that took
+  the earlier one had even started (real-time order, sound with concurrent
+  receivers).
+* **phantom** — received but never sent, sent to another stream, with
+  another payload, from the other store (a durable message taken from a
+  queue, anything in the log of an in-memory stream), or taken although
+  every send of it was refused.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..cluster.ring import Ring
+from ..errors import InvalidToken
+from ..storage.tokens import decode_token
+from .timeline import Timeline
+
+__all__ = ["Analysis", "Row"]
+
+MEMORY = ("circular", "blocking", "sync")
+
+
+@dataclass
+class Msg:
+    uuid: str
+    writer: str
+    seq: int
+    mode: str
+    stream: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ack(self) -> dict[str, Any] | None:
+        return next((a for a in self.attempts if a["res"] == "ok"), None)
+
+    @property
+    def may_be_accepted(self) -> int:
+        return sum(1 for a in self.attempts if a["res"] in ("ok", "unknown"))
+
+    def payload(self, run: str) -> dict[str, Any]:
+        return {"c": run, "w": self.writer, "s": self.seq, "st": self.stream, "m": self.mode}
+
+
+@dataclass
+class Row:
+    """One guarantee's verdict."""
+
+    guarantee: str
+    messages: int = 0  # acknowledged messages it covers
+    lost: int = 0
+    dup: int = 0
+    reorder: int = 0
+    phantom: int = 0
+    excused: int = 0  # lost, explained by a SIGKILL
+    reorder_ring: int = 0  # reordered across a ring change (not promised)
+    other: int = 0  # broken in another way (see notes)
+    notes: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.lost or self.dup or self.reorder or self.phantom or self.other)
+
+    def example(self, text: str) -> None:
+        if len(self.examples) < 8:
+            self.examples.append(text)
+
+
+class Analysis:
+    """Reads the events of one run and judges them (see the module doc)."""
+
+    def __init__(self, events: Iterable[dict[str, Any]]) -> None:
+        self.meta: dict[str, Any] = {}
+        self.msgs: dict[str, Msg] = {}
+        self.takes: list[dict[str, Any]] = []  # receives that got a message
+        self.inflight: list[dict[str, Any]] = []  # receives that ended in an error
+        self.faults: dict[int, dict[str, Any]] = {}
+        self.rings: list[dict[str, Any]] = []
+        self.phases: dict[str, dict[str, Any]] = {}
+        self.stream_mode: dict[str, str] = {}
+        for event in events:
+            self._add(event)
+        self.run = str(self.meta.get("run", ""))
+        self.vnodes = int(self.meta.get("vnodes", 160))
+        self._rings: dict[tuple[str, ...], Ring] = {}
+        self.timeline = Timeline(self.faults, self.rings, self.phases.get("faults", {}).get("t", 0.0))
+        self.attributed: dict[int | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.rows = [self._durable()] + [self._memory(mode) for mode in MEMORY] + [self._recovery()]
+
+    def _add(self, e: dict[str, Any]) -> None:
+        kind = e.get("ev")
+        if kind == "send":
+            msg = self.msgs.get(e["uuid"])
+            if msg is None:
+                msg = self.msgs[e["uuid"]] = Msg(e["uuid"], e["w"], e["seq"], e["m"], e["st"])
+            msg.attempts.append(e)
+            self.stream_mode[e["st"]] = e["m"]
+        elif kind == "recv":
+            self.stream_mode.setdefault(e["st"], e["m"])
+            if e["res"] == "ok":
+                self.takes.append(e)
+            elif e["res"] in ("error", "aborted"):
+                self.inflight.append(e)
+        elif kind == "fault":
+            self.faults.setdefault(e["number"], {}).update({f"{e['phase']}": e, **e})
+        elif kind == "ring":
+            self.rings.append(e)
+        elif kind == "phase":
+            self.phases[e["name"]] = e
+        elif kind == "meta":
+            self.meta = e
+
+    @property
+    def broken(self) -> bool:
+        return any(row.broken for row in self.rows)
+
+    # -- the durable log ------------------------------------------------------------
+
+    def _durable(self) -> Row:
+        row = Row("durable log (writeToDB)")
+        acked = {u: m for u, m in self.msgs.items() if m.mode == "durable" and m.ack}
+        row.messages = len(acked)
+        positions: dict[str, set[int]] = defaultdict(set)
+        readers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for take in self.takes:
+            if take["src"] == "log" and take.get("ab"):  # an abandoned read: only what it got matters
+                why = self._mismatch(take) if self.stream_mode.get(take["st"]) == "durable" else "not a durable stream"
+                if why:
+                    self._phantom(row, take, why)
+            elif take["src"] == "log":
+                readers[take["r"]].append(take)
+            elif take["m"] == "durable" or self._msg_mode(take) == "durable":
+                self._phantom(row, take, "a durable message taken from an in-memory queue")
+        flagged: dict[str, set[str]] = defaultdict(set)
+        for reader, seq in readers.items():
+            last = -1
+            seen: set[str] = set()
+            for take in sorted(seq, key=lambda t: t["t0"]):
+                uuid, stream = take["uuid"], take["st"]
+                if self.stream_mode.get(stream) != "durable":
+                    self._phantom(row, take, "the durable log of an in-memory stream returned a message")
+                    continue
+                why = self._mismatch(take)
+                if why:
+                    self._phantom(row, take, why)
+                    continue
+                pos = self._position(take.get("token"), stream)
+                if pos is None:
+                    row.other += 1
+                    row.example(f"{reader} got {uuid} with an unreadable token {take.get('token')!r}")
+                    continue
+                positions[uuid].add(pos)
+                if uuid in seen and uuid not in flagged["dup"]:
+                    flagged["dup"].add(uuid)
+                    row.dup += 1
+                    row.example(f"{reader} read {uuid} twice (at {take['t0']:.2f}s)")
+                    self._blame(take["t0"], "dup")
+                elif pos <= last and uuid not in seen:
+                    row.reorder += 1
+                    row.example(f"{reader} read position {pos} ({uuid}) after {last}")
+                    self._blame(take["t0"], "reorder")
+                seen.add(uuid)
+                last = max(last, pos)
+        for uuid, where in positions.items():
+            if len(where) > 1 and uuid not in flagged["dup"]:
+                flagged["dup"].add(uuid)
+                row.dup += 1
+                row.example(f"{uuid} stored at positions {sorted(where)}")
+        seen_by = {r: {t["uuid"] for t in seq} for r, seq in readers.items()}
+        replayers: dict[str, set[str]] = defaultdict(set)  # stream -> its replay readers
+        for take in self.takes + self.inflight:
+            if take["src"] == "log" and not take.get("ab") and self.stream_mode.get(take["st"]) == "durable":
+                replayers[take["st"]].add(take["r"])
+        for uuid, msg in acked.items():
+            ack = msg.ack
+            assert ack is not None
+            missed = [r for r in sorted(replayers[msg.stream]) if uuid not in seen_by.get(r, set())]
+            if missed:
+                row.lost += 1
+                row.example(f"{uuid} (acknowledged at {ack['t1']:.2f}s) never read by {', '.join(missed)}")
+                self._blame(ack["t1"], "lost")
+            read_at = positions.get(uuid)
+            if read_at and ack.get("token") is not None and self._position(ack["token"], msg.stream) not in read_at:
+                row.other += 1
+                row.example(f"{uuid}: the send answered a token of another position than readers see")
+        row.reorder += self._writer_order_in_log(acked, positions, row)
+        recovered = sum(1 for u, m in self.msgs.items() if m.mode == "durable" and not m.ack and u in positions)
+        if recovered:
+            row.notes.append(f"{recovered} sends with no answer were stored (allowed: outcome unknown)")
+        if row.other:
+            row.notes.append(f"{row.other} token anomalies")
+        return row
+
+    def _writer_order_in_log(self, acked: dict[str, Msg], positions: dict[str, set[int]], row: Row) -> int:
+        count = 0
+        chains: dict[tuple[str, str], list[Msg]] = defaultdict(list)
+        for msg in acked.values():
+            chains[(msg.writer, msg.stream)].append(msg)
+        for chain in chains.values():
+            last = -1
+            for msg in sorted(chain, key=lambda m: m.seq):
+                where = positions.get(msg.uuid)
+                if not where:
+                    continue
+                if min(where) < last:
+                    count += 1
+                    row.example(f"{msg.uuid} stored before an earlier message of {msg.writer}")
+                last = max(last, min(where))
+        return count
+
+    # -- in-memory modes --------------------------------------------------------------
+
+    def _memory(self, mode: str) -> Row:
+        row = Row(f"in-memory {mode}")
+        msgs = {u: m for u, m in self.msgs.items() if m.mode == mode}
+        row.messages = sum(1 for m in msgs.values() if m.ack)
+        takes_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for take in self.takes:
+            if take["src"] != "mem" or take["m"] != mode:
+                continue
+            why = self._mismatch(take)
+            if why:
+                if self._msg_mode(take) != "durable":  # those are the durable row's
+                    self._phantom(row, take, why)
+                continue
+            msg = msgs[take["uuid"]]
+            if msg.may_be_accepted == 0:
+                self._phantom(row, take, "taken although every send of it was refused")
+                continue
+            takes_of[take["uuid"]].append(take)
+        copies = 0
+        for uuid, takes in takes_of.items():
+            allowed = max(1, msgs[uuid].may_be_accepted)
+            if len(takes) > allowed:
+                row.dup += 1
+                row.example(f"{uuid} taken {len(takes)} times, sent at most {allowed} times")
+                self._blame(sorted(t["t1"] for t in takes)[1], "dup")
+            elif len(takes) > 1:
+                copies += 1
+        if copies:
+            row.notes.append(f"{copies} retry copies (a resend after an unknown outcome, taken twice: allowed)")
+        for uuid, msg in msgs.items():
+            ack = msg.ack
+            if ack is None or uuid in takes_of:
+                continue
+            if self._killed_with(msg, ack):
+                row.excused += 1
+                self._blame(ack["t1"], "lost@kill")
+            else:
+                row.lost += 1
+                row.example(f"{uuid} on {msg.stream} (acknowledged at {ack['t1']:.2f}s via {ack['via']}) "
+                            f"never taken{self._abandoned_near(msg.stream, ack['t1'])}")
+                self._blame(ack["t1"], "lost")
+        self._memory_order(msgs, takes_of, row)
+        if row.reorder_ring:
+            row.notes.append(f"{row.reorder_ring} taken out of order across a ring change (not promised)")
+        return row
+
+    def _memory_order(self, msgs: dict[str, Msg], takes_of: dict[str, list[dict[str, Any]]], row: Row) -> None:
+        chains: dict[tuple[str, str], list[Msg]] = defaultdict(list)
+        for msg in msgs.values():
+            if msg.ack is not None and msg.uuid in takes_of:
+                chains[(msg.writer, msg.stream)].append(msg)
+        for chain in chains.values():
+            latest_start = float("-inf")
+            before: Msg | None = None
+            for msg in sorted(chain, key=lambda m: m.seq):
+                first = min(takes_of[msg.uuid], key=lambda t: t["t1"])
+                if before is not None and first["t1"] < latest_start:
+                    if self.timeline.ring_changed(before.attempts[0]["t0"], first["t1"]):
+                        row.reorder_ring += 1
+                        self._blame(first["t1"], "reorder@ring")
+                    else:
+                        row.reorder += 1
+                        row.example(f"{msg.uuid} taken by {first['r']} at {first['t1']:.2f}s, "
+                                    f"before {before.uuid} was (no ring change in between)")
+                        self._blame(first["t1"], "reorder")
+                if first["t0"] > latest_start:
+                    latest_start, before = first["t0"], msg
+
+    def _killed_with(self, msg: Msg, ack: dict[str, Any]) -> bool:
+        """Whether the SIGKILL that followed ``msg``'s acknowledgement (with
+        no other fault in between) explains its loss: acknowledged before the
+        kill, and the killed node owned its stream in some node's ring then,
+        or a receive of its stream was in flight through the killed node."""
+        number = self.timeline.fault_at(ack["t1"])
+        if self.timeline.kind(number) != "kill":
+            return False
+        assert number is not None
+        fault = self.faults[number]
+        killed_at, victim = fault["begin"]["t"], fault["node"]
+        if ack["t0"] >= killed_at:
+            return False
+        owners = {self._owner(view, msg.stream) for view in fault["begin"].get("views", {}).values()}
+        return victim in owners or self._poll_through(victim, msg.stream, killed_at)
+
+    def _abandoned_near(self, stream: str, t: float) -> str:
+        """A hint for a lost message: a poll of its stream abandoned by its
+        client within 0.1 s of the acknowledgement."""
+        for e in self.inflight:
+            if e.get("ab") and e["st"] == stream and abs(e["t1"] - t) < 0.1:
+                return f" — a poll of this stream via {e['via']} was abandoned at {e['t1']:.2f}s"
+        return ""
+
+    def _poll_through(self, node: str, stream: str, at: float) -> bool:
+        return any(
+            e["via"] == node and e["st"] == stream and e["src"] == "mem" and e["t0"] <= at <= e["t1"] + 0.5
+            for e in self.inflight
+        )
+
+    # -- recovery ---------------------------------------------------------------------
+
+    def _recovery(self) -> Row:
+        row = Row("cluster recovers after each fault")
+        ends = [f["end"] for f in self.faults.values() if "end" in f]
+        row.messages = len(ends)
+        for end in ends:
+            if not end.get("converged", True):
+                row.other += 1
+                row.example(f"#{end['number']} {end['kind']} {end['node']}: rings did not agree in time")
+        if self.timeline.unplanned_changes:
+            row.notes.append(f"{self.timeline.unplanned_changes} ring changes no fault caused "
+                             "(members suspected or declared dead while alive: a loaded machine?)")
+        drain = self.phases.get("drained")
+        if drain is not None and not drain.get("complete", True):
+            row.other += 1
+            row.example("the final drain did not finish in time")
+        return row
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _mismatch(self, take: dict[str, Any]) -> str:
+        msg = self.msgs.get(take["uuid"])
+        if msg is None:
+            return "never sent"
+        if msg.stream != take["st"]:
+            return f"sent to {msg.stream}"
+        if take.get("p") != msg.payload(self.run):
+            return "payload differs from what was sent"
+        if (take["src"] == "log") != (msg.mode == "durable"):
+            return "from the other store"
+        return ""
+
+    def _msg_mode(self, take: dict[str, Any]) -> str | None:
+        msg = self.msgs.get(take["uuid"])
+        return msg.mode if msg is not None else None
+
+    def _phantom(self, row: Row, take: dict[str, Any], why: str) -> None:
+        row.phantom += 1
+        row.example(f"{take['r']} got {take['uuid']} from {take['st']} at {take['t1']:.2f}s via {take['via']}: {why}")
+        self._blame(take["t1"], "phantom")
+
+    def _position(self, token: str | None, stream: str) -> int | None:
+        if not token:
+            return None
+        try:
+            return decode_token(token, stream)
+        except InvalidToken:
+            return None
+
+    def _owner(self, members: list[str], stream: str) -> str | None:
+        key = tuple(members)
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = Ring({m: "" for m in members}, self.vnodes)
+        return ring.owner(stream)
+
+    def _blame(self, t: float, what: str) -> None:
+        """Count an anomaly against the fault around time ``t`` (or the first
+        one after it; ``None``: no fault)."""
+        self.attributed[self.timeline.fault_at(t)][what] += 1

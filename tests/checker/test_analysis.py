@@ -1,0 +1,182 @@
+"""The checker's judgement on small hand-written histories: every kind of
+anomaly is counted under its guarantee, and what a guarantee allows is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipubsub.checker.analysis import Analysis
+from ipubsub.cluster.ring import Ring
+from ipubsub.storage.tokens import encode_token
+
+RUN = "r1"
+
+
+class H:
+    """A history under construction."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = [{"ev": "meta", "run": RUN, "vnodes": 160},
+                                             {"ev": "phase", "name": "faults", "t": 0.0}]
+        self.t = 1.0
+
+    def tick(self, dt: float = 0.1) -> float:
+        self.t += dt
+        return self.t
+
+    def send(self, w: str, seq: int, st: str, mode: str, res: str = "ok", pos: int | None = None,
+             via: str = "n1", t0: float | None = None) -> str:
+        uuid = f"{RUN}-{w}-{seq}"
+        t0 = self.tick() if t0 is None else t0
+        e = {"ev": "send", "w": w, "m": mode, "st": st, "uuid": uuid, "seq": seq, "try": 1, "t0": t0,
+             "t1": self.tick(), "via": via, "res": res, "status": 200 if res == "ok" else 0, "code": ""}
+        if pos is not None and res == "ok":
+            e["token"] = encode_token(st, pos)
+        self.events.append(e)
+        return uuid
+
+    def take(self, r: str, st: str, mode: str, w: str, seq: int, src: str = "mem", pos: int | None = None,
+             payload: dict[str, Any] | None = None, t0: float | None = None, t1: float | None = None,
+             via: str = "n2") -> None:
+        uuid = f"{RUN}-{w}-{seq}"
+        e = {"ev": "recv", "r": r, "src": src, "m": mode, "st": st, "t0": self.tick() if t0 is None else t0,
+             "t1": self.tick() if t1 is None else t1, "via": via, "res": "ok", "status": 200, "code": "",
+             "uuid": uuid, "p": payload if payload is not None else {"c": RUN, "w": w, "s": seq, "st": st,
+                                                                    "m": "durable" if src == "log" else mode}}
+        if pos is not None:
+            e["token"] = encode_token(st, pos)
+        self.events.append(e)
+
+    def fault(self, number: int, kind: str, node: str, views: dict[str, list[str]], length: float = 1.0) -> None:
+        begin = self.tick()
+        self.events.append({"ev": "fault", "phase": "begin", "t": begin, "number": number, "kind": kind,
+                            "node": node, "views": views})
+        self.t += length
+        self.events.append({"ev": "fault", "phase": "end", "t": self.t, "recovered": self.t, "number": number,
+                            "kind": kind, "node": node, "converged": True})
+
+    def judge(self) -> dict[str, Any]:
+        a = Analysis(self.events)
+        return {r.guarantee.split()[-1].strip("()"): r for r in a.rows}
+
+
+def test_a_clean_history_keeps_every_promise() -> None:
+    h = H()
+    for seq in range(1, 4):
+        h.send("dw", seq, "d", "durable", pos=seq)
+        h.send("cw", seq, "c", "circular")
+    for seq in range(1, 4):
+        h.take("dr", "d", "durable", "dw", seq, src="log", pos=seq)
+        h.take("cp", "c", "circular", "cw", seq)
+    rows = h.judge()
+    assert not any(r.broken for r in rows.values()), {k: vars(r) for k, r in rows.items()}
+    assert rows["writeToDB"].messages == 3 and rows["circular"].messages == 3
+
+
+def test_durable_lost_duplicated_reordered() -> None:
+    h = H()
+    for seq in range(1, 5):
+        h.send("dw", seq, "d", "durable", pos=seq)
+    h.take("dr", "d", "durable", "dw", 2, src="log", pos=2)
+    h.take("dr", "d", "durable", "dw", 1, src="log", pos=1)  # went back: reorder
+    h.take("dr", "d", "durable", "dw", 2, src="log", pos=2)  # again: dup
+    h.take("dr", "d", "durable", "dw", 3, src="log", pos=3)  # 4 never read: lost
+    row = h.judge()["writeToDB"]
+    assert (row.lost, row.dup, row.reorder, row.phantom) == (1, 1, 1, 0), row.examples
+
+
+def test_durable_token_of_the_send_must_be_where_readers_find_it() -> None:
+    h = H()
+    h.send("dw", 1, "d", "durable", pos=7)
+    h.take("dr", "d", "durable", "dw", 1, src="log", pos=8)
+    assert h.judge()["writeToDB"].other == 1
+
+
+def test_a_durable_message_in_memory_is_a_phantom() -> None:
+    h = H()
+    h.send("dw", 1, "d", "durable", pos=1)
+    h.take("dr", "d", "durable", "dw", 1, src="log", pos=1)
+    h.take("dm", "d", "durable", "dw", 1, src="mem", payload={"c": RUN, "w": "dw", "s": 1, "st": "d", "m": "durable"})
+    assert h.judge()["writeToDB"].phantom == 1
+
+
+def test_memory_phantoms() -> None:
+    h = H()
+    h.send("cw", 1, "c", "circular")
+    h.send("cw", 2, "c", "circular", res="rejected")
+    h.take("cp", "c", "circular", "cw", 1)
+    h.take("cp", "c", "circular", "cw", 2)  # every send refused
+    h.take("cp", "c", "circular", "xx", 9)  # never sent
+    h.take("cp", "c", "circular", "cw", 1, payload={"c": RUN, "w": "cw", "s": 1, "st": "c", "m": "circular", "x": 1})
+    assert h.judge()["circular"].phantom == 3
+
+
+def test_memory_duplicates_beyond_retries() -> None:
+    h = H()
+    h.send("cw", 1, "c", "circular")
+    h.take("cp", "c", "circular", "cw", 1)
+    h.take("cp", "c", "circular", "cw", 1)
+    assert h.judge()["circular"].dup == 1
+    h2 = H()  # a first attempt of unknown outcome, then a 200: two copies are allowed
+    h2.send("cw", 1, "c", "circular", res="unknown")
+    h2.send("cw", 1, "c", "circular")
+    h2.take("cp", "c", "circular", "cw", 1)
+    h2.take("cp", "c", "circular", "cw", 1)
+    row = h2.judge()["circular"]
+    assert row.dup == 0 and any("retry copies" in n for n in row.notes)
+
+
+def _owned_by(node: str, members: list[str]) -> str:
+    ring = Ring({m: "" for m in members}, 160)
+    return next(f"s{i}" for i in range(1000) if ring.owner(f"s{i}") == node)
+
+
+def test_memory_loss_excused_only_by_the_kill_of_its_owner() -> None:
+    members = ["n1", "n2", "n3"]
+    mine, other = _owned_by("n2", members), _owned_by("n3", members)
+    h = H()
+    h.send("cw", 1, mine, "circular")
+    h.send("cw", 2, other, "circular")
+    h.fault(1, "kill", "n2", {m: members for m in members})
+    row = h.judge()["circular"]
+    assert (row.excused, row.lost) == (1, 1), row.examples
+
+
+def test_a_loss_before_another_fault_is_not_excused_by_a_later_kill() -> None:
+    members = ["n1", "n2", "n3"]
+    mine = _owned_by("n2", members)
+    h = H()
+    h.send("cw", 1, mine, "circular")
+    h.fault(1, "term", "n1", {m: members for m in members})
+    h.fault(2, "kill", "n2", {m: members for m in members})
+    row = h.judge()["circular"]
+    assert (row.excused, row.lost) == (0, 1)
+
+
+def test_memory_reorder_and_ring_changes() -> None:
+    h = H()
+    h.send("cw", 1, "c", "circular")
+    h.send("cw", 2, "c", "circular")
+    h.take("cp", "c", "circular", "cw", 2, t0=5.0, t1=5.1)
+    h.take("cp", "c", "circular", "cw", 1, t0=5.2, t1=5.3)
+    assert h.judge()["circular"].reorder == 1
+    h.events.append({"ev": "ring", "t": 4.0, "node": "n1", "members": ["n1", "n2"]})
+    row = h.judge()["circular"]
+    assert (row.reorder, row.reorder_ring) == (0, 1)
+
+
+def test_concurrent_receivers_are_not_a_reorder() -> None:
+    """Two polls overlapping in time may finish in any order."""
+    h = H()
+    h.send("cw", 1, "c", "circular")
+    h.send("cw", 2, "c", "circular")
+    h.take("cp", "c", "circular", "cw", 1, t0=5.0, t1=5.4)
+    h.take("cq", "c", "circular", "cw", 2, t0=5.1, t1=5.2)
+    assert h.judge()["circular"].reorder == 0
+
+
+def test_sync_acknowledged_but_never_taken_is_lost() -> None:
+    h = H()
+    h.send("sw", 1, "s", "sync")
+    row = h.judge()["sync"]
+    assert row.lost == 1 and row.broken
