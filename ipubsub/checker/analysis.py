@@ -41,6 +41,8 @@ from .timeline import Timeline
 __all__ = ["Analysis", "Row"]
 
 MEMORY = ("circular", "blocking", "sync")
+#: how long a message handed to a receiver that went away may take to be given back
+GIVE_BACK_SECONDS = 2.0
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Row:
     phantom: int = 0
     excused: int = 0  # lost, explained by a SIGKILL
     reorder_ring: int = 0  # reordered across a ring change (not promised)
+    reorder_giveback: int = 0  # overtaken while a receiver that went away gave it back (not promised)
     other: int = 0  # broken in another way (see notes)
     notes: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
@@ -266,17 +269,21 @@ class Analysis:
             ack = msg.ack
             if ack is None or uuid in takes_of:
                 continue
-            if self._killed_with(msg, ack):
+            kill = self._killed_with(msg, ack)
+            if kill is not None:
                 row.excused += 1
-                self._blame(ack["t1"], "lost@kill")
+                self.attributed[kill["number"]]["lost@kill"] += 1
             else:
                 row.lost += 1
                 row.example(f"{uuid} on {msg.stream} (acknowledged at {ack['t1']:.2f}s via {ack['via']}) "
-                            f"never taken{self._abandoned_near(msg.stream, ack['t1'])}")
+                            f"never taken{self._unanswered_poll(msg.stream, ack['t1'])}")
                 self._blame(ack["t1"], "lost")
         self._memory_order(msgs, takes_of, row)
         if row.reorder_ring:
             row.notes.append(f"{row.reorder_ring} taken out of order across a ring change (not promised)")
+        if row.reorder_giveback:
+            row.notes.append(f"{row.reorder_giveback} taken before an earlier message that a receiver which "
+                             "went away was giving back (not promised)")
         return row
 
     def _memory_order(self, msgs: dict[str, Msg], takes_of: dict[str, list[dict[str, Any]]], row: Row) -> None:
@@ -293,6 +300,9 @@ class Analysis:
                     if self.timeline.ring_changed(before.attempts[0]["t0"], first["t1"]):
                         row.reorder_ring += 1
                         self._blame(first["t1"], "reorder@ring")
+                    elif self._receiver_left(msg.stream, before.attempts[0]["t0"] - GIVE_BACK_SECONDS, first["t1"]):
+                        row.reorder_giveback += 1
+                        self._blame(first["t1"], "reorder@giveback")
                     else:
                         row.reorder += 1
                         row.example(f"{msg.uuid} taken by {first['r']} at {first['t1']:.2f}s, "
@@ -301,35 +311,49 @@ class Analysis:
                 if first["t0"] > latest_start:
                     latest_start, before = first["t0"], msg
 
-    def _killed_with(self, msg: Msg, ack: dict[str, Any]) -> bool:
-        """Whether the SIGKILL that followed ``msg``'s acknowledgement (with
-        no other fault in between) explains its loss: acknowledged before the
-        kill, and the killed node owned its stream in some node's ring then,
-        or a receive of its stream was in flight through the killed node."""
-        number = self.timeline.fault_at(ack["t1"])
-        if self.timeline.kind(number) != "kill":
-            return False
-        assert number is not None
-        fault = self.faults[number]
-        killed_at, victim = fault["begin"]["t"], fault["node"]
-        if ack["t0"] >= killed_at:
-            return False
-        owners = {self._owner(view, msg.stream) for view in fault["begin"].get("views", {}).values()}
-        return victim in owners or self._poll_through(victim, msg.stream, killed_at)
-
-    def _abandoned_near(self, stream: str, t: float) -> str:
-        """A hint for a lost message: a poll of its stream abandoned by its
-        client within 0.1 s of the acknowledgement."""
-        for e in self.inflight:
-            if e.get("ab") and e["st"] == stream and abs(e["t1"] - t) < 0.1:
-                return f" — a poll of this stream via {e['via']} was abandoned at {e['t1']:.2f}s"
-        return ""
+    def _killed_with(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
+        """The SIGKILL that explains ``msg``'s loss, if one does: the message
+        was acknowledged before the kill, no other fault began in between,
+        and the killed node owned its stream in some node's ring at that
+        moment, or a receive of its stream was in flight through it."""
+        for fault in sorted(self.faults.values(), key=lambda f: f.get("begin", {}).get("t", -1.0)):
+            begin = fault.get("begin", {}).get("t")
+            if begin is None or begin <= ack["t0"]:
+                continue
+            if fault.get("kind") == "kill":
+                victim = fault["node"]
+                owners = {self._owner(view, msg.stream) for view in fault["begin"].get("views", {}).values()}
+                return fault if victim in owners or self._poll_through(victim, msg.stream, begin) else None
+            if begin > ack["t1"]:
+                return None  # another fault came first
+        return None
 
     def _poll_through(self, node: str, stream: str, at: float) -> bool:
         return any(
             e["via"] == node and e["st"] == stream and e["src"] == "mem" and e["t0"] <= at <= e["t1"] + 0.5
-            for e in self.inflight
+            for e in self._unanswered()
         )
+
+    def _unanswered(self) -> list[dict[str, Any]]:
+        """Receives that ended without an answer after their request may
+        have reached a node (a refused connection never did)."""
+        return [e for e in self.inflight if e["code"] != "ClientConnectorError"]
+
+    def _receiver_left(self, stream: str, start: float, end: float) -> bool:
+        """Whether a receive of ``stream`` ended without an answer (its client
+        went away, or its connection broke) between ``start`` and ``end``."""
+        return any(e["st"] == stream and e["src"] == "mem" and start <= e["t1"] <= end for e in self._unanswered())
+
+    def _unanswered_poll(self, stream: str, t: float) -> str:
+        """A hint for a lost message: the first receive of its stream that
+        was waiting at its acknowledgement or began within 10 s after it,
+        and ended without an answer (its client went away, or its
+        connection broke)."""
+        for e in sorted(self._unanswered(), key=lambda e: e["t1"]):
+            if e["st"] == stream and e["src"] == "mem" and e["t1"] >= t and e["t0"] <= t + 10.0:
+                how = "abandoned by its client" if e.get("ab") else f"ended with {e['code'] or e['res']}"
+                return f" — a poll of this stream via {e['via']} (from {e['t0']:.2f}s) was {how} at {e['t1']:.2f}s"
+        return ""
 
     # -- recovery ---------------------------------------------------------------------
 

@@ -46,6 +46,12 @@ class Caller:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True))
+        # aiohttp sends a GET again, once, when a reused keep-alive connection
+        # fails; a receive is not idempotent (the first one may have taken a
+        # message on its way through a node that then died), so the checker
+        # must see that failure, not a second attempt's answer.  (The same
+        # switch aiohttp's own test client turns off.)
+        self._http._retry_connection = False
 
     async def close(self) -> None:
         if self._http is not None:

@@ -28,7 +28,7 @@ import yaml
 from ..protocol import CLUSTER_PATH, HEALTH_PATH
 from .backends import Backend
 from .proxy import Mode, TcpProxy
-from .sockets import find_owner, socket_inode
+from .sockets import connection_owners
 
 __all__ = ["LocalCluster", "LocalNode", "Timings"]
 
@@ -164,7 +164,7 @@ class LocalCluster:
             node.proc = subprocess.Popen(
                 [sys.executable, "-m", "ipubsub", "serve", "--config", str(config_path), "--ready-file", str(ready)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent,
             )
         node.starts += 1
         node.paused = False
@@ -233,39 +233,34 @@ class LocalCluster:
             node.proc.send_signal(signal.SIGCONT)
         node.paused = False
 
-    def partition(self, groups: list[list[LocalNode]], mode: Mode) -> None:
+    async def partition(self, groups: list[list[LocalNode]], mode: Mode) -> None:
         """Nodes of different groups stop reaching each other (both ways)."""
         for group in groups:
             inside = {n.name for n in group}
             outside = [n.name for n in self.nodes if n.name not in inside]
             for node in group:
                 for proxy in node.peer_proxies:
-                    proxy.set_mode(mode, outside)
+                    await proxy.set_mode(mode, outside)
 
     def heal_partition(self) -> None:
         for node in self.nodes:
             for proxy in node.peer_proxies:
                 proxy.heal()
 
-    def cut_database(self, node: LocalNode, mode: Mode) -> None:
+    async def cut_database(self, node: LocalNode, mode: Mode) -> None:
         if node.db_proxy is not None:
-            node.db_proxy.set_mode(mode)
+            await node.db_proxy.set_mode(mode)
 
     def heal_database(self, node: LocalNode) -> None:
         if node.db_proxy is not None:
             node.db_proxy.heal()
 
-    async def _identify(self, source_port: int, proxy_port: int) -> str | None:
-        """The node whose process opened the connection from ``source_port``
-        to a proxy listening on ``proxy_port``."""
+    async def _identify(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The node whose process opened each connection ``(source port,
+        proxy port)``."""
         pids = {n.pid: n.name for n in self.nodes if n.pid is not None}
-
-        def lookup() -> str | None:
-            inode = socket_inode(source_port, proxy_port)
-            owner = find_owner(inode, pids) if inode is not None else None
-            return pids.get(owner) if owner is not None else None
-
-        return await asyncio.to_thread(lookup)
+        owners = await asyncio.to_thread(connection_owners, pairs, list(pids))
+        return {pair: pids[pid] for pair, pid in owners.items()}
 
     # -- views -------------------------------------------------------------------
 
@@ -311,6 +306,16 @@ class LocalCluster:
             for proxy in (node.http_proxy, node.link_proxy, node.db_proxy):
                 if proxy is not None:
                     await proxy.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGKILL when the checker dies,
+    so a checker that is killed leaves no node behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _config_has(section: str, key: str) -> bool:

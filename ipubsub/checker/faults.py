@@ -141,8 +141,9 @@ class FaultRunner:
     async def apply(self, fault: Fault) -> None:
         h, c = self.history, self.cluster
         node = self._node(fault.node) if fault.kind != "join" else None
-        began = h.now()
-        h.write({"ev": "fault", "phase": "begin", "t": began, **asdict(fault), "views": await self._views()})
+        views = await self._views()
+        began = h.now()  # just before the fault itself
+        h.write({"ev": "fault", "phase": "begin", "t": began, **asdict(fault), "views": views})
         self.say(f"[{began:8.2f}s] {fault.describe()}")
         detail: dict[str, object] = {}
         if fault.kind == "kill":
@@ -165,13 +166,13 @@ class FaultRunner:
         elif fault.kind == "partition":
             assert node is not None
             others = [n for n in c.running if n is not node]
-            c.partition([[node], others], Mode(fault.mode))
+            await c.partition([[node], others], Mode(fault.mode))
             await asyncio.sleep(fault.seconds)
             h.write({"ev": "fault", "phase": "heal", "t": h.now(), "number": fault.number, "views": await self._views()})
             c.heal_partition()
         elif fault.kind == "dbpart":
             assert node is not None
-            c.cut_database(node, Mode(fault.mode))
+            await c.cut_database(node, Mode(fault.mode))
             await asyncio.sleep(fault.seconds)
             c.heal_database(node)
         elif fault.kind == "pause":

@@ -27,6 +27,7 @@ class History:
         self._file = open(path, "wb", buffering=1 << 16)
         self._encoder = msgspec.json.Encoder()
         self._t0 = time.monotonic()
+        self.wall0 = time.time()  # the wall clock at t = 0 (to find a moment in the nodes' logs)
         self.events = 0
 
     def now(self) -> float:

@@ -16,10 +16,12 @@ Three modes per path:
   Bytes in flight are held, not lost (TCP would retransmit them), so a heal
   lets held connections carry on.
 
-A proxy may be given an ``identify`` function naming the client of a new
-connection (the checker finds which node process holds the connecting
+A proxy may be given an ``identify`` function naming the clients of
+connections (the checker finds which node process holds each connecting
 socket, see :mod:`ipubsub.checker.sockets`); modes can then be set for some
-clients only, which is how a partition between two nodes is made.
+clients only, which is how a partition between two nodes is made.  Clients
+are named only while such a mode is set (it costs a look at ``/proc``):
+every open connection when it is set, each new one while it lasts.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Awaitable, Callable, Iterable
 
 __all__ = ["Mode", "TcpProxy"]
 
-#: names the client of a connection from its source port and the port it
-#: reached (``None``: unknown)
-Identify = Callable[[int, int], Awaitable[str | None]]
+#: names the clients of connections, given their (source port, port reached);
+#: a connection whose client is unknown is left out
+Identify = Callable[[list[tuple[int, int]]], Awaitable[dict[tuple[int, int], str]]]
 
 
 class Mode(enum.Enum):
@@ -44,10 +46,12 @@ class Mode(enum.Enum):
 class _Connection:
     """One client connection and its upstream, with its own valve."""
 
-    __slots__ = ("source", "flowing", "cut", "writers")
+    __slots__ = ("key", "source", "identified", "flowing", "cut", "writers")
 
-    def __init__(self, source: str | None) -> None:
-        self.source = source
+    def __init__(self, key: tuple[int, int]) -> None:
+        self.key = key  # (client's port, our port)
+        self.source: str | None = None
+        self.identified = False
         self.flowing = asyncio.Event()
         self.cut = False
         self.writers: list[asyncio.StreamWriter] = []
@@ -108,7 +112,7 @@ class TcpProxy:
             return self._modes[source]
         return self._default
 
-    def set_mode(self, mode: Mode, sources: Iterable[str] | None = None) -> None:
+    async def set_mode(self, mode: Mode, sources: Iterable[str] | None = None) -> None:
         """Put the path of ``sources`` (every client when ``None``) in
         ``mode``; open connections follow at once."""
         if sources is None:
@@ -117,12 +121,27 @@ class TcpProxy:
         else:
             for source in sources:
                 self._modes[source] = mode
-        for conn in list(self._connections):
-            conn.apply(self.mode_for(conn.source))
+            await self._identify_open()
+        self._apply_all()
 
     def heal(self) -> None:
         """Every path open again."""
-        self.set_mode(Mode.OPEN)
+        self._default = Mode.OPEN
+        self._modes.clear()
+        self._apply_all()
+
+    def _apply_all(self) -> None:
+        for conn in list(self._connections):
+            conn.apply(self.mode_for(conn.source))
+
+    async def _identify_open(self) -> None:
+        unknown = [c for c in self._connections if not c.identified]
+        if self._identify is None or not unknown:
+            return
+        names = await self._identify([c.key for c in unknown])
+        for conn in unknown:
+            conn.source = names.get(conn.key)
+            conn.identified = True
 
     async def stop(self) -> None:
         """Stop listening and reset every open connection."""
@@ -137,21 +156,20 @@ class TcpProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = None
-        if self._identify is not None:
-            peer = writer.get_extra_info("peername")
-            source = await self._identify(int(peer[1]), self.port) if peer else None
-        conn = _Connection(source)
+        peer = writer.get_extra_info("peername")
+        conn = _Connection((int(peer[1]) if peer else 0, self.port))
         conn.writers.append(writer)
         self._connections.add(conn)
         self.accepted += 1
         try:
-            conn.apply(self.mode_for(source))
+            if self._modes:  # some clients' paths differ: find out whose connection this is
+                await self._identify_open()
+            conn.apply(self.mode_for(conn.source))
             await conn.flowing.wait()  # a blackholed connect is never answered
             if conn.cut or self.target is None:
                 raise ConnectionResetError("cut")
             up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except (OSError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # cancelled: the proxy stops
             self.refused += 1
             writer.transport.abort()
             self._connections.discard(conn)

@@ -9,7 +9,7 @@ from .analysis import Analysis, Row
 
 __all__ = ["render"]
 
-_COLUMNS = ("guarantee", "acked", "lost", "dup", "reorder", "phantom", "other", "lost@kill", "reorder@ring",
+_COLUMNS = ("guarantee", "acked", "lost", "dup", "reorder", "phantom", "other", "lost@kill", "reorder@change",
             "verdict")
 
 
@@ -37,7 +37,7 @@ def render(analysis: Analysis, say: Callable[[str], None]) -> None:
 def _cells(row: Row) -> list[str]:
     verdict = "BROKEN" if row.broken else "kept"
     return [row.guarantee, str(row.messages), str(row.lost), str(row.dup), str(row.reorder), str(row.phantom),
-            str(row.other), str(row.excused), str(row.reorder_ring), verdict]
+            str(row.other), str(row.excused), str(row.reorder_ring + row.reorder_giveback), verdict]
 
 
 def _faults(analysis: Analysis, say: Callable[[str], None]) -> None:
@@ -63,7 +63,8 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "broken": analysis.broken,
         "rows": [
             {"guarantee": r.guarantee, "acked": r.messages, "lost": r.lost, "dup": r.dup, "reorder": r.reorder,
-             "phantom": r.phantom, "other": r.other, "lostAtKill": r.excused, "reorderAtRingChange": r.reorder_ring, "broken": r.broken,
+             "phantom": r.phantom, "other": r.other, "lostAtKill": r.excused, "reorderAtRingChange": r.reorder_ring,
+             "reorderAtGiveBack": r.reorder_giveback, "broken": r.broken,
              "notes": r.notes, "examples": r.examples}
             for r in analysis.rows
         ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import resource
 import secrets
 import shutil
 import tempfile
@@ -94,7 +95,7 @@ async def run_check(opts: CheckOptions, say: Say) -> int:
         history.write({"ev": "meta", "run": run_id, "seed": seed, "version": __version__, "backend": backend.name,
                        "nodes": opts.nodes, "duration": opts.duration, "faults": kinds, "rate": opts.rate,
                        "timings": vars(timings), "vnodes": 160, "command": opts.command,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                       "wall0": history.wall0})
         monitor = RingMonitor(cluster, history)
         monitor.start()
         workload = Workload(run_id, Shape(rate=opts.rate), history, lambda: _targets(cluster), seed, backend.durable)
@@ -159,4 +160,6 @@ async def _progress(workload: Workload, history: History, say: Say) -> None:
     while True:
         await asyncio.sleep(15.0)
         acked = ", ".join(f"{m} {n}" for m, n in workload.acked.items())
-        say(f"[{history.now():8.2f}s] acknowledged: {acked}; received {workload.received}")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        say(f"[{history.now():8.2f}s] acknowledged: {acked}; received {workload.received}; "
+            f"checker CPU {usage.ru_utime + usage.ru_stime:.1f}s")

@@ -165,6 +165,20 @@ def test_memory_reorder_and_ring_changes() -> None:
     assert (row.reorder, row.reorder_ring) == (0, 1)
 
 
+def test_memory_reorder_behind_a_receiver_that_went_away() -> None:
+    """The earlier message may have been handed to a poll whose client left,
+    and given back after the later one was taken."""
+    h = H()
+    h.send("cw", 1, "c", "circular", t0=3.0)
+    h.send("cw", 2, "c", "circular", t0=3.2)
+    h.events.append({"ev": "recv", "r": "ab0", "src": "mem", "m": "circular", "st": "c", "t0": 2.0, "t1": 3.1,
+                     "via": "n1", "res": "aborted", "status": 0, "code": "abandoned", "ab": True})
+    h.take("cp", "c", "circular", "cw", 2, t0=5.0, t1=5.1)
+    h.take("cp", "c", "circular", "cw", 1, t0=5.2, t1=5.3)
+    row = h.judge()["circular"]
+    assert (row.reorder, row.reorder_giveback) == (0, 1)
+
+
 def test_concurrent_receivers_are_not_a_reorder() -> None:
     """Two polls overlapping in time may finish in any order."""
     h = H()

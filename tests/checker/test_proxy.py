@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ipubsub.checker.proxy import Mode, TcpProxy
-from ipubsub.checker.sockets import find_owner, socket_inode
+from ipubsub.checker.sockets import connection_owners
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp is Linux only")
 
@@ -62,7 +62,7 @@ async def test_cut_resets_and_heal_restores() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"a")
         assert await asyncio.wait_for(reader.readexactly(1), 2) == b"a"
-        proxy.set_mode(Mode.CUT)
+        await proxy.set_mode(Mode.CUT)
         assert await asyncio.wait_for(reader.read(10), 2) == b""  # the open connection is reset
         writer.close()
         with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
@@ -82,7 +82,7 @@ async def test_blackhole_holds_bytes_until_heal() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"a")
         assert await asyncio.wait_for(reader.readexactly(1), 2) == b"a"
-        proxy.set_mode(Mode.BLACKHOLE)
+        await proxy.set_mode(Mode.BLACKHOLE)
         writer.write(b"held")
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(reader.readexactly(4), 0.3)
@@ -99,13 +99,13 @@ async def test_modes_per_client() -> None:
     server = await _echo_server()
     names = {"me": True}
 
-    async def identify(source_port: int, proxy_port: int) -> str | None:
-        return "me" if names["me"] else "someone-else"
+    async def identify(pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        return {pair: "me" if names["me"] else "someone-else" for pair in pairs}
 
     proxy = TcpProxy("p", ("127.0.0.1", server.sockets[0].getsockname()[1]), identify=identify)
     await proxy.start()
     try:
-        proxy.set_mode(Mode.CUT, ["me"])
+        await proxy.set_mode(Mode.CUT, ["me"])
         with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
             await _roundtrip(proxy.port)
         names["me"] = False
@@ -124,11 +124,11 @@ async def test_owner_of_a_connection_is_found() -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         local_port = writer.get_extra_info("sockname")[1]
-        inode = await asyncio.to_thread(socket_inode, local_port, port)
-        assert inode is not None
-        assert find_owner(inode, [os.getppid(), os.getpid()]) == os.getpid()
-        assert find_owner(inode, [os.getppid()]) is None
-        assert socket_inode(local_port, port + 1 if port < 65535 else port - 1) is None
+        other = port + 1 if port < 65535 else port - 1
+        owners = await asyncio.to_thread(connection_owners, [(local_port, port), (local_port, other)],
+                                         [os.getppid(), os.getpid()])
+        assert owners == {(local_port, port): os.getpid()}
+        assert connection_owners([(local_port, port)], [os.getppid()]) == {}
     finally:
         writer.close()
         server.close()
