@@ -6,10 +6,11 @@ per guarantee (each message counted once per kind of anomaly):
 * **lost** — acknowledged (a send answered 200) and never received: for the
   durable log, missing from the sequence of a replay reader of its stream;
   for an in-memory mode, never taken by any receiver.  An in-memory loss is
-  *excused* (counted apart) when a SIGKILL explains it: the message was
-  acknowledged before the kill, and the killed node owned its stream in
-  some node's ring at that moment, or a receive of that stream was in
-  flight through the killed node.
+  *allowed* (counted apart) when the first fault after the message was sent
+  explains it: a SIGKILL of a node that owned its stream in some node's
+  ring at that moment, or a SIGKILL or a partition while a receive of that
+  stream was in flight through a node it cut off (the message may have been
+  on the wire to that receive).
 * **duplicated** — durable: a reader saw a message twice, or it sits at two
   positions; in-memory: taken more often than its sends may have been
   accepted (a send answered 200 or with an unknown outcome — a retry after
@@ -76,7 +77,8 @@ class Row:
     dup: int = 0
     reorder: int = 0
     phantom: int = 0
-    excused: int = 0  # lost, explained by a SIGKILL
+    excused: int = 0  # lost, explained by a SIGKILL or a partition
+    excused_by: dict[str, int] = field(default_factory=dict)  # fault kind -> count
     reorder_ring: int = 0  # reordered across a ring change (not promised)
     reorder_giveback: int = 0  # overtaken while a receiver that went away gave it back (not promised)
     other: int = 0  # broken in another way (see notes)
@@ -269,16 +271,21 @@ class Analysis:
             ack = msg.ack
             if ack is None or uuid in takes_of:
                 continue
-            kill = self._killed_with(msg, ack)
-            if kill is not None:
+            fault = self._explained_loss(msg, ack)
+            if fault is not None:
                 row.excused += 1
-                self.attributed[kill["number"]]["lost@kill"] += 1
+                row.excused_by[fault["kind"]] = row.excused_by.get(fault["kind"], 0) + 1
+                self.attributed[fault["number"]][f"lost@{fault['kind']}"] += 1
             else:
                 row.lost += 1
                 row.example(f"{uuid} on {msg.stream} (acknowledged at {ack['t1']:.2f}s via {ack['via']}) "
                             f"never taken{self._unanswered_poll(msg.stream, ack['t1'])}")
                 self._blame(ack["t1"], "lost")
         self._memory_order(msgs, takes_of, row)
+        for kind, count in sorted(row.excused_by.items()):
+            row.notes.append(f"{count} lost at a {'SIGKILL' if kind == 'kill' else 'partition'} (allowed: "
+                             + ("in the killed node's buffers, or on their way to a receive through it)"
+                                if kind == "kill" else "on their way to a receive through a cut connection)"))
         if row.reorder_ring:
             row.notes.append(f"{row.reorder_ring} taken out of order across a ring change (not promised)")
         if row.reorder_giveback:
@@ -311,26 +318,34 @@ class Analysis:
                 if first["t0"] > latest_start:
                     latest_start, before = first["t0"], msg
 
-    def _killed_with(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
-        """The SIGKILL that explains ``msg``'s loss, if one does: the message
-        was acknowledged before the kill, no other fault began in between,
-        and the killed node owned its stream in some node's ring at that
-        moment, or a receive of its stream was in flight through it."""
+    def _explained_loss(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
+        """The fault that explains ``msg``'s loss, if one does.  It must be
+        the first fault that began after the message was sent (another one
+        before it: not explained), and either a SIGKILL of a node that owned
+        the stream in some node's ring at that moment, or a SIGKILL or a
+        partition while a receive of the stream was in flight through a
+        node it cut off (the message may have been on its way to it)."""
         for fault in sorted(self.faults.values(), key=lambda f: f.get("begin", {}).get("t", -1.0)):
             begin = fault.get("begin", {}).get("t")
             if begin is None or begin <= ack["t0"]:
                 continue
-            if fault.get("kind") == "kill":
+            kind = fault.get("kind")
+            if kind == "kill":
                 victim = fault["node"]
                 owners = {self._owner(view, msg.stream) for view in fault["begin"].get("views", {}).values()}
                 return fault if victim in owners or self._poll_through(victim, msg.stream, begin) else None
+            if kind == "partition":
+                return fault if self._poll_through(None, msg.stream, begin) else None
             if begin > ack["t1"]:
                 return None  # another fault came first
         return None
 
-    def _poll_through(self, node: str, stream: str, at: float) -> bool:
+    def _poll_through(self, node: str | None, stream: str, at: float) -> bool:
+        """Whether a receive of ``stream`` (through ``node``; any node when
+        ``None``) was in flight at ``at`` and ended without an answer."""
         return any(
-            e["via"] == node and e["st"] == stream and e["src"] == "mem" and e["t0"] <= at <= e["t1"] + 0.5
+            (node is None or e["via"] == node) and e["st"] == stream and e["src"] == "mem"
+            and e["t0"] <= at <= e["t1"] + 0.5
             for e in self._unanswered()
         )
 

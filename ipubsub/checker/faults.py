@@ -142,7 +142,13 @@ class FaultRunner:
         h, c = self.history, self.cluster
         node = self._node(fault.node) if fault.kind != "join" else None
         views = await self._views()
-        began = h.now()  # just before the fault itself
+        if fault.kind == "partition":  # cut first (naming the clients of open connections takes a moment)
+            assert node is not None
+            await c.partition([[node], [n for n in c.running if n is not node]], Mode(fault.mode))
+        elif fault.kind == "dbpart":
+            assert node is not None
+            await c.cut_database(node, Mode(fault.mode))
+        began = h.now()  # the moment the fault is in effect (or just before a signal)
         h.write({"ev": "fault", "phase": "begin", "t": began, **asdict(fault), "views": views})
         self.say(f"[{began:8.2f}s] {fault.describe()}")
         detail: dict[str, object] = {}
@@ -164,15 +170,11 @@ class FaultRunner:
             detail["exit"] = await c.terminate(node)
             node.retired = True
         elif fault.kind == "partition":
-            assert node is not None
-            others = [n for n in c.running if n is not node]
-            await c.partition([[node], others], Mode(fault.mode))
             await asyncio.sleep(fault.seconds)
             h.write({"ev": "fault", "phase": "heal", "t": h.now(), "number": fault.number, "views": await self._views()})
             c.heal_partition()
         elif fault.kind == "dbpart":
             assert node is not None
-            await c.cut_database(node, Mode(fault.mode))
             await asyncio.sleep(fault.seconds)
             c.heal_database(node)
         elif fault.kind == "pause":

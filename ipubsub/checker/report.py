@@ -9,7 +9,7 @@ from .analysis import Analysis, Row
 
 __all__ = ["render"]
 
-_COLUMNS = ("guarantee", "acked", "lost", "dup", "reorder", "phantom", "other", "lost@kill", "reorder@change",
+_COLUMNS = ("guarantee", "acked", "lost", "dup", "reorder", "phantom", "other", "lost@fault", "reorder@change",
             "verdict")
 
 
@@ -63,7 +63,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "broken": analysis.broken,
         "rows": [
             {"guarantee": r.guarantee, "acked": r.messages, "lost": r.lost, "dup": r.dup, "reorder": r.reorder,
-             "phantom": r.phantom, "other": r.other, "lostAtKill": r.excused, "reorderAtRingChange": r.reorder_ring,
+             "phantom": r.phantom, "other": r.other, "lostAtFault": r.excused, "lostAtFaultByKind": r.excused_by, "reorderAtRingChange": r.reorder_ring,
              "reorderAtGiveBack": r.reorder_giveback, "broken": r.broken,
              "notes": r.notes, "examples": r.examples}
             for r in analysis.rows

@@ -153,6 +153,17 @@ def test_a_loss_before_another_fault_is_not_excused_by_a_later_kill() -> None:
     assert (row.excused, row.lost) == (0, 1)
 
 
+def test_a_partition_excuses_only_a_loss_with_a_receive_in_flight() -> None:
+    h = H()
+    h.send("cw", 1, "c", "circular")
+    h.send("cw", 2, "d", "circular")
+    h.events.append({"ev": "recv", "r": "cp", "src": "mem", "m": "circular", "st": "c", "t0": h.t, "t1": h.t + 3,
+                     "via": "n1", "res": "error", "status": 503, "code": "owner_unavailable"})
+    h.fault(1, "partition", "n2", {})
+    row = h.judge()["circular"]
+    assert (row.excused, row.lost) == (1, 1) and row.excused_by == {"partition": 1}
+
+
 def test_memory_reorder_and_ring_changes() -> None:
     h = H()
     h.send("cw", 1, "c", "circular")
