@@ -30,6 +30,7 @@ per guarantee (each message counted once per kind of anomaly):
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -225,15 +226,19 @@ class Analysis:
         for msg in acked.values():
             chains[(msg.writer, msg.stream)].append(msg)
         for chain in chains.values():
+            waiting: list[tuple[float, int, int]] = []  # (its accepted send began, seq, position)
             last = -1
             for msg in sorted(chain, key=lambda m: m.seq):
+                while waiting and waiting[0][0] <= msg.attempts[0]["t0"]:  # see _memory_order
+                    last = max(last, heapq.heappop(waiting)[2])
                 where = positions.get(msg.uuid)
-                if not where:
+                ack = msg.ack
+                if not where or ack is None:
                     continue
                 if min(where) < last:
                     count += 1
                     row.example(f"{msg.uuid} stored before an earlier message of {msg.writer}")
-                last = max(last, min(where))
+                heapq.heappush(waiting, (ack["t0"], msg.seq, min(where)))
         return count
 
     # -- in-memory modes --------------------------------------------------------------
@@ -299,9 +304,17 @@ class Analysis:
             if msg.ack is not None and msg.uuid in takes_of:
                 chains[(msg.writer, msg.stream)].append(msg)
         for chain in chains.values():
+            # A message counts as "earlier" than j only if the send that got
+            # it accepted began no later than j's first send (a writer's
+            # retried item may legitimately land behind later ones).
+            waiting: list[tuple[float, int, float, Msg]] = []  # (its accepted send began, seq, taken from, msg)
             latest_start = float("-inf")
             before: Msg | None = None
             for msg in sorted(chain, key=lambda m: m.seq):
+                while waiting and waiting[0][0] <= msg.attempts[0]["t0"]:
+                    _, _, start, earlier = heapq.heappop(waiting)
+                    if start > latest_start:
+                        latest_start, before = start, earlier
                 first = min(takes_of[msg.uuid], key=lambda t: t["t1"])
                 if before is not None and first["t1"] < latest_start:
                     if self.timeline.ring_changed(before.attempts[0]["t0"], first["t1"]):
@@ -315,8 +328,9 @@ class Analysis:
                         row.example(f"{msg.uuid} taken by {first['r']} at {first['t1']:.2f}s, "
                                     f"before {before.uuid} was (no ring change in between)")
                         self._blame(first["t1"], "reorder")
-                if first["t0"] > latest_start:
-                    latest_start, before = first["t0"], msg
+                ack = msg.ack
+                assert ack is not None
+                heapq.heappush(waiting, (ack["t0"], msg.seq, first["t0"], msg))
 
     def _explained_loss(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
         """The fault that explains ``msg``'s loss, if one does.  It must be

@@ -185,12 +185,16 @@ class LocalCluster:
             node.link_proxy.retarget((host, int(port)))
 
     async def _link_address(self, node: LocalNode) -> str:
-        """The bound peer-link address of ``node`` (for ready files without one)."""
-        body = await self.get_json(node, CLUSTER_PATH)
-        link = (body or {}).get("link") or (body or {}).get("linkListen")
-        if not link:
-            raise RuntimeError(f"{node.name}: cannot learn the bound peer-link address")
-        return str(link)
+        """The bound peer-link address of ``node`` (for ready files without
+        one): ``/health`` → ``cluster.link.listen``."""
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            body = await self.get_json(node, HEALTH_PATH)
+            link = ((body or {}).get("cluster") or {}).get("link") or {}
+            if link.get("listen"):
+                return str(link["listen"])
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{node.name}: cannot learn the bound peer-link address from {HEALTH_PATH}")
 
     async def add_node(self) -> LocalNode:
         """Configure and start one more node (a join)."""

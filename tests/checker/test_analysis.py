@@ -205,3 +205,15 @@ def test_sync_acknowledged_but_never_taken_is_lost() -> None:
     h.send("sw", 1, "s", "sync")
     row = h.judge()["sync"]
     assert row.lost == 1 and row.broken
+
+
+def test_a_retried_item_may_land_behind_later_ones() -> None:
+    """Order is checked only against messages whose accepted send began no
+    later than the later message's first send."""
+    h = H()
+    h.send("cw", 1, "c", "circular", res="unknown", t0=2.0)
+    h.send("cw", 2, "c", "circular", t0=2.0)  # same call (a batch): 2 accepted, 1 not known
+    h.send("cw", 1, "c", "circular", t0=3.0)  # 1 again, alone, after
+    h.take("cp", "c", "circular", "cw", 2, t0=5.0, t1=5.1)
+    h.take("cp", "c", "circular", "cw", 1, t0=5.2, t1=5.3)
+    assert h.judge()["circular"].reorder == 0
