@@ -50,6 +50,8 @@ def persistence(node: NodeProcess) -> str:
     """The URL of the node with SQLite persistence, once its storage is up.
     The durable tests fail, never skip, if it does not persist: that is
     what they test."""
+    storage = http_json(node.url + "/health")[1]["storage"]
+    assert storage["backend"] == "sqlite", f"the durable tests' node does not persist: {storage}"
     wait_until_sync(lambda: http_json(node.url + "/health")[1]["storage"]["status"] == "up", 30,
                     "the node's SQLite storage up", show=lambda: http_json(node.url + "/health")[1])
     return node.url
