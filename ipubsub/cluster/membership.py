@@ -217,7 +217,9 @@ class Membership:
                 )
                 changed = True
                 log.info("member %s (%s) joined", sender.name, sender.address)
-            elif sender.incarnation >= member.incarnation:
+            elif sender.incarnation > member.incarnation or (
+                sender.incarnation == member.incarnation and member.status != LEFT  # a leave is final
+            ):
                 member.last_heard = now
                 member.address = sender.address
                 if member.status != status or sender.incarnation > member.incarnation:
