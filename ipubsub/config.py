@@ -67,10 +67,22 @@ def parse_address(value: str, *, allow_any_port: bool = False) -> tuple[str, int
     match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", value)
     if match is None or not match.group(1):
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    port = int(match.group(2))
-    if not (0 if allow_any_port else 1) <= port <= 65535:
-        raise ValueError(f"port must be 1..65535, got {port}")
+    port, lowest = int(match.group(2)), 0 if allow_any_port else 1
+    if not lowest <= port <= 65535:
+        raise ValueError(f"port must be {lowest}..65535, got {port}")
     return match.group(1), port
+
+
+def _address(key: str, value: str, *, allow_any_port: bool = False) -> None:
+    """Check a ``HOST:PORT`` setting; the error names ``key`` (see :func:`_describe`).
+
+    Raises:
+        ValueError: ``key: what is wrong``.
+    """
+    try:
+        parse_address(value, allow_any_port=allow_any_port)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -87,9 +99,9 @@ class NodeConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     def __post_init__(self) -> None:
-        parse_address(self.listen, allow_any_port=True)
+        _address("listen", self.listen, allow_any_port=True)
         if self.advertise:
-            parse_address(self.advertise)
+            _address("advertise", self.advertise)
         else:
             # with listen port 0 the node advertises the port it was given
             msgspec.structs.force_setattr(self, "advertise", self.listen)
@@ -282,8 +294,9 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
         Raises:
             ConfigError: the text is not YAML, or any value is invalid.
         """
+        data = _parse_yaml(text, source)  # its errors name the source already
         try:
-            return cls.from_mapping(_parse_yaml(text, source))
+            return cls.from_mapping(data)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
@@ -292,7 +305,7 @@ def _parse_yaml(text: str | bytes, source: str) -> dict[str, Any]:
     try:
         data = msgspec.yaml.decode(text)
     except msgspec.DecodeError as exc:
-        detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
+        detail = " ".join(re.sub(r'in "<(byte|unicode) string>", ', "", str(exc)).split())
         raise ConfigError(f"{source}: not valid YAML: {detail}") from None
     if data is None:
         data = {}
@@ -413,6 +426,7 @@ def _env_value(variable: str, raw: str, kind: Any) -> Any:
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$\.?(?P<path>[^`]*)`)?")
 _AT = re.compile(r"^(?P<msg>.*?) - at `\$\.?(?P<path>[^`]*)`$")
+_KEYED = re.compile(r"^(?P<key>[a-z_]+): (?P<msg>.*)$", re.S)
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
@@ -425,7 +439,11 @@ def _describe(exc: msgspec.ValidationError) -> str:
         return f"{_dotted(key)}: unknown key"
     located = _AT.match(text)
     if located:
-        return f"{_dotted(located.group('path'))}: {located.group('msg')}"
+        path, msg = located.group("path"), located.group("msg")
+        key = _KEYED.match(msg)  # a section's own check naming its key: "listen: expected HOST:PORT ..."
+        if key:
+            path, msg = f"{path}.{key.group('key')}" if path else key.group("key"), key.group("msg")
+        return f"{_dotted(path)}: {msg}"
     return text
 
 

@@ -99,7 +99,7 @@ async def test_sigint_also_stops_cleanly(procs: ProcessPool) -> None:
         ("nodes: {}\n", "nodes"),
         ("match: {receive_default_timeout_seconds: abc}\n", "match.receive_default_timeout_seconds"),
         ("match: {receive_default_timeout_seconds: 500}\n", "match"),
-        ("node: {listen: 'nohostport'}\n", "node"),
+        ("node: {listen: 'nohostport'}\n", "node.listen"),
         ("hash_ring: {virtual_nodes: 0}\n", "hash_ring.virtual_nodes"),
         ("storage: {backend: oracle}\n", "storage.backend"),
         ("- just\n- a list\n", "mapping"),
