@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import struct
 
 from ..errors import InvalidToken
@@ -25,6 +26,7 @@ _VERSION = 1
 _LAYOUT = struct.Struct(">B8sQ")
 _CHECK_BYTES = 4
 _TOKEN_BYTES = _LAYOUT.size + _CHECK_BYTES
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _stream_digest(stream_id: str) -> bytes:
@@ -33,6 +35,22 @@ def _stream_digest(stream_id: str) -> bytes:
 
 def _check(body: bytes) -> bytes:
     return hashlib.blake2b(body, digest_size=_CHECK_BYTES, person=b"ipubsub-token").digest()
+
+
+def _unpadded_base64url(text: str, field: str) -> bytes:
+    """The bytes of ``text`` as we write it (base64url without padding, at
+    most 64 characters); any other character, even one a lenient decoder
+    would skip, makes it malformed.
+
+    Raises:
+        InvalidToken: with ``field``.
+    """
+    if not _BASE64URL.fullmatch(text):
+        raise InvalidToken(f"{field} is malformed", field=field)
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken(f"{field} is malformed (not base64url)", field=field) from None
 
 
 def encode_token(stream_id: str, position: int) -> str:
@@ -48,12 +66,7 @@ def decode_token(token: str, stream_id: str) -> int:
         InvalidToken: malformed, of an unknown version, corrupted, or issued
             for another stream.
     """
-    if not token or len(token) > 64 or not token.isascii():
-        raise InvalidToken("dbResumeToken is malformed", field="dbResumeToken")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidToken("dbResumeToken is malformed (not base64url)", field="dbResumeToken") from None
+    raw = _unpadded_base64url(token, "dbResumeToken")
     if len(raw) != _TOKEN_BYTES or raw[0] != _VERSION:
         raise InvalidToken("dbResumeToken is malformed or of an unknown version", field="dbResumeToken")
     body, check = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
@@ -92,12 +105,7 @@ def decode_receipt(receipt: str, stream_id: str, group: str) -> tuple[int, int]:
             group (``field`` is ``receipt``).
     """
     size = _RECEIPT.size + _CHECK_BYTES
-    if not receipt or len(receipt) > 64 or not receipt.isascii():
-        raise InvalidToken("receipt is malformed", field="receipt")
-    try:
-        raw = base64.urlsafe_b64decode(receipt + "=" * (-len(receipt) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidToken("receipt is malformed (not base64url)", field="receipt") from None
+    raw = _unpadded_base64url(receipt, "receipt")
     if len(raw) != size or raw[0] != _VERSION:
         raise InvalidToken("receipt is malformed or of an unknown version", field="receipt")
     body, check = raw[: _RECEIPT.size], raw[_RECEIPT.size :]
