@@ -21,6 +21,9 @@ __all__ = [
     "TooManyStreamPolls",
     "TooManyStreams",
     "IPubSubError",
+    "HistoryGap",
+    "HistoryNotKept",
+    "InvalidPosition",
     "InvalidToken",
     "MessageTooLarge",
     "NodeDraining",
@@ -76,6 +79,44 @@ class PersistenceNotConfigured(BadRequest):
 
 class InvalidToken(BadRequest):
     code = "invalid_token"
+
+
+class InvalidPosition(BadRequest):
+    """A history ``position`` that no history ever wrote (HTTP 400)."""
+
+    code = "invalid_position"
+
+
+class HistoryNotKept(IPubSubError):
+    """A history read on a stream that keeps no history (HTTP 409): its
+    first send did not ask for one (``historySize``)."""
+
+    code = "history_not_kept"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(
+            f"stream {stream_id[:200]!r} keeps no history (its first send set no historySize)", streamId=stream_id
+        )
+
+
+class HistoryGap(IPubSubError):
+    """A strict history read (``strictRecovery=true``) from a position that
+    cannot be recovered (HTTP 409): ``gap`` says why (``epoch``: the history
+    was recreated; ``window``: the messages after it are gone) and
+    ``position`` is the oldest available position (read after it to go on,
+    accepting the gap)."""
+
+    code = "history_gap"
+
+    def __init__(self, stream_id: str, gap: str, position: str | None) -> None:
+        why = "the stream's history was recreated" if gap == "epoch" else "the messages after it left the history"
+        super().__init__(
+            f"stream {stream_id[:200]!r}: the position cannot be recovered ({why}); "
+            "read after the oldest available position (position) to go on, accepting the gap",
+            streamId=stream_id,
+            gap=gap,
+            position=position,
+        )
 
 
 class Unauthorized(IPubSubError):
@@ -246,7 +287,8 @@ _BY_CODE: dict[str, type[IPubSubError]] = {
         NotFound, MessageTooLarge, ReceiveTimeout, SendTimeout, StreamReleased, Unavailable,
         OwnerUnavailable, StorageUnavailable, NodeDraining, BufferFull, InvalidCredentials,
         CredentialsExpired, Forbidden, StreamForbidden, AdminRequired, BodyTimeout, RateLimited,
-        TooManyAuthFailures, TooManyPolls, TooManyStreamPolls, TooManyStreams,
+        TooManyAuthFailures, TooManyPolls, TooManyStreamPolls, TooManyStreams, InvalidPosition,
+        HistoryNotKept, HistoryGap,
     )
 }
 # For answers without a code we know (a proxy, an older or newer server).

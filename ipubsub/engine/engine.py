@@ -5,8 +5,8 @@ its stream's queue plus one timer handle: no task or polling loop exists
 per waiter or per stream.  The rules live in :mod:`.matching` (how messages
 move, and the one place each kind of waiter is settled) and
 :mod:`.receiving` (receives, batches, parked receives, give-back, poll
-cancellation); this module adds sending, hand-off, shutdown, eviction and
-the sweeper task.
+cancellation) and :mod:`.history_reads` (fan-out histories); this module
+adds sending, hand-off, shutdown, eviction and the sweeper task.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import logging
 from ..errors import SendTimeout, StreamReleased
 from ..tasks import cancel_tasks
 from .clock import Clock, SystemClock
+from .history import HistorySpec
+from .history_reads import HistoryReads
 from .matching import DEFAULT_STREAM_SIZE, GONE
 from .message import Message
-from .receiving import Receiving
 from .stats import StreamInfo
 from .stream import Released, Stream
 
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
 log = logging.getLogger(__name__)
 
 
-class Engine(Receiving):
+class Engine(HistoryReads):
     """All in-memory streams of one node.
 
     Args:
@@ -104,17 +105,21 @@ class Engine(Receiving):
 
     # -- sending -------------------------------------------------------------
 
-    def send_nowait(self, stream_id: str, msg: Message, capacity: int) -> None:
+    def send_nowait(self, stream_id: str, msg: Message, capacity: int, history: HistorySpec | None = None) -> None:
         """Accept ``msg`` without waiting (circular-buffer mode).
 
         A waiting receiver gets it at once; otherwise it is buffered, and a
         full stream drops its oldest message (counted in ``dropped_total``).
+        A new stream is created with ``capacity`` and ``history`` (a stream
+        with a history records every message it accepts in it).
 
         Raises:
             SendTimeout: the stream has size 0 and no receiver is waiting.
             BufferFull: buffering would exceed the node's byte budget.
         """
-        stream = self._stream_for_send(stream_id, capacity)
+        stream = self._stream_for_send(stream_id, capacity, history)
+        if stream.history is not None:
+            self._make_room(stream, msg)
         if stream.live_receivers and self._hand_to_receiver(stream, msg):
             return
         cap = stream.capacity
@@ -126,7 +131,9 @@ class Engine(Receiving):
         self._drop_to_fit(stream, msg.size, cap)
         self._buffer(stream, msg)
 
-    async def send(self, stream_id: str, msg: Message, capacity: int, timeout: float) -> None:
+    async def send(
+        self, stream_id: str, msg: Message, capacity: int, timeout: float, history: HistorySpec | None = None
+    ) -> None:
         """Accept ``msg``, waiting up to ``timeout`` seconds for room.
 
         With ``timeout`` 0 this is :meth:`send_nowait`.  Otherwise nothing is
@@ -141,9 +148,11 @@ class Engine(Receiving):
             BufferFull: buffering would exceed the node's byte budget.
         """
         if timeout <= 0:
-            self.send_nowait(stream_id, msg, capacity)
+            self.send_nowait(stream_id, msg, capacity, history)
             return
-        stream = self._stream_for_send(stream_id, capacity)
+        stream = self._stream_for_send(stream_id, capacity, history)
+        if stream.history is not None:
+            self._make_room(stream, msg)
         if stream.live_receivers and self._hand_to_receiver(stream, msg):
             return
         cap = stream.capacity
@@ -177,6 +186,7 @@ class Engine(Receiving):
         if stream is None:
             return None
         self._release(stream, reason)
+        self._drop_history(stream, reason)  # unless export_history took it first
         msgs = stream.take_all()
         self.stats.buffered_messages -= len(msgs)
         self.stats.buffered_bytes -= sum(m.size for m in msgs)
@@ -204,22 +214,31 @@ class Engine(Receiving):
         self._settle(stream)
 
     def release_waiters(self, reason: str) -> int:
-        """Let every waiting receiver and blocked sender go with ``reason``
-        (shutdown). Buffered messages stay. Returns how many were released."""
+        """Let every waiting receiver, blocked sender and history reader go
+        with ``reason`` (shutdown). Buffered messages and histories stay.
+        Returns how many were released."""
         before = self.stats.released_total
         for stream in list(self._streams.values()):
             if stream.live_receivers or stream.live_senders:
                 self._release(stream, reason)
+                self._settle(stream)
+            if stream.history is not None and stream.history.live_readers:
+                self.release_readers(stream.history, reason)
                 self._settle(stream)
         return self.stats.released_total - before
 
     # -- idle eviction -------------------------------------------------------
 
     def sweep(self) -> int:
-        """Evict streams idle for ``idle_seconds``; return how many went."""
+        """Evict streams idle for ``idle_seconds`` (and whose history holds no
+        unexpired message); return how many went."""
         evicted = 0
         for stream in self._idle.ripe():
             if self._streams.get(stream.id) is stream and stream.is_idle:
+                if stream.history is not None and self._history_holds(stream):
+                    self._idle.note(stream)  # look again once more time has passed
+                    continue
+                self._drop_history(stream, "stream evicted")
                 del self._streams[stream.id]
                 evicted += 1
         self.stats.evicted_streams_total += evicted

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from ..errors import BufferFull
 from .clock import Clock
+from .history import HistorySpec, HistoryStats
 from .idle import IdleTracker
 from .message import Message
 from .stats import EngineStats
@@ -49,6 +50,7 @@ class Matcher:
         self._max_buffered_bytes = max_buffered_bytes
         self._streams: dict[str, Stream] = {}
         self.stats = EngineStats()
+        self.history_stats = HistoryStats()
         self._idle = IdleTracker(clock, idle_seconds)
         self._taken = 0  # engine-wide count of messages taken by receivers (Message.taken)
 
@@ -127,6 +129,8 @@ class Matcher:
         self._receiver_done(stream, waiter, msg)
         if count:
             self.stats.accepted_total += 1
+            if stream.history is not None:
+                self._record(stream, msg)
         self._settle(stream)
         return True
 
@@ -148,6 +152,8 @@ class Matcher:
             assert entry is not None
             fut, msg = entry
             self._sender_done(stream, fut, True)
+            if stream.history is not None:
+                self._record(stream, msg)
             self._number(msg)
             stats.delivered_total += 1
             self._settle(stream)
@@ -167,6 +173,8 @@ class Matcher:
             stream.push_back(entry[1])
             stats.buffered_messages += 1
             stats.buffered_bytes += entry[1].size
+            if stream.history is not None:
+                self._record(stream, entry[1])
 
     def _give_back(self, stream: Stream, msgs: list[Message]) -> None:
         """Messages whose receiver could not take them: to waiting receivers
@@ -197,13 +205,15 @@ class Matcher:
 
     def _buffer(self, stream: Stream, msg: Message) -> None:
         stats = self.stats
-        if stats.buffered_bytes + msg.size > self._max_buffered_bytes:
+        if stats.buffered_bytes + self.history_stats.bytes + msg.size > self._max_buffered_bytes:
             self._settle(stream)
             raise _buffer_full()
         stream.push_back(msg)
         stats.buffered_messages += 1
         stats.buffered_bytes += msg.size
         stats.accepted_total += 1
+        if stream.history is not None:
+            self._record(stream, msg)
 
     def _drop_to_fit(self, stream: Stream, size: int, cap: int) -> None:
         """Circular mode: drop the oldest messages until ``size`` more fits.
@@ -220,7 +230,7 @@ class Matcher:
         ):
             freed += buf[n_drop].size
             n_drop += 1
-        if self.stats.buffered_bytes - freed + size > self._max_buffered_bytes:
+        if self.stats.buffered_bytes + self.history_stats.bytes - freed + size > self._max_buffered_bytes:
             raise _buffer_full()
         for _ in range(n_drop):
             stream.pop_front()
@@ -230,22 +240,41 @@ class Matcher:
 
     # -- streams ----------------------------------------------------------------------
 
-    def _stream_for_send(self, stream_id: str, capacity: int) -> Stream:
-        """The stream, created with ``capacity`` if new (or if only receivers
-        knew it so far); an existing stream keeps its size."""
+    def _stream_for_send(self, stream_id: str, capacity: int, history: HistorySpec | None = None) -> Stream:
+        """The stream, created with ``capacity`` and ``history`` if new (or if
+        only receivers knew it so far); an existing stream keeps both."""
         stream = self._streams.get(stream_id)
         if stream is None:
             stream = self._streams[stream_id] = Stream(stream_id, capacity)
+            if history is not None:
+                self._configure_history(stream, history)
         elif stream.capacity is None:
             stream.capacity = capacity
+            self._configure_history(stream, history)
         return stream
+
+    # -- hooks of the fan-out history (defined in history_reads.py) -----------------------
+
+    def _configure_history(self, stream: Stream, spec: HistorySpec | None) -> None:
+        """The stream's first send fixes its history (``None``: none)."""
+
+    def _record(self, stream: Stream, msg: Message) -> None:
+        """``msg`` was just accepted by ``stream``, which has a history."""
 
     def _settle(self, stream: Stream) -> None:
         """Tidy a stream after a change: drop departed waiters, forget a
         never-configured empty stream, or note when it went idle."""
-        if stream.buffer is None and not stream.live_receivers and not stream.live_senders:
+        history = stream.history
+        if (
+            stream.buffer is None
+            and not stream.live_receivers
+            and not stream.live_senders
+            and (history is None or not history.live_readers)
+        ):
             stream.receivers = None
             stream.senders = None
+            if history is not None and history.spec is None:
+                stream.history = None  # pending, and nobody waits on it any more
             if stream.capacity is None:
                 if self._streams.get(stream.id) is stream:
                     del self._streams[stream.id]

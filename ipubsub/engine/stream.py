@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from .message import Message
+
+if TYPE_CHECKING:
+    from .history import History
 
 __all__ = ["Receiver", "Released", "Stream"]
 
@@ -58,6 +61,7 @@ class Stream:
         "live_senders",
         "idle_since",
         "idle_gen",
+        "history",
     )
 
     def __init__(self, stream_id: str, capacity: int | None) -> None:
@@ -80,6 +84,9 @@ class Stream:
         self.live_senders = 0
         self.idle_since = 0.0
         self.idle_gen = -1
+        # Its fan-out history (engine/history.py), if its first send asked for
+        # one, or a pending one holding history readers that came first.
+        self.history: History | None = None
 
     # -- buffer ---------------------------------------------------------------
 
@@ -231,5 +238,11 @@ class Stream:
 
     @property
     def is_idle(self) -> bool:
-        """Empty and nobody waiting: a candidate for eviction."""
-        return self.buffer is None and self.live_receivers == 0 and self.live_senders == 0
+        """Empty and nobody waiting (history readers included): a candidate
+        for eviction (a history with unexpired messages still keeps it)."""
+        return (
+            self.buffer is None
+            and self.live_receivers == 0
+            and self.live_senders == 0
+            and (self.history is None or self.history.live_readers == 0)
+        )

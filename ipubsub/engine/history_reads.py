@@ -1,0 +1,422 @@
+"""Fan-out: reading a stream's history (see :mod:`.history`).
+
+Every reader reads every message, in order, from a position of its own; a
+read takes nothing, so history readers and queue receivers on one stream
+never disturb each other.  A reader with nothing to read waits at the top of
+the history as a :class:`ParkedRead` — a callback and a timer, no task;
+appending to a history schedules one wake for the whole history (one event
+loop step later, so that the messages of a batch send reach each waiting
+reader together), which answers every waiting reader with up to its
+``max_messages`` messages.
+
+The engine records a message in its stream's history when the stream
+accepts it (the points where ``accepted_total`` grows), so the history holds
+exactly the accepted messages, in the order they were accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from ..errors import BufferFull, HistoryNotKept, StreamReleased
+from .history import History, HistoryEntry, HistoryRead, HistorySpec, HistoryState, Position, entry_cost
+from .matching import DEFAULT_STREAM_SIZE
+from .message import Message
+from .receiving import Receiving
+from .stream import Released, Stream
+
+__all__ = ["HistoryReads", "ParkedRead", "ReadDeliver"]
+
+#: Gets the outcome of a parked history read exactly once: a
+#: :class:`HistoryRead` (maybe with no entries: the timeout passed) or a
+#: :class:`Released`.
+ReadDeliver = Callable[[Any], None]
+
+CANCELLED = "read cancelled"
+
+
+class ParkedRead:
+    """A history reader waiting at the top of a history (no task)."""
+
+    __slots__ = ("_reads", "_stream", "_history", "after", "limit", "recovered", "_deliver", "_handle", "_done")
+
+    def __init__(
+        self,
+        reads: HistoryReads,
+        stream: Stream,
+        history: History,
+        after: int,
+        limit: int,
+        recovered: bool | None,
+        deliver: ReadDeliver,
+    ) -> None:
+        self._reads = reads
+        self._stream = stream
+        self._history = history
+        self.after = after
+        self.limit = limit
+        self.recovered = recovered
+        self._deliver = deliver
+        self._handle: asyncio.TimerHandle | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def end(self, reason: str = CANCELLED) -> bool:
+        """Stop waiting: ``deliver`` gets ``Released(reason)`` (from the event
+        loop).  Returns False if the read was answered already."""
+        if self._done:
+            return False
+        self._reads._finish_read(self, Released(reason), at_once=False)
+        self._reads._settle(self._stream)
+        return True
+
+
+class HistoryReads(Receiving):
+    """The history half of :class:`~ipubsub.engine.Engine`."""
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def read_history(
+        self, stream_id: str, position: Position | None, timeout: float, max_messages: int
+    ) -> HistoryRead:
+        """Read up to ``max_messages`` messages of the stream's history after
+        ``position`` (from the oldest held without one), waiting up to
+        ``timeout`` seconds for the first if there is none yet.
+
+        The answer's ``recovered`` is ``False`` (at once, with no messages and
+        the oldest available position) when ``position`` cannot be
+        continued without a gap; an answer with no messages after the
+        timeout keeps the reader's position.
+
+        Raises:
+            HistoryNotKept: the stream exists and keeps no history.
+            StreamReleased: the stream moved away or the node is stopping.
+            BufferFull: never (listed for symmetry: reading stores nothing).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def deliver(outcome: Any) -> None:
+            if not fut.done():
+                fut.set_result(outcome)
+
+        parked = self.park_read(stream_id, position, timeout, max_messages, deliver)
+        try:
+            outcome = await fut
+        finally:
+            if parked is not None and not parked._done:  # the caller went away
+                self._finish_read(parked, None, at_once=True)
+                self._settle(parked._stream)
+        if type(outcome) is Released:
+            raise StreamReleased(stream_id, outcome.reason)
+        return outcome
+
+    def park_read(
+        self, stream_id: str, position: Position | None, timeout: float, max_messages: int, deliver: ReadDeliver
+    ) -> ParkedRead | None:
+        """:meth:`read_history` without a task: ``deliver`` gets the
+        :class:`HistoryRead` or a :class:`Released` exactly once.  When the
+        answer is known at once ``deliver`` runs before this returns and the
+        result is ``None``; otherwise it runs later from the event loop and
+        the :class:`ParkedRead` is returned (:meth:`ParkedRead.end` stops it).
+
+        Raises:
+            HistoryNotKept: the stream exists and keeps no history.
+            ValueError: ``max_messages`` < 1.
+        """
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        stats = self.history_stats
+        stats.reads_total += 1
+        stream = self._streams.get(stream_id)
+        history = stream.history if stream is not None else None
+        if history is None and stream is not None and stream.capacity is not None:
+            raise HistoryNotKept(stream_id)
+        if history is None or history.spec is None:
+            if position is not None:  # its history is gone: nothing to continue from
+                deliver(self._counted(HistoryRead([], None, 0, False, "epoch")))
+                return None
+            after, recovered = 0, None
+        else:
+            history.expire(self._clock.time_us(), stats)
+            after, recovered, gap = _start(history, position)
+            if recovered is False:
+                deliver(self._counted(HistoryRead([], history.epoch, after, False, gap)))
+                return None
+            entries = history.after(after, max_messages)
+            if entries or timeout <= 0:
+                deliver(self._answer(history, entries, after, recovered))
+                return None
+        if timeout <= 0:
+            deliver(self._counted(HistoryRead([], None, 0, recovered)))
+            return None
+        if stream is None:
+            stream = self._streams[stream_id] = Stream(stream_id, None)
+        if history is None:
+            history = stream.history = History(None)
+        reader = ParkedRead(self, stream, history, after, max_messages, recovered, deliver)
+        readers = history.readers
+        if readers is None:
+            history.readers = [reader]
+        else:
+            if len(readers) > 2 * history.live_readers + 16:  # drop those answered by their timers
+                readers[:] = [r for r in readers if not r._done]
+            readers.append(reader)
+        history.live_readers += 1
+        stats.waiting_readers += 1
+        reader._handle = asyncio.get_running_loop().call_later(timeout, self._expire_read, reader)
+        return reader
+
+    def history_readers(self, stream_id: str) -> int:
+        """History readers waiting on the stream now."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None or stream.history is None else stream.history.live_readers
+
+    def history_top(self, stream_id: str) -> tuple[str, int, int] | None:
+        """``(epoch, floor, top)`` of the stream's history, ``None`` without one."""
+        stream = self._streams.get(stream_id)
+        history = stream.history if stream is not None else None
+        if history is None or history.epoch is None:
+            return None
+        return history.epoch, history.floor, history.top
+
+    # -- hand-off -----------------------------------------------------------------------
+
+    def export_history(self, stream_id: str) -> tuple[HistoryState, History] | None:
+        """Take the stream's history out of the engine (hand-off) and return
+        it as it moves, with the detached history whose waiting readers are
+        left waiting: release them with :meth:`release_readers` once the new
+        owner has the history, so that their next read finds it there."""
+        stream = self._streams.get(stream_id)
+        history = stream.history if stream is not None else None
+        if stream is None or history is None or history.spec is None:
+            return None
+        stream.history = None
+        state = history.state()
+        stats = self.history_stats
+        stats.messages -= len(history.entries)
+        stats.bytes -= history.nbytes
+        stats.histories -= 1
+        history.entries.clear()
+        history.nbytes = 0
+        return state, history
+
+    def release_readers(self, history: History, reason: str) -> None:
+        """Let every reader still waiting on ``history`` go with ``reason``."""
+        readers, history.readers = history.readers, None
+        for reader in readers or ():
+            if not reader._done:
+                self._finish_read(reader, Released(reason), at_once=False)
+
+    def import_history(self, stream_id: str, state: HistoryState) -> None:
+        """Take in a history handed over by the stream's previous owner, with
+        its epoch and offsets.  If this node started a history of its own
+        for the stream meanwhile, the older of the two keeps its epoch and the
+        other's messages are appended after it (with new offsets; readers
+        holding positions of the epoch that ends are told so when they come
+        back).  Call after :meth:`attach` of the stream's queue.
+
+        Raises:
+            ValueError: the state's offsets are not consecutive up to its top.
+        """
+        stats = self.history_stats
+        incoming = History.from_state(state, stats)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = Stream(stream_id, DEFAULT_STREAM_SIZE)
+        elif stream.capacity is None:
+            stream.capacity = DEFAULT_STREAM_SIZE
+        local = stream.history
+        if local is None or local.spec is None:
+            if local is not None:  # readers that came first wait on the handed history now
+                incoming.readers, incoming.live_readers = local.readers, local.live_readers
+                for reader in incoming.readers or ():
+                    reader._history = incoming
+            stream.history = incoming
+            stats.histories += 1
+        elif state.created_us <= local.created_us:
+            self._merge(incoming, local)
+            stream.history = incoming
+            self.release_readers(local, "the stream's history was taken over by an older one; read again")
+        else:
+            self._merge(local, incoming)
+        kept = stream.history
+        assert kept is not None
+        kept.trim(self._clock.time_us(), self._max_stream_bytes, stats)
+        if kept.live_readers:
+            self._schedule_wake(stream, kept)
+        self._settle(stream)
+
+    def _merge(self, into: History, other: History) -> None:
+        """Append ``other``'s messages to ``into`` (new offsets), emptying ``other``."""
+        stats = self.history_stats
+        for entry in other.entries:
+            stats.messages -= 1
+            stats.appended_total -= 1  # moved, not newly accepted
+            into.append(entry.message, stats)
+        stats.bytes -= other.nbytes
+        other.entries.clear()
+        other.nbytes = 0
+
+    # -- hooks from sending and eviction --------------------------------------------------
+
+    def _configure_history(self, stream: Stream, spec: HistorySpec | None) -> None:
+        history = stream.history
+        if spec is None:
+            return  # readers that came first (a pending history) wait until their timeout
+        if history is None:
+            stream.history = History(spec, created_us=self._clock.time_us())
+        elif history.spec is None:
+            history.spec = spec
+            history.epoch = History(spec).epoch
+            history.created_us = self._clock.time_us()
+        else:
+            return
+        self.history_stats.histories += 1
+
+    def _make_room(self, stream: Stream, msg: Message) -> None:
+        """Before a send to a stream with a history: make sure the node's
+        byte budget holds the message in the queue and in the history,
+        expiring and then shedding this history's oldest messages if not.
+
+        Raises:
+            BufferFull: still no room.
+        """
+        history = stream.history
+        if history is None or history.spec is None:
+            return
+        stats = self.history_stats
+        need = self.stats.buffered_bytes + stats.bytes + msg.size + entry_cost(msg) - self._max_buffered_bytes
+        if need <= 0:
+            return
+        history.expire(self._clock.time_us(), stats)
+        need = self.stats.buffered_bytes + stats.bytes + msg.size + entry_cost(msg) - self._max_buffered_bytes
+        if need > 0 and history.shed(need, stats) < need:
+            self._settle(stream)
+            raise BufferFull(
+                "the node's in-memory buffers and histories are full (limits.max_buffered_bytes); retry later",
+                retry_after=1,
+            )
+
+    def _record(self, stream: Stream, msg: Message) -> None:
+        history = stream.history
+        if history is None or history.spec is None:
+            return
+        stats = self.history_stats
+        history.append(msg, stats)
+        history.trim(msg.timestamp_us, self._max_stream_bytes, stats)
+        if history.live_readers and not history.wake_pending:
+            self._schedule_wake(stream, history)
+
+    def _history_holds(self, stream: Stream) -> bool:
+        """Whether an idle stream must stay for its history (unexpired messages)."""
+        history = stream.history
+        if history is None or history.spec is None:
+            return False
+        history.expire(self._clock.time_us(), self.history_stats)
+        return bool(history.entries)
+
+    def _drop_history(self, stream: Stream, reason: str) -> None:
+        """The stream leaves the engine: forget its history, release its readers."""
+        history, stream.history = stream.history, None
+        if history is None:
+            return
+        if history.spec is not None:
+            history.clear(self.history_stats)
+            self.history_stats.histories -= 1
+        self.release_readers(history, reason)
+
+    # -- answering readers -----------------------------------------------------------------
+
+    def _schedule_wake(self, stream: Stream, history: History) -> None:
+        history.wake_pending = True
+        asyncio.get_running_loop().call_soon(self._wake, stream, history)
+
+    def _wake(self, stream: Stream, history: History) -> None:
+        """Answer every reader waiting on ``history`` that has something to read."""
+        history.wake_pending = False
+        readers, history.readers = history.readers, None
+        if not readers:
+            return
+        floor, top = history.floor, history.top
+        keep: list[ParkedRead] = []
+        shared: dict[tuple[int, int], list[HistoryEntry]] = {}
+        for reader in readers:
+            if reader._done:
+                continue
+            if reader.after < floor:  # the window moved past it while it waited
+                if reader.recovered is not None:
+                    self._finish_read(reader, HistoryRead([], history.epoch, floor, False, "window"), at_once=True)
+                    continue
+                reader.after = floor  # it asked for the oldest held: that is it now
+            if reader.after >= top:
+                keep.append(reader)
+                continue
+            key = (reader.after, reader.limit)
+            entries = shared.get(key)
+            if entries is None:
+                entries = shared[key] = history.after(reader.after, reader.limit)
+            self._finish_read(
+                reader, HistoryRead(entries, history.epoch, entries[-1].offset, reader.recovered), at_once=True
+            )
+        if keep:
+            if history.readers is None:
+                history.readers = keep
+            else:
+                history.readers.extend(keep)
+        self._settle(stream)
+
+    def _expire_read(self, reader: ParkedRead) -> None:
+        if not reader._done:
+            history = reader._history
+            self._finish_read(reader, HistoryRead([], history.epoch, reader.after, reader.recovered), at_once=True)
+            self._settle(reader._stream)
+
+    def _finish_read(self, reader: ParkedRead, outcome: HistoryRead | Released | None, *, at_once: bool) -> None:
+        """Settle a waiting reader (the only place the reader counters change):
+        hand it ``outcome``, now or from the event loop (``None``: its caller
+        is gone, nothing to hand)."""
+        reader._done = True
+        if reader._handle is not None:
+            reader._handle.cancel()
+        reader._history.live_readers -= 1
+        self.history_stats.waiting_readers -= 1
+        if type(outcome) is HistoryRead:
+            self._counted(outcome)
+            self.history_stats.delivered_total += len(outcome.entries)
+        elif type(outcome) is Released:
+            self.stats.released_total += 1
+        else:
+            return
+        if at_once:
+            reader._deliver(outcome)
+        else:
+            asyncio.get_running_loop().call_soon(reader._deliver, outcome)
+
+    def _answer(
+        self, history: History, entries: list[HistoryEntry], after: int, recovered: bool | None
+    ) -> HistoryRead:
+        self.history_stats.delivered_total += len(entries)
+        return self._counted(HistoryRead(entries, history.epoch, entries[-1].offset if entries else after, recovered))
+
+    def _counted(self, read: HistoryRead) -> HistoryRead:
+        if read.recovered is True:
+            self.history_stats.recovered_total += 1
+        elif read.recovered is False:
+            self.history_stats.not_recovered_total += 1
+        return read
+
+
+def _start(history: History, position: Position | None) -> tuple[int, bool | None, str | None]:
+    """Where a read from ``position`` starts: ``(after, recovered, gap)``."""
+    floor = history.floor
+    if position is None:
+        return floor, None, None
+    if position.epoch != history.epoch:
+        return floor, False, "epoch"
+    if not floor <= position.offset <= history.top:
+        return floor, False, "window"
+    return position.offset, True, None
