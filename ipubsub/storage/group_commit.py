@@ -75,6 +75,7 @@ class GroupCommit:
         self._on_failed = on_failed
         self._queue: collections.deque[_Entry] = collections.deque()
         self._queued_messages = 0
+        self._writing = 0  # batches handed to the database and not answered yet
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -125,9 +126,10 @@ class GroupCommit:
             raise error from None
 
     async def flush(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the queue to drain."""
+        """Wait up to ``timeout`` seconds until everything queued is written
+        (the queue drained and no batch still being written)."""
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline:
+        while (self._queue or self._writing) and time.monotonic() < deadline:
             self._wake.set()
             await asyncio.sleep(0.01)
 
@@ -168,15 +170,19 @@ class GroupCommit:
     async def _write(self, batch: list[_Entry]) -> None:
         msgs = [m for entry in batch for m in entry.msgs]
         started = time.monotonic()
+        self._writing += 1
         try:
             async with asyncio.timeout(self._deadline):
                 results = await self._store.append(msgs)
+        except asyncio.CancelledError:  # closing: answer the callers now, not at their deadline
+            error = StorageUnavailable("the node is shutting down; the write may have been stored: "
+                                       "retry with the same messageUuid")
+            _fail(batch, error)
+            raise
         except TimeoutError:
             error = self._timed_out("")
             self._on_failed(error)
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            _fail(batch, error)
             return
         except Exception as exc:
             if isinstance(exc, StorageUnavailable):
@@ -185,10 +191,10 @@ class GroupCommit:
                 log.exception("unexpected storage error")
                 error = StorageUnavailable(f"storage write failed: {exc}")
             self._on_failed(error)
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            _fail(batch, error)
             return
+        finally:
+            self._writing -= 1
         streams: set[str] = set()
         start = 0
         for entry in batch:
@@ -200,3 +206,9 @@ class GroupCommit:
                 if not result.duplicate:
                     streams.add(msg.stream_id)
         self._on_written(streams, len(msgs), time.monotonic() - started)
+
+
+def _fail(batch: list[_Entry], error: StorageUnavailable) -> None:
+    for entry in batch:
+        if not entry.future.done():
+            entry.future.set_exception(error)
