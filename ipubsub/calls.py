@@ -10,7 +10,7 @@ import msgspec
 
 from .engine import Message
 
-__all__ = ["Delivery", "ReceiveCall", "Relayed", "SendCall", "Sent"]
+__all__ = ["AckCall", "Delivery", "NackCall", "ReceiveCall", "Relayed", "SendCall", "Sent"]
 
 
 class SendCall(msgspec.Struct, frozen=True):
@@ -32,13 +32,24 @@ class SendCall(msgspec.Struct, frozen=True):
 
 class ReceiveCall(msgspec.Struct, frozen=True):
     """One long-poll receive, already validated.  ``max_messages`` set asks
-    for a batch (answered as a list, 1 to that many messages)."""
+    for a batch (answered as a list, 1 to that many messages).
+
+    ``lease_seconds`` set asks for at-least-once delivery: each message is
+    leased (and carries a receipt) instead of taken for good, and goes to the
+    dead letters after ``max_deliveries`` (0: never).  With ``group`` (a
+    durable stream, ``from_db``) the messages are claimed for ``consumer``
+    of that consumer group.
+    """
 
     stream_id: str
     timeout: int
     from_db: bool = False
     token: str | None = None
     max_messages: int | None = None
+    lease_seconds: float | None = None
+    max_deliveries: int = 0
+    group: str | None = None
+    consumer: str | None = None
 
     def query(self) -> dict[str, str]:
         """The query string that asks an owner for the same thing."""
@@ -47,6 +58,14 @@ class ReceiveCall(msgspec.Struct, frozen=True):
             q["readFromDB"] = "true"
             if self.token is not None:
                 q["dbResumeToken"] = self.token
+        if self.max_messages is not None:
+            q["maxMessages"] = str(self.max_messages)
+        if self.lease_seconds is not None:
+            q["leaseSeconds"] = repr(self.lease_seconds)
+            q["maxDeliveries"] = str(self.max_deliveries)
+        if self.group is not None:
+            q["group"] = self.group
+            q["consumer"] = self.consumer or ""
         return q
 
 
@@ -59,10 +78,34 @@ class Sent(msgspec.Struct, frozen=True):
 
 
 class Delivery(msgspec.Struct, frozen=True):
-    """A received message; ``token`` is set for replies read from storage."""
+    """A received message; ``token`` is set for replies read from storage,
+    ``receipt`` and ``delivery_count`` for a leased delivery."""
 
     message: Message
     token: str | None = None
+    receipt: str | None = None
+    delivery_count: int = 0
+
+
+class AckCall(msgspec.Struct, frozen=True):
+    """Acknowledge leased deliveries of one stream by their receipts
+    (``single``: the caller named one receipt, not a list)."""
+
+    stream_id: str
+    receipts: tuple[str, ...]
+    group: str | None = None
+    single: bool = True
+
+
+class NackCall(msgspec.Struct, frozen=True):
+    """Give leased deliveries back, to be delivered again after
+    ``delay_seconds``."""
+
+    stream_id: str
+    receipts: tuple[str, ...]
+    group: str | None = None
+    single: bool = True
+    delay_seconds: float = 0.0
 
 
 class Relayed(msgspec.Struct, frozen=True):

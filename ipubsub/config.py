@@ -30,6 +30,7 @@ __all__ = [
     "ENV_PREFIX",
     "HashRingConfig",
     "HttpConfig",
+    "LeasesConfig",
     "LimitsConfig",
     "LogConfig",
     "MatchConfig",
@@ -176,6 +177,26 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("max_buffered_bytes must be >= max_stream_bytes")
 
 
+class LeasesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """At-least-once delivery: leases on in-memory messages (``leaseSeconds``)
+    and consumer groups on durable streams (``group``)."""
+
+    # longest leaseSeconds (SQS's visibility timeout stops at 12 h too)
+    max_lease_seconds: PositiveInt = 43200
+    # leaseSeconds of a group receive that gives none
+    group_lease_seconds: PositiveInt = 30
+    # maxDeliveries of a leased receive that gives none (0: no limit, never dead-lettered)
+    max_deliveries: NonNegativeInt = 5
+    # a message past maxDeliveries moves to the stream <streamId><dead_letter_suffix>
+    dead_letter_suffix: NonEmptyStr = ".dead"
+    # in-memory leases one node holds at once (503 too_many_leases above)
+    max_leased_messages: PositiveInt = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.group_lease_seconds > self.max_lease_seconds:
+            raise ValueError("group_lease_seconds must be <= max_lease_seconds")
+
+
 class SqliteConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: NonEmptyStr = "./ipubsub-data/ipubsub.db"
     table: NonEmptyStr = "ipubsub_messages"
@@ -263,6 +284,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     hash_ring: HashRingConfig = msgspec.field(default_factory=HashRingConfig)
     match: MatchConfig = msgspec.field(default_factory=MatchConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    leases: LeasesConfig = msgspec.field(default_factory=LeasesConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)

@@ -11,12 +11,15 @@ __all__ = [
     "BadRequest",
     "BodyTimeout",
     "BufferFull",
+    "GroupNotFound",
+    "LeaseNotFound",
     "CredentialsExpired",
     "Forbidden",
     "InvalidCredentials",
     "RateLimited",
     "StreamForbidden",
     "TooManyAuthFailures",
+    "TooManyLeases",
     "TooManyPolls",
     "TooManyStreamPolls",
     "TooManyStreams",
@@ -167,6 +170,20 @@ class NotFound(IPubSubError):
     code = "not_found"
 
 
+class GroupNotFound(NotFound):
+    """No consumer group of that name on the stream (HTTP 404)."""
+
+    code = "group_not_found"
+
+
+class LeaseNotFound(IPubSubError):
+    """An ack or nack names no lease held now: it expired (and the message
+    was delivered again or dead-lettered), was acknowledged or nacked
+    already, or the receipt never existed (HTTP 410)."""
+
+    code = "lease_not_found"
+
+
 class MessageTooLarge(IPubSubError):
     """The request body exceeds ``limits.max_message_bytes`` (HTTP 413)."""
 
@@ -270,6 +287,12 @@ class TooManyStreamPolls(Unavailable):
     code = "too_many_stream_polls"
 
 
+class TooManyLeases(Unavailable):
+    """The node holds ``leases.max_leased_messages`` leases (HTTP 503)."""
+
+    code = "too_many_leases"
+
+
 class TooManyStreams(Unavailable):
     """The node holds ``limits.max_streams`` streams; a new one is refused (HTTP 503)."""
 
@@ -289,11 +312,12 @@ _BY_CODE: dict[str, type[IPubSubError]] = {
         CredentialsExpired, Forbidden, StreamForbidden, AdminRequired, BodyTimeout, RateLimited,
         TooManyAuthFailures, TooManyPolls, TooManyStreamPolls, TooManyStreams, InvalidPosition,
         HistoryNotKept, HistoryGap,
+        GroupNotFound, LeaseNotFound, TooManyLeases,
     )
 }
 # For answers without a code we know (a proxy, an older or newer server).
 _BY_STATUS: dict[int, type[IPubSubError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: BodyTimeout, 409: WrongCluster,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 408: BodyTimeout, 409: WrongCluster, 410: LeaseNotFound,
     413: MessageTooLarge, 424: ReceiveTimeout, 429: RateLimited, 503: Unavailable,
 }
 

@@ -17,12 +17,13 @@ from aiohttp import web
 from . import __version__
 from .auth.exposure import log_exposure
 from .auth.refusals import Refusals, RefusalsCollector
-from .calls import Delivery, ReceiveCall, Relayed, SendCall, Sent
+from .calls import AckCall, Delivery, NackCall, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.cluster import Cluster
 from .config import Config, parse_address
 from .dashboard import Dashboard
 from .engine import Clock, Engine, Message, SystemClock, new_uuid
 from .errors import NodeDraining, PersistenceNotConfigured
+from .leasing import AtLeastOnce
 from .limits import NodeLimits
 from .tls import TlsContexts
 from .observability.counters import CallCounts
@@ -31,6 +32,7 @@ from .observability.metrics import NodeMetrics, RequestMetrics
 from .observability.snapshot import NodeSnapshot, NodeState, ProcessSnapshot
 from .storage import NewMessage, create_store
 from .spill import restore_buffers, spill_buffers
+from .storage.base import GroupInfo
 from .storage.durable import DurableLog, StorageStatus
 from .storage.tokens import decode_token, encode_token
 
@@ -69,6 +71,8 @@ class Node:
         self.cluster.peers.use_tls(self.tls.peer_client)
         store = create_store(config.storage)
         self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
+        # leases, consumer groups and dead letters (at-least-once delivery)
+        self.at_least_once = AtLeastOnce(self.engine, config.leases, self.durable, self.cluster.served_elsewhere_owned)
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
         self.metrics = NodeMetrics(self.snapshot, self.request_metrics)
@@ -210,6 +214,7 @@ class Node:
         if self._site is not None:
             await self._site.stop()  # 3
         has_peers = self.cluster.has_peers
+        self.at_least_once.leases.return_all()  # leased messages leave with the buffers
         if has_peers and not await self.cluster.hand_off(timeout=grace / 2):  # 4
             log.warning("some buffered messages could not be handed off yet")
         released = self.engine.release_waiters("node is shutting down")  # 5
@@ -220,6 +225,7 @@ class Node:
             await self._runner.cleanup()  # 6
         if self._socket is not None:
             self._socket.close()
+        self.at_least_once.leases.return_all()
         if has_peers:  # 7
             await self.cluster.hand_off(timeout=1.0)
         elif self.durable is not None and self.durable.status is StorageStatus.UP:
@@ -229,6 +235,7 @@ class Node:
         if self.durable is not None:
             await self.durable.close()
         await self.cluster.close(timeout=1.0)
+        self.at_least_once.leases.close()
         await self.engine.close()
         self.state = NodeState.STOPPED
         log.info("node %s stopped", self.name)
@@ -276,9 +283,10 @@ class Node:
         forwarded_by: str | None = None,
         poll_id: str | None = None,
         request_id: str | None = None,
-    ) -> Delivery | Relayed:
+    ) -> Delivery | list[Delivery] | Relayed:
         """Take the next message of a stream (here or through its owner), or
-        read the durable log.
+        read the durable log.  A leased receive (``lease_seconds``) or a
+        consumer group's (``group``) answers a list of leased deliveries.
 
         Raises:
             ReceiveTimeout, StreamReleased, InvalidToken,
@@ -298,6 +306,8 @@ class Node:
             )
             if relayed is not None:
                 return relayed
+        if cmd.group is not None:
+            return await self.at_least_once.group_receive(cmd)
         if cmd.from_db:
             assert self.durable is not None
             row = await self.durable.read(stream_id, after, cmd.timeout)
@@ -306,7 +316,44 @@ class Node:
             self.cluster.served_elsewhere_owned(stream_id)
         if cmd.timeout:
             self.limits.check_poll(stream_id)
+        if cmd.lease_seconds is not None:
+            return await self.at_least_once.receive(cmd)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
+
+    async def ack(self, call: AckCall) -> list[bool]:
+        """Acknowledge leased deliveries by receipt (in-memory leases on the
+        stream's owner, group receipts in the database); one answer per
+        receipt.
+
+        Raises:
+            InvalidToken, PersistenceNotConfigured, StorageUnavailable.
+        """
+        return await self.at_least_once.ack(call)
+
+    async def nack(self, call: NackCall) -> list[bool]:
+        """Give leased deliveries back (see :meth:`ack`).
+
+        Raises:
+            InvalidToken, PersistenceNotConfigured, StorageUnavailable.
+        """
+        return await self.at_least_once.nack(call)
+
+    async def groups(self, stream_id: str) -> list[GroupInfo]:
+        """The consumer groups of a durable stream (read from the database,
+        which every node shares).
+
+        Raises:
+            PersistenceNotConfigured, StorageUnavailable.
+        """
+        return await self.at_least_once.list_groups(stream_id)
+
+    async def delete_group(self, stream_id: str, group: str) -> None:
+        """Remove a consumer group and its pending entries.
+
+        Raises:
+            GroupNotFound, PersistenceNotConfigured, StorageUnavailable.
+        """
+        await self.at_least_once.delete_group(stream_id, group)
 
     async def _persist(self, cmd: SendCall) -> Sent:
         assert self.durable is not None

@@ -14,12 +14,14 @@ from typing import Final
 import msgspec
 
 __all__ = [
+    "ACK_PATH",
     "CLUSTER_PATH",
     "DASHBOARD_NODE_PATH",
     "DASHBOARD_OVERVIEW_PATH",
     "DASHBOARD_PATH",
     "DASHBOARD_STREAM_PATH",
     "FORWARDED_HEADER",
+    "GROUPS_PATH",
     "HEALTH_PATH",
     "INFO_PATH",
     "INTERNAL_CANCEL_POLL_PATH",
@@ -31,6 +33,7 @@ __all__ = [
     "INTERNAL_REQUEUE_PATH",
     "JSON_CONTENT_TYPE",
     "METRICS_PATH",
+    "NACK_PATH",
     "OPENAPI_PATH",
     "OWNER_PATH",
     "POLL_ID_HEADER",
@@ -44,7 +47,13 @@ __all__ = [
     "ACCESS_TOKEN_PARAM",
     "AUTHORIZATION_HEADER",
     "WWW_AUTHENTICATE_HEADER",
+    "AckBody",
+    "AckReply",
     "ErrorReply",
+    "GroupReply",
+    "GroupsReply",
+    "NackBody",
+    "NackReply",
     "OwnerReply",
     "ReceiveBatchReply",
     "ReceiveReply",
@@ -65,6 +74,11 @@ RECEIVE_PATH: Final = "/api/v1/streams/receive"
 OWNER_PATH: Final = "/api/v1/streams/owner"
 CLUSTER_PATH: Final = "/api/v1/cluster"
 OPENAPI_PATH: Final = "/api/v1/openapi.json"
+# at-least-once delivery (leases and consumer groups)
+ACK_PATH: Final = "/api/v1/streams/ack"
+NACK_PATH: Final = "/api/v1/streams/nack"
+#: GET lists a stream's consumer groups, DELETE removes one
+GROUPS_PATH: Final = "/api/v1/streams/groups"
 
 # -- internal paths (node to node, guarded by cluster.secret) ---------------------
 
@@ -133,12 +147,16 @@ class SendReply(msgspec.Struct, omit_defaults=True):
 
 
 class ReceiveReply(msgspec.Struct, omit_defaults=True):
-    """200 answer of a receive: one message (``dbResumeToken`` for durable reads)."""
+    """200 answer of a receive: one message (``dbResumeToken`` for durable
+    reads; ``receipt`` and ``deliveryCount`` for a leased delivery, see
+    :class:`AckBody`)."""
 
     messageUuid: str
     message: msgspec.Raw
     timestamp: str
     dbResumeToken: str | None = None
+    receipt: str | None = None
+    deliveryCount: int | None = None
 
 
 class OwnerReply(msgspec.Struct):
@@ -191,3 +209,63 @@ class ReceiveBatchReply(msgspec.Struct, omit_defaults=True):
 
     messages: list[ReceiveReply]
     dbResumeToken: str | None = None
+
+
+# -- at-least-once delivery (an extension: leases, ack/nack, consumer groups) --------
+
+
+class AckBody(msgspec.Struct):
+    """The body of ``POST /api/v1/streams/ack``: the receipt of a leased
+    delivery (or ``receipts``, several of one stream).  ``group`` may be
+    given for a group's receipt (the receipt names its group anyway)."""
+
+    streamId: str
+    receipt: str | msgspec.UnsetType = msgspec.UNSET
+    receipts: list[str] | msgspec.UnsetType = msgspec.UNSET
+    group: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class NackBody(msgspec.Struct):
+    """The body of ``POST /api/v1/streams/nack``: like :class:`AckBody`, and
+    ``delaySeconds`` before the message may be delivered again (default 0)."""
+
+    streamId: str
+    receipt: str | msgspec.UnsetType = msgspec.UNSET
+    receipts: list[str] | msgspec.UnsetType = msgspec.UNSET
+    group: str | msgspec.UnsetType = msgspec.UNSET
+    delaySeconds: float | msgspec.UnsetType = msgspec.UNSET
+
+
+class AckReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of an ack: how many leases it ended; with ``receipts``,
+    also those that named no lease held now (``notFound``)."""
+
+    acked: int
+    notFound: list[str] | None = None
+
+
+class NackReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of a nack (see :class:`AckReply`)."""
+
+    nacked: int
+    notFound: list[str] | None = None
+
+
+class GroupReply(msgspec.Struct):
+    """One consumer group of a durable stream: messages never delivered to
+    it (``lag``), delivered and not acknowledged (``pending``), the age of
+    the oldest of those (``oldestPendingAgeSeconds``, ``null`` when none)
+    and when it was last used."""
+
+    group: str
+    lag: int
+    pending: int
+    oldestPendingAgeSeconds: float | None
+    lastActive: str
+
+
+class GroupsReply(msgspec.Struct):
+    """200 answer of ``GET /api/v1/streams/groups``."""
+
+    streamId: str
+    groups: list[GroupReply]

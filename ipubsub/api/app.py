@@ -18,6 +18,7 @@ from .errors import method_not_allowed_response
 from .guard import Guard
 from .handler import Handler, make_wrapper
 from .internal import InternalRoutes
+from .lease_routes import LeaseRoutes
 from .openapi import add_openapi_routes
 from .routes import PublicRoutes
 
@@ -67,6 +68,7 @@ def build_app(node: Node) -> web.Application:
         methods.setdefault(path, []).append(method)
 
     PublicRoutes(node).add_to(add)
+    LeaseRoutes(node).add_to(add)
     add_openapi_routes(add)
     InternalRoutes(node.cluster, node.config.cluster.secret).add_to(add)
     node.dashboard.add_to(add)

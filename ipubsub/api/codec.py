@@ -19,15 +19,21 @@ fields they leave unset; docs/design.md lists every difference):
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import msgspec
 
-from ..calls import Delivery, ReceiveCall, SendCall, Sent
+from ..calls import AckCall, Delivery, NackCall, ReceiveCall, SendCall, Sent
 from ..config import Config
 from ..engine import DEFAULT_STREAM_SIZE, format_timestamp
-from ..errors import BadRequest, IPubSubError, MessageTooLarge
+from ..errors import BadRequest, IPubSubError, LeaseNotFound, MessageTooLarge
 from ..protocol import (
+    AckBody,
+    AckReply,
+    GroupReply,
+    GroupsReply,
+    NackBody,
+    NackReply,
     BatchItemError,
     ReceiveBatchReply,
     ReceiveReply,
@@ -38,30 +44,43 @@ from ..protocol import (
 )
 
 __all__ = [
+    "DEFAULT_CONSUMER",
     "MAX_STREAM_ID_BYTES",
     "MAX_UUID_CHARS",
     "NotInBatch",
     "check_stream_id",
+    "encode_ack",
     "encode_batch_results",
     "encode_deliveries",
     "encode_delivery",
+    "encode_groups",
     "encode_json",
     "encode_sent",
+    "parse_ack",
+    "parse_group_query",
+    "parse_nack",
     "parse_receive",
     "parse_send",
     "parse_send_batch",
     "too_deep",
 ]
 
+if TYPE_CHECKING:
+    from ..storage.base import GroupInfo
+
 MAX_STREAM_ID_BYTES = 256
 MAX_UUID_CHARS = 128
 DEFAULT_TTL_SECONDS = 86400
+#: the consumer a group receive without ``consumer`` claims for
+DEFAULT_CONSUMER = "anonymous"
 # Longest integer text accepted in a query (beyond, the value is out of range anyway).
 _MAX_INT_CHARS = 9
 
 _decode_send = msgspec.json.Decoder(SendBody).decode
 _decode_send_item = msgspec.json.Decoder(SendBody).decode
 _decode_batch = msgspec.json.Decoder(SendBatchBody).decode
+_decode_ack = msgspec.json.Decoder(AckBody).decode
+_decode_nack = msgspec.json.Decoder(NackBody).decode
 _encoder = msgspec.json.Encoder()
 encode_json = _encoder.encode
 
@@ -280,13 +299,209 @@ def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:
                 field="maxMessages",
             )
         max_messages = int(raw_max)
+    lease_seconds, max_deliveries, group, consumer = _at_least_once(query, config, stream_id, from_db, token)
     return ReceiveCall(
         stream_id=stream_id,
         timeout=timeout,
         from_db=from_db,
         token=token if from_db else None,
         max_messages=max_messages,
+        lease_seconds=lease_seconds,
+        max_deliveries=max_deliveries,
+        group=group,
+        consumer=consumer,
     )
+
+
+def _at_least_once(
+    query: Mapping[str, str], config: Config, stream_id: str, from_db: bool, token: str | None
+) -> tuple[float | None, int, str | None, str | None]:
+    """``leaseSeconds``, ``maxDeliveries``, ``group`` and ``consumer`` of a
+    receive, checked together (see :class:`~ipubsub.calls.ReceiveCall`)."""
+    leases = config.leases
+    lease = _positive_seconds(query.get("leaseSeconds"), "leaseSeconds", leases.max_lease_seconds)
+    group = query.get("group") or None
+    consumer = query.get("consumer") or None
+    if group is not None:
+        check_stream_id(group, "group")
+        if not from_db:
+            raise BadRequest("group needs readFromDB=true: consumer groups read durable streams", field="group")
+        if token is not None:
+            raise BadRequest(
+                "dbResumeToken does not apply to a group receive: the group keeps its own position",
+                field="dbResumeToken",
+            )
+        consumer = check_stream_id(consumer, "consumer") if consumer is not None else DEFAULT_CONSUMER
+        if lease is None:
+            lease = float(leases.group_lease_seconds)
+    elif consumer is not None:
+        raise BadRequest("consumer needs group", field="consumer")
+    elif lease is not None and from_db:
+        raise BadRequest(
+            "leaseSeconds on a durable read needs group: a plain durable read takes nothing", field="leaseSeconds"
+        )
+    raw_max = query.get("maxDeliveries")
+    if raw_max is None or raw_max == "":
+        max_deliveries = leases.max_deliveries
+    elif lease is None:
+        raise BadRequest("maxDeliveries applies to leased receives (leaseSeconds or group)", field="maxDeliveries")
+    elif not (raw_max.isascii() and raw_max.isdigit() and len(raw_max) <= _MAX_INT_CHARS):
+        raise BadRequest(f"maxDeliveries must be an integer >= 0, got {raw_max[:40]!r}", field="maxDeliveries")
+    else:
+        max_deliveries = int(raw_max)
+    if lease is not None and max_deliveries:
+        dead = stream_id + leases.dead_letter_suffix
+        if len(dead.encode("utf-8", "surrogatepass")) > MAX_STREAM_ID_BYTES:
+            raise BadRequest(
+                f"streamId is too long for its dead-letter stream ({dead[:40]!r}… over {MAX_STREAM_ID_BYTES} bytes); "
+                "use a shorter stream id or maxDeliveries=0",
+                field="streamId",
+            )
+    return lease, (max_deliveries if lease is not None else 0), group, consumer
+
+
+def _positive_seconds(raw: str | None, field: str, maximum: int) -> float | None:
+    """A duration in seconds from a query value: absent is ``None``;
+    otherwise a number > 0 and <= ``maximum``.
+
+    Raises:
+        BadRequest: not a finite number in that range.
+    """
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw) if len(raw) <= 32 and raw.isascii() else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= maximum:  # also false for nan
+        raise BadRequest(f"{field} must be a number > 0 and <= {maximum}, got {raw[:40]!r}", field=field)
+    return value
+
+
+def parse_ack(body: bytes, config: Config) -> AckCall:
+    """Decode and validate an ack body.
+
+    Raises:
+        BadRequest: not a JSON object, ``streamId`` invalid, or not exactly
+            one of ``receipt`` / ``receipts`` (1 to
+            ``limits.max_batch_messages`` non-empty strings).
+    """
+    req = _decode_body(_decode_ack, body)
+    stream_id, receipts, group, single = _lease_target(
+        req.streamId, _set(req.receipt), _set(req.receipts), _set(req.group), config
+    )
+    return AckCall(stream_id, receipts, group, single)
+
+
+def parse_nack(body: bytes, config: Config) -> NackCall:
+    """Decode and validate a nack body (as :func:`parse_ack`, plus
+    ``delaySeconds``: 0 to ``leases.max_lease_seconds``).
+
+    Raises:
+        BadRequest: as :func:`parse_ack`, or ``delaySeconds`` out of range.
+    """
+    req = _decode_body(_decode_nack, body)
+    stream_id, receipts, group, single = _lease_target(
+        req.streamId, _set(req.receipt), _set(req.receipts), _set(req.group), config
+    )
+    delay = _set(req.delaySeconds) or 0.0
+    limit = config.leases.max_lease_seconds
+    if not 0 <= delay <= limit:  # also false for nan
+        raise BadRequest(f"delaySeconds must be 0 to {limit}, got {req.delaySeconds}", field="delaySeconds")
+    return NackCall(stream_id, receipts, group, single, float(delay))
+
+
+def parse_group_query(query: Mapping[str, str], *, need_group: bool) -> tuple[str, str | None]:
+    """``streamId`` and ``group`` of a groups call (``need_group``: DELETE).
+
+    Raises:
+        BadRequest: either is missing (when needed) or invalid.
+    """
+    stream_id = check_stream_id(query.get("streamId"))
+    group = query.get("group")
+    if group is None and not need_group:
+        return stream_id, None
+    return stream_id, check_stream_id(group, "group")
+
+
+MAX_RECEIPT_CHARS = 512
+
+
+def _set(value: Any) -> Any:
+    """``None`` for a field the body did not have (``msgspec.UNSET``)."""
+    return None if value is msgspec.UNSET else value
+
+
+def _lease_target(
+    stream_id: str, receipt: str | None, receipts: list[str] | None, group: str | None, config: Config
+) -> tuple[str, tuple[str, ...], str | None, bool]:
+    check_stream_id(stream_id)
+    if group is not None:
+        check_stream_id(group, "group")
+    if (receipt is None) == (receipts is None):
+        raise BadRequest("give exactly one of receipt and receipts", field="receipt")
+    single = receipt is not None
+    items = [receipt] if receipt is not None else receipts or []
+    field = "receipt" if single else "receipts"
+    if not single and not 1 <= len(items) <= config.limits.max_batch_messages:
+        raise BadRequest(
+            f"receipts must hold 1 to {config.limits.max_batch_messages} receipts (limits.max_batch_messages), "
+            f"got {len(items)}",
+            field=field,
+        )
+    for item in items:
+        if not item or len(item) > MAX_RECEIPT_CHARS or not item.isascii():
+            raise BadRequest(
+                f"{field} must be receipts as received (1 to {MAX_RECEIPT_CHARS} ASCII characters)", field=field
+            )
+    return stream_id, tuple(items), group, single
+
+
+def _decode_body(decode: Callable[[bytes], Any], body: bytes) -> Any:
+    _check_utf8(body)
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
+        raise BadRequest(text) from None
+    except RecursionError:
+        raise too_deep() from None
+
+
+def encode_ack(call: AckCall | NackCall, answers: list[bool]) -> bytes:
+    """The answer of an ack or nack whose leases were found as ``answers``
+    says (one per receipt).
+
+    Raises:
+        LeaseNotFound: a single receipt named no lease held now.
+    """
+    count = sum(answers)
+    if call.single and not count:
+        raise LeaseNotFound(
+            f"no lease with this receipt is held on stream {call.stream_id!r}: it expired (the message was "
+            "delivered again or dead-lettered), was acknowledged or nacked already, or never existed",
+            streamId=call.stream_id,
+        )
+    missing = None if call.single else [r for r, ok in zip(call.receipts, answers) if not ok]
+    if isinstance(call, AckCall):
+        return _encoder.encode(AckReply(count, missing))
+    return _encoder.encode(NackReply(count, missing))
+
+
+def encode_groups(stream_id: str, groups: list[GroupInfo], now_us: int) -> bytes:
+    """The answer of ``GET /api/v1/streams/groups``."""
+    return _encoder.encode(GroupsReply(stream_id, [
+        GroupReply(
+            g.group,
+            g.lag,
+            g.pending,
+            None if g.oldest_pending_us is None else max(0.0, (now_us - g.oldest_pending_us) / 1_000_000),
+            format_timestamp(g.active_at_us),
+        )
+        for g in groups
+    ]))
 
 
 def encode_sent(result: Sent) -> bytes:
@@ -299,7 +514,16 @@ def encode_delivery(delivery: Delivery) -> bytes:
 
 def _receive_reply(delivery: Delivery) -> ReceiveReply:
     msg = delivery.message
-    return ReceiveReply(msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token)
+    if delivery.receipt is None:
+        return ReceiveReply(msg.uuid, msgspec.Raw(msg.payload), format_timestamp(msg.timestamp_us), delivery.token)
+    return ReceiveReply(
+        msg.uuid,
+        msgspec.Raw(msg.payload),
+        format_timestamp(msg.timestamp_us),
+        None,
+        delivery.receipt,
+        delivery.delivery_count,
+    )
 
 
 def encode_deliveries(deliveries: list[Delivery]) -> bytes:

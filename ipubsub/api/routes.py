@@ -26,7 +26,7 @@ from ..protocol import (
     RETRY_AFTER_HEADER,
     SEND_PATH,
 )
-from .codec import check_stream_id, encode_delivery, encode_sent, parse_receive, parse_send
+from .codec import check_stream_id, encode_deliveries, encode_delivery, encode_sent, parse_receive, parse_send
 from .errors import json_response
 from .guard import authorize
 
@@ -93,6 +93,9 @@ class PublicRoutes:
         )
         if isinstance(result, Relayed):
             return relayed_response(result)
+        if isinstance(result, list):  # leased deliveries (one, or a batch with maxMessages)
+            body = encode_deliveries(result) if cmd.max_messages is not None else encode_delivery(result[0])
+            return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_delivery(result), content_type=JSON_CONTENT_TYPE)
 
     async def owner(self, request: web.Request) -> web.Response:

@@ -482,6 +482,69 @@ async def test_a_stopped_node_answers_503(api: Api) -> None:
     assert error["code"] == "node_draining"
 
 
+# -- at-least-once delivery: leases, ack/nack, consumer groups ------------------------------
+
+ACK = "/api/v1/streams/ack"
+NACK = "/api/v1/streams/nack"
+GROUPS = "/api/v1/streams/groups"
+
+
+@covers(("POST", ACK, 200), ("POST", ACK, 400), ("POST", ACK, 410), ("POST", NACK, 200), ("POST", NACK, 400),
+        ("POST", NACK, 410))
+async def test_leased_receive_ack_and_nack(api: Api) -> None:
+    await api.send({"streamId": "jobs", "message": {"task": 1}, "messageUuid": "job-1"})
+    got = await api.receive(streamId="jobs", timeoutSeconds=0, leaseSeconds=30)
+    assert got["deliveryCount"] == 1 and got["receipt"]
+    _, body = await api.call("POST", NACK, 200, json_body={"streamId": "jobs", "receipt": got["receipt"]})
+    assert body == {"nacked": 1}
+    _, error = await api.call("POST", NACK, 410, json_body={"streamId": "jobs", "receipt": got["receipt"]})
+    assert error["code"] == "lease_not_found"
+    got = await api.receive(streamId="jobs", timeoutSeconds=0, leaseSeconds=30, maxDeliveries=3)
+    assert got["deliveryCount"] == 2
+    _, body = await api.call("POST", ACK, 200, json_body={"streamId": "jobs", "receipts": [got["receipt"], "gone"]})
+    assert body == {"acked": 1, "notFound": ["gone"]}
+    _, error = await api.call("POST", ACK, 410, json_body={"streamId": "jobs", "receipt": got["receipt"]})
+    assert error["code"] == "lease_not_found"
+    for path in (ACK, NACK):
+        _, error = await api.call("POST", path, 400, json_body={"streamId": "jobs"})
+        assert error["field"] == "receipt"
+    error = await api.receive(400, streamId="jobs", leaseSeconds=0)
+    assert error["field"] == "leaseSeconds"
+
+
+@covers(("GET", GROUPS, 200), ("GET", GROUPS, 400), ("DELETE", GROUPS, 200), ("DELETE", GROUPS, 400),
+        ("DELETE", GROUPS, 404))
+async def test_consumer_groups(durable_api: Api) -> None:
+    api = durable_api
+    await api.send({"streamId": "orders", "message": 1, "writeToDB": True})
+    got = await api.receive(streamId="orders", readFromDB="true", group="billing", consumer="w1", timeoutSeconds=0)
+    assert got["deliveryCount"] == 1
+    _, groups = await api.call("GET", GROUPS, 200, params={"streamId": "orders"})
+    assert [(g["group"], g["pending"], g["lag"]) for g in groups["groups"]] == [("billing", 1, 0)]
+    _, body = await api.call("POST", ACK, 200, json_body={"streamId": "orders", "receipt": got["receipt"]})
+    assert body == {"acked": 1}
+    await api.call("GET", GROUPS, 400, params={})
+    params = {"streamId": "orders", "group": "billing"}
+    await api.call("DELETE", GROUPS, 200, params=params)
+    _, error = await api.call("DELETE", GROUPS, 404, params=params)
+    assert error["code"] == "group_not_found"
+    await api.call("DELETE", GROUPS, 400, params={"streamId": "orders"})
+
+
+@covers(("POST", ACK, 503), ("POST", NACK, 503), ("GET", GROUPS, 503), ("DELETE", GROUPS, 503))
+async def test_groups_with_the_database_down_answer_503(make_api: MakeApi, tmp_path: Path) -> None:
+    from ipubsub.leasing import group_receipt
+
+    (tmp_path / "a-file").write_text("")
+    api = await make_api({"storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "a-file" / "db.sqlite")}}})
+    receipt = group_receipt("orders", "billing", 1, 1)
+    for path in (ACK, NACK):
+        resp, error = await api.call("POST", path, 503, json_body={"streamId": "orders", "receipt": receipt})
+        assert error["code"] == "storage_unavailable" and "Retry-After" in resp.headers
+    await api.call("GET", GROUPS, 503, params={"streamId": "orders"})
+    await api.call("DELETE", GROUPS, 503, params={"streamId": "orders", "group": "billing"})
+
+
 # -- outside the operations: 404 and 405 -------------------------------------------------
 
 

@@ -46,6 +46,8 @@ REQUEST_TIMEOUT = 5.0
 MAX_EXAMPLES = int(os.environ.get("IPUBSUB_FUZZ_EXAMPLES", "100"))
 SEED = int(os.environ.get("IPUBSUB_FUZZ_SEED", "20261123"))
 MAX_STREAM_ID_BYTES = 256
+# receive parameters valid alone but not together (see valid_requests_are_accepted), and receipts
+_DEPENDENT_FIELDS = {"group", "consumer", "leaseSeconds", "maxDeliveries", "receipt", "receipts"}
 
 
 def fuzz_document() -> dict[str, Any]:
@@ -188,11 +190,19 @@ def valid_requests_are_accepted(ctx: Any, response: Any, case: Any) -> bool | No
     not one the node issued or is sent without ``readFromDB=true``; a stream id
     of more than 256 UTF-8 bytes in at most 256 characters; an integer field
     written with a fraction (``5.0`` is an integer to JSON Schema, the node
-    wants an integer literal, as the document says)."""
+    wants an integer literal, as the document says); at-least-once calls
+    whose parameters depend on each other (``group`` needs ``readFromDB``,
+    ``consumer`` needs ``group``, ``maxDeliveries`` a lease, a lease on a
+    durable read a group) or name a lease or group that cannot exist (a
+    generated receipt: 410 or ``invalid_token``; a generated group: 404)."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code in (200, 424):
         return None
     error = _error_body(response)
+    if error.get("code") in ("lease_not_found", "group_not_found"):
+        return None
+    if response.status_code == 400 and error.get("field") in _DEPENDENT_FIELDS:
+        return None
     if response.status_code == 400:
         if error.get("field") == "dbResumeToken":
             return None

@@ -22,9 +22,12 @@ from typing import Any, Iterator
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from ipubsub.protocol import HEALTH_PATH, RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import ACK_PATH, HEALTH_PATH, NACK_PATH, RECEIVE_PATH, SEND_PATH
 
-__all__ = ["Http", "Reply", "call", "expect", "health", "http_json", "open_raw", "receive", "refused_address", "send"]
+__all__ = [
+    "Http", "Reply", "ack", "call", "expect", "health", "http_json", "nack", "open_raw", "receive", "refused_address",
+    "send",
+]
 
 Http = aiohttp.ClientSession | TestClient
 Reply = tuple[int, Any]
@@ -63,6 +66,16 @@ async def receive(http: Http, url: str, stream: str, timeout: int | float | str 
     query = {"streamId": stream, "timeoutSeconds": str(timeout)}
     query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()})
     return await call(http, "GET", url + RECEIVE_PATH, params=query)
+
+
+async def ack(http: Http, url: str, stream: str, receipt: str, **fields: Any) -> Reply:
+    """``POST /api/v1/streams/ack`` of one receipt (extra body ``fields``)."""
+    return await call(http, "POST", url + ACK_PATH, body={"streamId": stream, "receipt": receipt, **fields})
+
+
+async def nack(http: Http, url: str, stream: str, receipt: str, **fields: Any) -> Reply:
+    """``POST /api/v1/streams/nack`` of one receipt (``delaySeconds=…`` and other body ``fields``)."""
+    return await call(http, "POST", url + NACK_PATH, body={"streamId": stream, "receipt": receipt, **fields})
 
 
 async def health(http: Http, url: str) -> dict[str, Any]:
