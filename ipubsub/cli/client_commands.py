@@ -1,5 +1,6 @@
 """The client commands of the ``ipubsub`` command line: ``send``, ``receive``,
-``tail`` and ``cluster``, on top of :class:`ipubsub.client.AsyncClient`.
+``tail`` and ``cluster`` (and those of :mod:`.lease_commands`), on top of
+:class:`ipubsub.client.AsyncClient`.
 
 Exit codes: 0 ok; 2 usage (bad arguments, invalid MESSAGE_JSON); 3 nothing
 received in time; 4 the server rejected the call (or still answered 503
@@ -22,12 +23,16 @@ from ..errors import IPubSubError
 
 __all__ = [
     "DEFAULT_URL",
+    "Work",
     "EXIT_NOTHING",
     "EXIT_OK",
     "EXIT_REJECTED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "add_client_commands",
+    "non_negative",
+    "positive_int",
+    "print_json",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -112,6 +117,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     receive.add_argument("stream", metavar="STREAM", help="stream id")
     receive.add_argument("--timeout", type=_non_negative_int, default=30, metavar="N",
                          help="seconds to wait for a message (default: 30)")
+    receive.add_argument("--lease", type=_non_negative, metavar="SECONDS",
+                         help="lease the message instead of taking it: the line carries a receipt for "
+                         "`ipubsub ack`/`nack`; unacknowledged, it is delivered again after SECONDS")
 
     tail = add(
         "tail",
@@ -126,6 +134,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     tail.add_argument("stream", metavar="STREAM", help="stream id")
     tail.add_argument("--from", dest="token", metavar="TOKEN",
                       help="resume after this dbResumeToken (default: the oldest message kept)")
+
+    add_lease_commands(add)
 
     add(
         "cluster",
@@ -156,7 +166,7 @@ async def _send(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def _receive(client: AsyncClient, args: argparse.Namespace) -> int:
-    message = await client.receive(args.stream, args.timeout)
+    message = await client.receive(args.stream, args.timeout, lease=args.lease or None)
     if message is None:
         print(f"ipubsub: nothing arrived on stream {args.stream!r} within {args.timeout} s", file=sys.stderr)
         return EXIT_NOTHING
@@ -199,7 +209,7 @@ def _run(args: argparse.Namespace, work: Work) -> int:
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        return EXIT_OK if args.command == "tail" else 130
+        return EXIT_OK if args.command in ("tail", "consume") else 130
     except BrokenPipeError:  # the reader went away (| head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_OK
@@ -214,6 +224,9 @@ def _run(args: argparse.Namespace, work: Work) -> int:
 def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
     sys.stdout.flush()
+
+
+print_json = _print_json
 
 
 # -- argument types ----------------------------------------------------------------
@@ -255,3 +268,10 @@ def _non_negative_int(value: str) -> int:
 
 def _non_negative(value: str) -> float:
     return float(_number(value, 0, float))
+
+
+positive_int = _positive_int
+non_negative = _non_negative
+
+
+from .lease_commands import add_lease_commands  # noqa: E402  (it imports the helpers above)

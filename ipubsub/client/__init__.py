@@ -17,10 +17,11 @@ holding ``auth.jwt.secret`` mints browser tokens with :func:`mint_token`.
 from typing import Any
 
 from .aio import AsyncClient
+from .consumer import Consumer
 from .iterators import Replay, Subscription
 from .retry import ClientStats, RetryPolicy, Unreachable
-from .sync import Client, SyncReplay, SyncSubscription
-from .wire import ClusterView, Member, ReceivedMessage, SendResult
+from .sync import Client, SyncConsumer, SyncReplay, SyncSubscription
+from .wire import ClusterView, GroupInfo, LeasedMessage, Member, ReceivedMessage, SendResult
 
 
 
@@ -40,12 +41,16 @@ __all__ = [
     "Client",
     "ClientStats",
     "ClusterView",
+    "Consumer",
+    "GroupInfo",
+    "LeasedMessage",
     "Member",
     "ReceivedMessage",
     "Replay",
     "RetryPolicy",
     "SendResult",
     "Subscription",
+    "SyncConsumer",
     "SyncReplay",
     "SyncSubscription",
     "Unreachable",

@@ -8,6 +8,7 @@ whether or not the calling thread already runs a loop (as Jupyter's does).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 from concurrent.futures import Future
@@ -15,11 +16,12 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Coroutine, Iterable, Iterator, ParamSpec, Self, TypeVar
 
 from .aio import AsyncClient
+from .consumer import Consumer
 from .iterators import Replay, Subscription
 from .retry import ClientStats
-from .wire import ReceivedMessage
+from .wire import LeasedMessage, ReceivedMessage
 
-__all__ = ["Client", "SyncReplay", "SyncSubscription"]
+__all__ = ["Client", "SyncConsumer", "SyncReplay", "SyncSubscription"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -84,10 +86,40 @@ class Client:
                 self._loop.close()
 
     send = _blocking(AsyncClient.send)
-    receive = _blocking(AsyncClient.receive)
     read = _blocking(AsyncClient.read)
     cluster = _blocking(AsyncClient.cluster)
     refresh = _blocking(AsyncClient.refresh)
+    ack = _blocking(AsyncClient.ack)
+    nack = _blocking(AsyncClient.nack)
+    groups = _blocking(AsyncClient.groups)
+    delete_group = _blocking(AsyncClient.delete_group)
+
+    def receive(
+        self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None
+    ) -> ReceivedMessage | None:
+        """Blocking :meth:`AsyncClient.receive`; a leased message's
+        ``ack()``/``nack()`` block too."""
+        message = self._run(self._async.receive(stream, timeout, lease=lease, max_deliveries=max_deliveries))
+        return self._blocking_leases([message])[0] if isinstance(message, LeasedMessage) else message
+
+    def receive_leased(self, stream: str, **options: Any) -> list[LeasedMessage]:
+        """Blocking :meth:`AsyncClient.receive_leased`."""
+        return self._blocking_leases(self._run(self._async.receive_leased(stream, **options)))
+
+    def claim(self, stream: str, **options: Any) -> list[LeasedMessage]:
+        """Blocking :meth:`AsyncClient.claim`."""
+        return self._blocking_leases(self._run(self._async.claim(stream, **options)))
+
+    def consume(self, stream: str, **options: Any) -> SyncConsumer:
+        """A blocking iterator acknowledging each message once the loop
+        body that got it finished (see :meth:`AsyncClient.consume`)."""
+        return SyncConsumer(self, self._async.consume(stream, **options))
+
+    def _blocking_leases(self, messages: list[LeasedMessage]) -> list[LeasedMessage]:
+        return [dataclasses.replace(m, _settle=self._settle) for m in messages]
+
+    def _settle(self, message: LeasedMessage, action: str, delay: float) -> bool:
+        return self._run(self._async._settle_receipt(message.stream, message.receipt, action, delay))
 
     def subscribe(self, stream: str, timeout: float = 30) -> SyncSubscription:
         """An iterator over in-memory messages (see :meth:`AsyncClient.subscribe`)."""
@@ -143,3 +175,41 @@ class SyncReplay(SyncSubscription):
     def token(self) -> str | None:
         """Resume token after the last message returned (the start token before)."""
         return self._replay.token
+
+
+class SyncConsumer:
+    """Blocking iterator over a :class:`~ipubsub.client.consumer.Consumer`
+    (also a context manager, like it)."""
+
+    def __init__(self, client: Client, inner: Consumer) -> None:
+        self._client = client
+        self._inner = inner
+
+    @property
+    def acked(self) -> int:
+        return self._inner.acked
+
+    @property
+    def lost(self) -> int:
+        return self._inner.lost
+
+    def __iter__(self) -> Iterator[LeasedMessage]:
+        return self
+
+    def __next__(self) -> LeasedMessage:
+        try:
+            message = self._client._run(self._inner.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+        return dataclasses.replace(message, _settle=self._settle)
+
+    def _settle(self, message: LeasedMessage, action: str, delay: float) -> bool:
+        return self._client._run(self._inner._settle(message, action, delay))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._client._run(self._inner.__aexit__(exc_type, exc, tb))
