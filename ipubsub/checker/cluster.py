@@ -27,6 +27,7 @@ import yaml
 
 from ..protocol import CLUSTER_PATH, HEALTH_PATH
 from .backends import Backend
+from .monitor import get_json
 from .proxy import Mode, TcpProxy
 from .sockets import connection_owners
 
@@ -270,16 +271,17 @@ class LocalCluster:
 
     @property
     def running(self) -> list[LocalNode]:
+        """Nodes whose process is alive (paused ones included)."""
         return [n for n in self.nodes if n.up]
 
     async def get_json(self, node: LocalNode, path: str, timeout: float = 2.0) -> dict[str, Any] | None:
         """GET a node's JSON view directly (``None`` if it does not answer 200)."""
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-                async with http.get(node.url + path) as resp:
-                    return await resp.json() if resp.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            return None
+        async with aiohttp.ClientSession() as http:
+            return await get_json(http, node.url + path, timeout)
+
+    def watched(self) -> list[tuple[str, str]]:
+        """``(name, url)`` of the running, unpaused nodes (for the ring monitor)."""
+        return [(n.name, n.url) for n in self.running if not n.paused]
 
     async def ring_of(self, node: LocalNode) -> list[str] | None:
         body = await self.get_json(node, CLUSTER_PATH)

@@ -13,15 +13,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
+
+import aiohttp
 
 from .. import __version__
+from ..protocol import HEALTH_PATH
 from .analysis import Analysis
 from .backends import Backend
 from .cluster import LocalCluster, Timings
 from .faults import FAULT_KINDS, FaultRunner, plan_faults
 from .history import History, read_history
-from .monitor import RingMonitor
+from .monitor import RingMonitor, get_json
 from .report import render, summary
 from .workload import Shape, Workload
 
@@ -30,6 +33,7 @@ __all__ = ["CheckOptions", "check_history", "run_check", "usable_faults"]
 Say = Callable[[str], None]
 
 EXIT_KEPT, EXIT_BROKEN, EXIT_USAGE, EXIT_HARNESS = 0, 1, 2, 3
+VNODES = 160  # hash_ring.virtual_nodes of the generated configs
 
 
 @dataclass
@@ -45,6 +49,7 @@ class CheckOptions:
     workdir: Path | None = None
     history: Path | None = None
     keep: bool = False
+    attach: list[str] = field(default_factory=list)  # URLs of running nodes: no cluster, no faults
     command: str = ""
 
 
@@ -64,6 +69,8 @@ def usable_faults(kinds: list[str], backend: Backend) -> tuple[list[str], list[s
 async def run_check(opts: CheckOptions, say: Say) -> int:
     """Run one check; return the exit code (0 every promise kept, 1 one
     broken, 2 bad options or database unreachable, 3 the cluster failed)."""
+    if opts.attach:
+        return await _run_attached(opts, say)
     backend = Backend.parse(opts.backend, opts.db_url)
     unreachable = await backend.reachable()
     if unreachable:
@@ -72,64 +79,127 @@ async def run_check(opts: CheckOptions, say: Say) -> int:
     seed = opts.seed if opts.seed is not None else random.randrange(1, 1_000_000)
     kinds, notes = usable_faults(opts.faults, backend)
     timings = Timings.fast() if opts.fast else Timings()
-    run_id = f"k{seed}x{secrets.token_hex(3)}"  # names streams and uuids; unique even for a repeated seed
-    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="ipubsub-check-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    history_path = opts.history or workdir / "history.jsonl"
     plan = plan_faults(kinds, seed, opts.nodes, timings) if kinds else []
-    say(f"ipubsub check {__version__}: seed {seed}, run {run_id}, {opts.nodes} nodes, {backend.name}, "
-        f"{opts.duration:.0f}s of faults ({', '.join(kinds) or 'none'}), {opts.rate:.0f} msg/s target")
-    say(f"reproduce: {opts.command or 'ipubsub check'} --seed {seed}")
-    for note in notes:
-        say(f"note: {note}")
-    say(f"workdir {workdir} (node configs and logs), history {history_path}")
-    history = History(history_path)
-    cluster = LocalCluster(workdir, backend, opts.nodes, timings, f"check-{run_id}")
-    workload: Workload | None = None
+    run = _Run(opts, seed, say)
+    run.announce(f"{opts.nodes} nodes, {backend.name}, {opts.duration:.0f}s of faults ({', '.join(kinds) or 'none'})",
+                 notes)
+    cluster = LocalCluster(run.workdir, backend, opts.nodes, timings, f"check-{run.run_id}")
     try:
         try:
             await cluster.start()
         except RuntimeError as exc:
             say(f"ipubsub check: the cluster did not start: {exc}")
             return EXIT_HARNESS
-        history.write({"ev": "meta", "run": run_id, "seed": seed, "version": __version__, "backend": backend.name,
-                       "nodes": opts.nodes, "duration": opts.duration, "faults": kinds, "rate": opts.rate,
-                       "timings": vars(timings), "vnodes": 160, "command": opts.command,
-                       "wall0": history.wall0})
-        monitor = RingMonitor(cluster, history)
-        monitor.start()
-        workload = Workload(run_id, Shape(rate=opts.rate), history, lambda: _targets(cluster), seed, backend.durable)
-        await workload.start()
-        runner = FaultRunner(cluster, history, say, vnodes=160)
-        progress = asyncio.create_task(_progress(workload, history, say), name="check-progress")
-        try:
-            await asyncio.sleep(2.0)  # traffic before the first fault
-            history.write({"ev": "phase", "name": "faults", "t": history.now()})
+        runner = FaultRunner(cluster, run.history, say, vnodes=VNODES)
+
+        async def faults() -> None:
             until = time.monotonic() + opts.duration
             await runner.run(plan, until, at_least=len(kinds))
             await asyncio.sleep(max(0.0, until - time.monotonic()))
-            history.write({"ev": "phase", "name": "quiet", "t": history.now()})
-            await cluster.wait_converged(30.0)
-            await asyncio.sleep(2.0)  # traffic after the last fault
-            await workload.stop_writers(timeout=workload.shape.send_deadline + 20)
-            history.write({"ev": "phase", "name": "drain", "t": history.now()})
-            complete = await workload.drain(timeout=60.0)
-            history.write({"ev": "phase", "name": "drained", "t": history.now(), "complete": complete})
-        finally:
-            progress.cancel()
-            await asyncio.gather(progress, return_exceptions=True)
-            await monitor.close()
+
+        run.meta(backend.name, kinds, vars(timings))
+        await run.exercise(lambda: _targets(cluster), cluster.watched, backend.durable, faults(),
+                           lambda: cluster.wait_converged(30.0))
         say(_faults_line(runner))
     finally:
-        if workload is not None:
-            await workload.close()
         await cluster.close()
-        history.close()
-    code = check_history(history_path, say, workdir / "verdict.json")
-    say(f"reproduce: {opts.command or 'ipubsub check'} --seed {seed}   (re-check: ipubsub check --recheck {history_path})")
-    if opts.workdir is None and not opts.keep and code == EXIT_KEPT:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return code
+        run.history.close()
+    return run.judge()
+
+
+async def _run_attached(opts: CheckOptions, say: Say) -> int:
+    """The workload and the verdict against nodes someone else runs: no
+    faults (they need process control), nothing started or stopped."""
+    urls = [u.rstrip("/") for u in opts.attach]
+    targets = [(f"u{i + 1}", url) for i, url in enumerate(urls)]
+    async with aiohttp.ClientSession() as http:
+        health = await asyncio.gather(*(get_json(http, url + HEALTH_PATH, 5.0) for url in urls))
+    down = [url for url, body in zip(urls, health) if body is None]
+    if down:
+        say(f"ipubsub check: no healthy answer from {', '.join(down)}")
+        return EXIT_USAGE
+    backends = {str((body or {}).get("storage", {}).get("backend", "none")) for body in health}
+    durable = backends != {"none"}
+    seed = opts.seed if opts.seed is not None else random.randrange(1, 1_000_000)
+    run = _Run(opts, seed, say)
+    run.announce(f"attached to {', '.join(urls)} (storage: {', '.join(sorted(backends))}), "
+                 f"{opts.duration:.0f}s, no faults", [])
+    try:
+        run.meta(",".join(sorted(backends)), [], {})
+        await run.exercise(lambda: targets, lambda: targets, durable, asyncio.sleep(opts.duration),
+                           lambda: asyncio.sleep(0))
+    finally:
+        run.history.close()
+    return run.judge()
+
+
+class _Run:
+    """What every run has: an id, a work directory, a history, the
+    workload's phases and the verdict."""
+
+    def __init__(self, opts: CheckOptions, seed: int, say: Say) -> None:
+        self.opts = opts
+        self.seed = seed
+        self.say = say
+        self.run_id = f"k{seed}x{secrets.token_hex(3)}"  # names streams and uuids; unique for a repeated seed
+        self.workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="ipubsub-check-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.history_path = opts.history or self.workdir / "history.jsonl"
+        self.history = History(self.history_path)
+
+    def announce(self, what: str, notes: list[str]) -> None:
+        self.say(f"ipubsub check {__version__}: seed {self.seed}, run {self.run_id}, {what}, "
+                 f"{self.opts.rate:.0f} msg/s target")
+        self.say(f"reproduce: {self.opts.command or 'ipubsub check'} --seed {self.seed}")
+        for note in notes:
+            self.say(f"note: {note}")
+        self.say(f"workdir {self.workdir} (node configs and logs), history {self.history_path}")
+
+    def meta(self, backend: str, kinds: list[str], timings: dict[str, float]) -> None:
+        o = self.opts
+        self.history.write({"ev": "meta", "run": self.run_id, "seed": self.seed, "version": __version__,
+                            "backend": backend, "nodes": o.nodes, "attach": o.attach, "duration": o.duration,
+                            "faults": kinds, "rate": o.rate, "timings": timings, "vnodes": VNODES,
+                            "command": o.command, "wall0": self.history.wall0})
+
+    async def exercise(
+        self, targets: Callable[[], list[tuple[str, str]]], watched: Callable[[], list[tuple[str, str]]],
+        durable: bool, during: Awaitable[None], settle: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Traffic before, during (``during``: the faults) and after; then
+        stop the writers and drain."""
+        h = self.history
+        monitor = RingMonitor(watched, h)
+        monitor.start()
+        workload = Workload(self.run_id, Shape.for_rate(self.opts.rate), h, targets, self.seed, durable)
+        progress: asyncio.Task[None] | None = None
+        try:
+            await workload.start()
+            progress = asyncio.create_task(_progress(workload, h, self.say), name="check-progress")
+            await asyncio.sleep(2.0)  # traffic before the first fault
+            h.write({"ev": "phase", "name": "faults", "t": h.now()})
+            await during
+            h.write({"ev": "phase", "name": "quiet", "t": h.now()})
+            await settle()
+            await asyncio.sleep(2.0)  # traffic after the last fault
+            await workload.stop_writers(timeout=workload.shape.send_deadline + 20)
+            h.write({"ev": "phase", "name": "drain", "t": h.now()})
+            complete = await workload.drain(timeout=60.0)
+            h.write({"ev": "phase", "name": "drained", "t": h.now(), "complete": complete})
+        finally:
+            if progress is not None:
+                progress.cancel()
+                await asyncio.gather(progress, return_exceptions=True)
+            await monitor.close()
+            await workload.close()
+
+    def judge(self) -> int:
+        code = check_history(self.history_path, self.say, self.workdir / "verdict.json")
+        self.say(f"reproduce: {self.opts.command or 'ipubsub check'} --seed {self.seed}   "
+                 f"(re-check: ipubsub check --recheck {self.history_path})")
+        if self.opts.workdir is None and not self.opts.keep and code == EXIT_KEPT:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return code
 
 
 def check_history(path: Path, say: Say, verdict: Path | None = None) -> int:

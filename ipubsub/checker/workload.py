@@ -12,6 +12,7 @@ call goes to a node chosen at random; the node forwards it to the owner.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,6 +47,22 @@ class Shape:
     abandoners: int = 2
     rate: float = 100.0
     send_deadline: float = 60.0
+
+    @classmethod
+    def for_rate(cls, rate: float) -> Shape:
+        """The default shape with writers, pollers and abandoned polls
+        multiplied by one per started 100 msg/s (each writer waits for its
+        answer, so a higher rate needs more of them)."""
+        base = cls()
+        factor = max(1, math.ceil(rate / 100.0))
+        return cls(
+            streams=base.streams,
+            writers={m: n * factor for m, n in base.writers.items()},
+            pollers={m: n * factor for m, n in base.pollers.items()},
+            replay_readers=base.replay_readers,
+            abandoners=base.abandoners * factor,
+            rate=rate,
+        )
 
 
 class Workload:

@@ -18,6 +18,7 @@ examples:
   ipubsub check --faults kill,partition --duration 600 --rate 120
   ipubsub check --nodes 1 --faults term,solo --backend sqlite  # a lone node's planned restarts
   ipubsub check --recheck /tmp/ipubsub-check-x/history.jsonl   # judge a recorded history again
+  ipubsub check --attach http://10.0.0.1:8080,http://10.0.0.2:8080 --duration 60   # your cluster, no faults
 
 fault kinds:
 {kinds}
@@ -58,6 +59,9 @@ def add_check_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     check.add_argument("--history", type=Path, metavar="FILE", help="history file (default WORKDIR/history.jsonl)")
     check.add_argument("--keep", action="store_true", help="keep the temporary workdir even when all is well")
     check.add_argument("--recheck", type=Path, metavar="FILE", help="only judge a recorded history file")
+    check.add_argument("--attach", metavar="URLS",
+                       help="comma-separated URLs of nodes you run: the workload and the verdict only, "
+                       "no cluster started, no faults (streams are named after the run; durable ones expire in 1 h)")
     check.set_defaults(func=_check)
 
 
@@ -74,7 +78,13 @@ def _check(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"ipubsub check: {exc}", file=sys.stderr)
             return 2
-    if args.faults == "all":
+    attach = [u.strip() for u in (args.attach or "").split(",") if u.strip()]
+    if attach and args.faults not in ("all", "none"):
+        print("ipubsub check: --attach takes no --faults (faults need the processes)", file=sys.stderr)
+        return 2
+    if attach:
+        kinds: list[str] = []
+    elif args.faults == "all":
         kinds = list(FAULT_KINDS)
     elif args.faults == "none":
         kinds = []
@@ -93,7 +103,7 @@ def _check(args: argparse.Namespace) -> int:
     options = CheckOptions(
         nodes=args.nodes, backend=args.backend, db_url=args.db_url, duration=args.duration, seed=args.seed,
         faults=kinds, rate=args.rate, fast=args.fast, workdir=args.workdir, history=args.history, keep=args.keep,
-        command=command,
+        attach=attach, command=command,
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
