@@ -33,6 +33,8 @@ SEND_FIELDS: dict[str, dict[str, Any]] = {
     "durable": {"writeToDB": True, "dbTTLSeconds": 3600},
 }
 POLL_SECONDS = 2
+#: the slowly read stream's backlog stays about this long (acknowledged, not taken)
+SLOW_BACKLOG = 200
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,10 @@ class Workload:
     async def _poller(self, reader: str, mode: str, stream: str) -> None:
         rng = random.Random(f"{self._seed}/{reader}")
         stall_every = 40 if mode == "blocking" else 0  # let blocking streams fill now and then
+        # The first circular stream is read slowly, so that it always holds a
+        # backlog for faults to act on (hand-off, spill, a kill); it catches
+        # up once the writers stop.
+        slow = mode == "circular" and stream == self.streams["circular"][0]
         polls = 0
         outstanding = self._outstanding(mode, stream, None)
         key = f"{reader}:{stream}"
@@ -273,6 +279,8 @@ class Workload:
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
             if stall_every and polls % stall_every == 0 and not self._stop.is_set():
                 await asyncio.sleep(rng.uniform(0.5, 2.5))
+            elif slow and not self._stop.is_set() and len(self._pending[stream]) < SLOW_BACKLOG:
+                await asyncio.sleep(rng.uniform(0.3, 1.2))
 
     async def _replay(self, reader: str, stream: str, mode: str) -> None:
         """Follow ``stream``'s durable log from its start with tokens."""
