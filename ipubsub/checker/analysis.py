@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..cluster.ring import Ring
-from ..errors import InvalidToken
-from ..storage.tokens import decode_token
+from .durable_analysis import judge_durable
+from .leases_analysis import judge_leases
 from .timeline import Timeline
 
 __all__ = ["Analysis", "Row"]
@@ -102,6 +102,7 @@ class Analysis:
         self.meta: dict[str, Any] = {}
         self.msgs: dict[str, Msg] = {}
         self.takes: list[dict[str, Any]] = []  # receives that got a message
+        self.acks: list[dict[str, Any]] = []  # at-least-once consumers' acks
         self.inflight: list[dict[str, Any]] = []  # receives that ended in an error
         self.faults: dict[int, dict[str, Any]] = {}
         self.rings: list[dict[str, Any]] = []
@@ -114,7 +115,13 @@ class Analysis:
         self._rings: dict[tuple[str, ...], Ring] = {}
         self.timeline = Timeline(self.faults, self.rings, self.phases.get("faults", {}).get("t", 0.0))
         self.attributed: dict[int | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.rows = [self._durable()] + [self._memory(mode) for mode in MEMORY] + [self._recovery()]
+        self.rows = [judge_durable(self, Row)] + [self._memory(mode) for mode in MEMORY]
+        self.rows += judge_leases(self, Row) + [self._recovery()]
+        for row in self.rows:
+            for kind, count in sorted(row.excused_by.items()):
+                row.notes.append(f"{count} lost at a {'SIGKILL' if kind == 'kill' else 'partition'} (allowed: "
+                                 + ("in the killed node's buffers, or on their way to a receive through it)"
+                                    if kind == "kill" else "on their way to a receive through a cut connection)"))
 
     def _add(self, e: dict[str, Any]) -> None:
         kind = e.get("ev")
@@ -134,6 +141,8 @@ class Analysis:
             self.faults.setdefault(e["number"], {}).update({f"{e['phase']}": e, **e})
         elif kind == "ring":
             self.rings.append(e)
+        elif kind == "ack":
+            self.acks.append(e)
         elif kind == "phase":
             self.phases[e["name"]] = e
         elif kind == "meta":
@@ -142,104 +151,6 @@ class Analysis:
     @property
     def broken(self) -> bool:
         return any(row.broken for row in self.rows)
-
-    # -- the durable log ------------------------------------------------------------
-
-    def _durable(self) -> Row:
-        row = Row("durable log (writeToDB)")
-        acked = {u: m for u, m in self.msgs.items() if m.mode == "durable" and m.ack}
-        row.messages = len(acked)
-        positions: dict[str, set[int]] = defaultdict(set)
-        readers: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for take in self.takes:
-            if take["src"] == "log" and take.get("ab"):  # an abandoned read: only what it got matters
-                why = self._mismatch(take) if self.stream_mode.get(take["st"]) == "durable" else "not a durable stream"
-                if why:
-                    self._phantom(row, take, why)
-            elif take["src"] == "log":
-                readers[take["r"]].append(take)
-            elif take["m"] == "durable" or self._msg_mode(take) == "durable":
-                self._phantom(row, take, "a durable message taken from an in-memory queue")
-        flagged: dict[str, set[str]] = defaultdict(set)
-        for reader, seq in readers.items():
-            last = -1
-            seen: set[str] = set()
-            for take in sorted(seq, key=lambda t: t["t0"]):
-                uuid, stream = take["uuid"], take["st"]
-                if self.stream_mode.get(stream) != "durable":
-                    self._phantom(row, take, "the durable log of an in-memory stream returned a message")
-                    continue
-                why = self._mismatch(take)
-                if why:
-                    self._phantom(row, take, why)
-                    continue
-                pos = self._position(take.get("token"), stream)
-                if pos is None:
-                    row.other += 1
-                    row.example(f"{reader} got {uuid} with an unreadable token {take.get('token')!r}")
-                    continue
-                positions[uuid].add(pos)
-                if uuid in seen and uuid not in flagged["dup"]:
-                    flagged["dup"].add(uuid)
-                    row.dup += 1
-                    row.example(f"{reader} read {uuid} twice (at {take['t0']:.2f}s)")
-                    self._blame(take["t0"], "dup")
-                elif pos <= last and uuid not in seen:
-                    row.reorder += 1
-                    row.example(f"{reader} read position {pos} ({uuid}) after {last}")
-                    self._blame(take["t0"], "reorder")
-                seen.add(uuid)
-                last = max(last, pos)
-        for uuid, where in positions.items():
-            if len(where) > 1 and uuid not in flagged["dup"]:
-                flagged["dup"].add(uuid)
-                row.dup += 1
-                row.example(f"{uuid} stored at positions {sorted(where)}")
-        seen_by = {r: {t["uuid"] for t in seq} for r, seq in readers.items()}
-        replayers: dict[str, set[str]] = defaultdict(set)  # stream -> its replay readers
-        for take in self.takes + self.inflight:
-            if take["src"] == "log" and not take.get("ab") and self.stream_mode.get(take["st"]) == "durable":
-                replayers[take["st"]].add(take["r"])
-        for uuid, msg in acked.items():
-            ack = msg.ack
-            assert ack is not None
-            missed = [r for r in sorted(replayers[msg.stream]) if uuid not in seen_by.get(r, set())]
-            if missed:
-                row.lost += 1
-                row.example(f"{uuid} (acknowledged at {ack['t1']:.2f}s) never read by {', '.join(missed)}")
-                self._blame(ack["t1"], "lost")
-            read_at = positions.get(uuid)
-            if read_at and ack.get("token") is not None and self._position(ack["token"], msg.stream) not in read_at:
-                row.other += 1
-                row.example(f"{uuid}: the send answered a token of another position than readers see")
-        row.reorder += self._writer_order_in_log(acked, positions, row)
-        recovered = sum(1 for u, m in self.msgs.items() if m.mode == "durable" and not m.ack and u in positions)
-        if recovered:
-            row.notes.append(f"{recovered} sends with no answer were stored (allowed: outcome unknown)")
-        if row.other:
-            row.notes.append(f"{row.other} token anomalies")
-        return row
-
-    def _writer_order_in_log(self, acked: dict[str, Msg], positions: dict[str, set[int]], row: Row) -> int:
-        count = 0
-        chains: dict[tuple[str, str], list[Msg]] = defaultdict(list)
-        for msg in acked.values():
-            chains[(msg.writer, msg.stream)].append(msg)
-        for chain in chains.values():
-            waiting: list[tuple[float, int, int]] = []  # (its accepted send began, seq, position)
-            last = -1
-            for msg in sorted(chain, key=lambda m: m.seq):
-                while waiting and waiting[0][0] <= msg.attempts[0]["t0"]:  # see _memory_order
-                    last = max(last, heapq.heappop(waiting)[2])
-                where = positions.get(msg.uuid)
-                ack = msg.ack
-                if not where or ack is None:
-                    continue
-                if min(where) < last:
-                    count += 1
-                    row.example(f"{msg.uuid} stored before an earlier message of {msg.writer}")
-                heapq.heappush(waiting, (ack["t0"], msg.seq, min(where)))
-        return count
 
     # -- in-memory modes --------------------------------------------------------------
 
@@ -251,14 +162,14 @@ class Analysis:
         for take in self.takes:
             if take["src"] != "mem" or take["m"] != mode:
                 continue
-            why = self._mismatch(take)
+            why = self.mismatch(take)
             if why:
-                if self._msg_mode(take) != "durable":  # those are the durable row's
-                    self._phantom(row, take, why)
+                if self.msg_mode(take) != "durable":  # those are the durable row's
+                    self.phantom(row, take, why)
                 continue
             msg = msgs[take["uuid"]]
             if msg.may_be_accepted == 0:
-                self._phantom(row, take, "taken although every send of it was refused")
+                self.phantom(row, take, "taken although every send of it was refused")
                 continue
             takes_of[take["uuid"]].append(take)
         copies = 0
@@ -267,7 +178,7 @@ class Analysis:
             if len(takes) > allowed:
                 row.dup += 1
                 row.example(f"{uuid} taken {len(takes)} times, sent at most {allowed} times")
-                self._blame(sorted(t["t1"] for t in takes)[1], "dup")
+                self.blame(sorted(t["t1"] for t in takes)[1], "dup")
             elif len(takes) > 1:
                 copies += 1
         if copies:
@@ -276,7 +187,7 @@ class Analysis:
             ack = msg.ack
             if ack is None or uuid in takes_of:
                 continue
-            fault = self._explained_loss(msg, ack)
+            fault = self.explained_loss(msg, ack)
             if fault is not None:
                 row.excused += 1
                 row.excused_by[fault["kind"]] = row.excused_by.get(fault["kind"], 0) + 1
@@ -285,12 +196,8 @@ class Analysis:
                 row.lost += 1
                 row.example(f"{uuid} on {msg.stream} (acknowledged at {ack['t1']:.2f}s via {ack['via']}) "
                             f"never taken{self._unanswered_poll(msg.stream, ack['t1'])}")
-                self._blame(ack["t1"], "lost")
+                self.blame(ack["t1"], "lost")
         self._memory_order(msgs, takes_of, row)
-        for kind, count in sorted(row.excused_by.items()):
-            row.notes.append(f"{count} lost at a {'SIGKILL' if kind == 'kill' else 'partition'} (allowed: "
-                             + ("in the killed node's buffers, or on their way to a receive through it)"
-                                if kind == "kill" else "on their way to a receive through a cut connection)"))
         if row.reorder_ring:
             row.notes.append(f"{row.reorder_ring} taken out of order across a ring change (not promised)")
         if row.reorder_giveback:
@@ -319,20 +226,20 @@ class Analysis:
                 if before is not None and first["t1"] < latest_start:
                     if self.timeline.ring_changed(before.attempts[0]["t0"], first["t1"]):
                         row.reorder_ring += 1
-                        self._blame(first["t1"], "reorder@ring")
+                        self.blame(first["t1"], "reorder@ring")
                     elif self._receiver_left(msg.stream, before.attempts[0]["t0"] - GIVE_BACK_SECONDS, first["t1"]):
                         row.reorder_giveback += 1
-                        self._blame(first["t1"], "reorder@giveback")
+                        self.blame(first["t1"], "reorder@giveback")
                     else:
                         row.reorder += 1
                         row.example(f"{msg.uuid} taken by {first['r']} at {first['t1']:.2f}s, "
                                     f"before {before.uuid} was (no ring change in between)")
-                        self._blame(first["t1"], "reorder")
+                        self.blame(first["t1"], "reorder")
                 ack = msg.ack
                 assert ack is not None
                 heapq.heappush(waiting, (ack["t0"], msg.seq, first["t0"], msg))
 
-    def _explained_loss(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
+    def explained_loss(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
         """The fault that explains ``msg``'s loss, if one does.  It must be
         the first fault that began after the message was sent (another one
         before it: not explained), and either a SIGKILL of a node that owned
@@ -405,7 +312,10 @@ class Analysis:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _mismatch(self, take: dict[str, Any]) -> str:
+    def mismatch(self, take: dict[str, Any], store: str | None = None) -> str:
+        """Why what ``take`` got is not what was sent to its stream ("": it is).
+        ``store``: the kind of stream it must come from (default: the
+        durable log for a durable read, a queue for any other take)."""
         msg = self.msgs.get(take["uuid"])
         if msg is None:
             return "never sent"
@@ -413,26 +323,20 @@ class Analysis:
             return f"sent to {msg.stream}"
         if take.get("p") != msg.payload(self.run):
             return "payload differs from what was sent"
-        if (take["src"] == "log") != (msg.mode == "durable"):
+        if store is not None and msg.mode != store:
+            return f"a {msg.mode} message where a {store} one belongs"
+        if store is None and (take["src"] == "log") != (msg.mode == "durable"):
             return "from the other store"
         return ""
 
-    def _msg_mode(self, take: dict[str, Any]) -> str | None:
+    def msg_mode(self, take: dict[str, Any]) -> str | None:
         msg = self.msgs.get(take["uuid"])
         return msg.mode if msg is not None else None
 
-    def _phantom(self, row: Row, take: dict[str, Any], why: str) -> None:
+    def phantom(self, row: Row, take: dict[str, Any], why: str) -> None:
         row.phantom += 1
         row.example(f"{take['r']} got {take['uuid']} from {take['st']} at {take['t1']:.2f}s via {take['via']}: {why}")
-        self._blame(take["t1"], "phantom")
-
-    def _position(self, token: str | None, stream: str) -> int | None:
-        if not token:
-            return None
-        try:
-            return decode_token(token, stream)
-        except InvalidToken:
-            return None
+        self.blame(take["t1"], "phantom")
 
     def _owner(self, members: list[str], stream: str) -> str | None:
         key = tuple(members)
@@ -441,7 +345,7 @@ class Analysis:
             ring = self._rings[key] = Ring({m: "" for m in members}, self.vnodes)
         return ring.owner(stream)
 
-    def _blame(self, t: float, what: str) -> None:
+    def blame(self, t: float, what: str) -> None:
         """Count an anomaly against the fault around time ``t`` (or the first
         one after it; ``None``: no fault)."""
         self.attributed[self.timeline.fault_at(t)][what] += 1

@@ -96,6 +96,21 @@ class Caller:
             return Outcome("empty", status, code)
         return Outcome("error", status, code)
 
+    async def request(self, method: str, url: str, params: dict[str, str] | None = None,
+                      body: bytes | None = None, timeout: float = 10.0) -> Outcome:
+        """Any other call: ``ok`` (200), ``error`` (an answer of another
+        status, or none: ``status`` 0)."""
+        assert self._http is not None
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            async with self._http.request(method, url, params=params, data=body, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                status, parsed = resp.status, _json(await resp.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Outcome("error", 0, _error_name(exc))
+        code = str(parsed.get("code", "")) if parsed else ""
+        return Outcome("ok" if status == 200 else "error", status, code, parsed)
+
     async def abandoned_receive(self, url: str, params: dict[str, str], hold: float) -> Outcome:
         """A long poll whose client goes away after ``hold`` seconds, as a
         crashed or impatient client would: a raw socket closed with a reset.

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from .. import __version__
-from ..protocol import HEALTH_PATH
+from ..protocol import ACK_PATH, HEALTH_PATH, OPENAPI_PATH
 from .analysis import Analysis
 from .backends import Backend
 from .cluster import LocalCluster, Timings
@@ -169,9 +169,12 @@ class _Run:
         """Traffic before, during (``during``: the faults) and after; then
         stop the writers and drain."""
         h = self.history
+        leases = await _serves(targets()[0][1], ACK_PATH)
+        if not leases:
+            self.say("note: these nodes have no at-least-once delivery (leases, consumer groups): not checked")
         monitor = RingMonitor(watched, h)
         monitor.start()
-        workload = Workload(self.run_id, Shape.for_rate(self.opts.rate), h, targets, self.seed, durable)
+        workload = Workload(self.run_id, Shape.for_rate(self.opts.rate), h, targets, self.seed, durable, leases)
         progress: asyncio.Task[None] | None = None
         try:
             await workload.start()
@@ -211,6 +214,14 @@ def check_history(path: Path, say: Say, verdict: Path | None = None) -> int:
         verdict.write_text(json.dumps(summary(analysis), indent=2))
     say(f"\nverdict: {'a promise is BROKEN' if analysis.broken else 'every promise kept'}")
     return EXIT_BROKEN if analysis.broken else EXIT_KEPT
+
+
+async def _serves(url: str, path: str) -> bool:
+    """Whether the node at ``url`` lists ``path`` in its OpenAPI document
+    (the checker exercises what the nodes it checks can do)."""
+    async with aiohttp.ClientSession() as http:
+        document = await get_json(http, url + OPENAPI_PATH, 5.0)
+    return path in (document or {}).get("paths", {})
 
 
 def _targets(cluster: LocalCluster) -> list[tuple[str, str]]:

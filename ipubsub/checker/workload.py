@@ -20,6 +20,7 @@ from typing import Any, Callable
 import msgspec
 
 from .client import Caller, Outcome
+from .consumers import Consumers
 from .history import History
 
 __all__ = ["MEMORY_MODES", "SEND_FIELDS", "Shape", "Workload"]
@@ -31,6 +32,7 @@ SEND_FIELDS: dict[str, dict[str, Any]] = {
     "blocking": {"inMemoryStreamSize": 4, "blockingSendTimeoutSeconds": 2},
     "sync": {"inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 3},
     "durable": {"writeToDB": True, "dbTTLSeconds": 3600},
+    "leased": {"inMemoryStreamSize": 100_000},  # read by leased receives (see consumers.py)
 }
 POLL_SECONDS = 2
 #: the slowly read stream's backlog stays about this long (acknowledged, not taken)
@@ -42,8 +44,10 @@ class Shape:
     """How many streams, writers and readers of each kind, and the target
     rate of sends (messages per second, all writers together)."""
 
-    streams: dict[str, int] = field(default_factory=lambda: {"circular": 6, "blocking": 3, "sync": 3, "durable": 4})
-    writers: dict[str, int] = field(default_factory=lambda: {"circular": 6, "blocking": 4, "sync": 3, "durable": 6})
+    streams: dict[str, int] = field(
+        default_factory=lambda: {"circular": 6, "blocking": 3, "sync": 3, "durable": 4, "leased": 2})
+    writers: dict[str, int] = field(
+        default_factory=lambda: {"circular": 6, "blocking": 4, "sync": 3, "durable": 6, "leased": 2})
     pollers: dict[str, int] = field(default_factory=lambda: {"circular": 1, "blocking": 1, "sync": 2})
     replay_readers: int = 2
     abandoners: int = 2
@@ -74,19 +78,21 @@ class Workload:
         run: the run id (prefix of every stream and uuid).
         nodes: the current ``(name, url)`` of every node a client may call.
         durable: whether the cluster has a durable backend.
+        leases: whether the nodes serve at-least-once delivery (leased
+            receives, consumer groups on the durable streams).
     """
 
     def __init__(
         self, run: str, shape: Shape, history: History, nodes: Callable[[], list[tuple[str, str]]],
-        seed: int, durable: bool,
+        seed: int, durable: bool, leases: bool = False,
     ) -> None:
         self.run = run
         self.shape = shape
         self.history = history
-        self._nodes = nodes
-        self._seed = seed
+        self.targets = nodes
+        self.seed = seed
         self.caller = Caller()
-        modes = MEMORY_MODES + (("durable",) if durable else ())
+        modes = MEMORY_MODES + (("durable",) if durable else ()) + (("leased",) if leases else ())
         self.streams = {m: [f"{run}-{m}-{i}" for i in range(shape.streams[m])] for m in modes}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -110,21 +116,26 @@ class Workload:
         for mode, streams in self.streams.items():
             for i in range(shape.writers[mode]):
                 mine = streams[i % len(streams)::shape.writers[mode]] or streams
-                self._spawn(f"{mode[0]}w{i}", self._writer(f"{mode[0]}w{i}", mode, mine, interval))
+                self.spawn(f"{mode[0]}w{i}", self._writer(f"{mode[0]}w{i}", mode, mine, interval))
             for s, stream in enumerate(streams):
+                if mode == "leased":
+                    continue  # read by the at-least-once consumers
                 if mode == "durable":
                     for r in range(shape.replay_readers):
-                        self._spawn(f"dr{s}.{r}", self._replay(f"dr{s}.{r}", stream, "durable"))
-                    self._spawn(f"dm{s}", self._poller(f"dm{s}", "durable", stream))  # must stay empty
+                        self.spawn(f"dr{s}.{r}", self._replay(f"dr{s}.{r}", stream, "durable"))
+                    self.spawn(f"dm{s}", self._poller(f"dm{s}", "durable", stream))  # must stay empty
                     continue
                 for r in range(shape.pollers[mode] + (s % 2 if mode == "circular" else 0)):
-                    self._spawn(f"{mode[0]}p{s}.{r}", self._poller(f"{mode[0]}p{s}.{r}", mode, stream))
+                    self.spawn(f"{mode[0]}p{s}.{r}", self._poller(f"{mode[0]}p{s}.{r}", mode, stream))
                 if mode == "circular" and "durable" in self.streams:
-                    self._spawn(f"cx{s}", self._replay(f"cx{s}", stream, mode))  # no log: must stay empty
+                    self.spawn(f"cx{s}", self._replay(f"cx{s}", stream, mode))  # no log: must stay empty
         for i in range(shape.abandoners):
-            self._spawn(f"ab{i}", self._abandoner(f"ab{i}"))
+            self.spawn(f"ab{i}", self._abandoner(f"ab{i}"))
+        if "leased" in self.streams:
+            Consumers(self).spawn()
 
-    def _spawn(self, name: str, coro: Any) -> None:
+    def spawn(self, name: str, coro: Any) -> None:
+        """Run ``coro`` as one of the workload's tasks (drained and stopped with it)."""
         self._tasks[name] = asyncio.create_task(coro, name=f"check-{name}")
 
     async def stop_writers(self, timeout: float) -> None:
@@ -154,7 +165,7 @@ class Workload:
     # -- writers ------------------------------------------------------------------
 
     async def _writer(self, name: str, mode: str, streams: list[str], interval: float) -> None:
-        rng = random.Random(f"{self._seed}/{name}")
+        rng = random.Random(f"{self.seed}/{name}")
         loop = asyncio.get_running_loop()
         seq = 0
         next_at = loop.time()
@@ -181,7 +192,7 @@ class Workload:
         deadline = h.now() + self.shape.send_deadline
         waits = 0
         for attempt in range(1, 10_000):
-            via, url = rng.choice(self._nodes())
+            via, url = rng.choice(self.targets())
             t0 = h.now()
             out = await self.caller.send(url, body, timeout)
             event = {"ev": "send", "w": writer, "m": mode, "st": stream, "uuid": uuid, "seq": seq, "try": attempt,
@@ -232,7 +243,7 @@ class Workload:
         self.history.write(event)
         return uuid
 
-    def _done(self, key: str, outstanding: Callable[[], set[str]]) -> bool:
+    def done(self, key: str, outstanding: Callable[[], set[str]]) -> bool:
         """Whether reader ``key`` may stop: the drain is over, or it is
         draining, its last poll found nothing, and nothing acknowledged is
         still missing (or three polls in a row found nothing)."""
@@ -241,6 +252,19 @@ class Workload:
         if not self._draining or self._empties.get(key, 0) < 1:
             return False
         return self._empties[key] >= 3 or not outstanding()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def acked_sends(self, stream: str) -> set[str]:
+        """The uuids of ``stream``'s acknowledged sends so far."""
+        return self._pending[stream] | self._received[stream]
+
+    def empty_poll(self, key: str, reset: bool = False) -> None:
+        """Count one more poll of reader ``key`` that found nothing while
+        draining (``reset``: it found something)."""
+        self._empties[key] = 0 if reset else self._empties.get(key, 0) + 1
 
     def _outstanding(self, mode: str, stream: str, seen: set[str] | None) -> Callable[[], set[str]]:
         """What a reader of ``stream`` still waits for: acknowledged in-memory
@@ -255,7 +279,7 @@ class Workload:
         return lambda: (self._pending[stream] | self._received[stream]) - seen
 
     async def _poller(self, reader: str, mode: str, stream: str) -> None:
-        rng = random.Random(f"{self._seed}/{reader}")
+        rng = random.Random(f"{self.seed}/{reader}")
         stall_every = 40 if mode == "blocking" else 0  # let blocking streams fill now and then
         # The first circular stream is read slowly, so that it always holds a
         # backlog for faults to act on (hand-off, spill, a kill); it catches
@@ -264,8 +288,8 @@ class Workload:
         polls = 0
         outstanding = self._outstanding(mode, stream, None)
         key = f"{reader}:{stream}"
-        while not self._done(key, outstanding):
-            via, url = rng.choice(self._nodes())
+        while not self.done(key, outstanding):
+            via, url = rng.choice(self.targets())
             t0 = self.history.now()
             params = {"streamId": stream, "timeoutSeconds": str(POLL_SECONDS)}
             out = await self.caller.receive(url, params, POLL_SECONDS + 8)
@@ -284,12 +308,12 @@ class Workload:
 
     async def _replay(self, reader: str, stream: str, mode: str) -> None:
         """Follow ``stream``'s durable log from its start with tokens."""
-        rng = random.Random(f"{self._seed}/{reader}")
+        rng = random.Random(f"{self.seed}/{reader}")
         seen = self._seen.setdefault(reader, set())
         outstanding = self._outstanding(mode, stream, seen)
         token: str | None = None
-        while not self._done(reader, outstanding):
-            via, url = rng.choice(self._nodes())
+        while not self.done(reader, outstanding):
+            via, url = rng.choice(self.targets())
             params = {"streamId": stream, "readFromDB": "true", "timeoutSeconds": str(POLL_SECONDS)}
             if token is not None:
                 params["dbResumeToken"] = token
@@ -307,14 +331,14 @@ class Workload:
 
     async def _abandoner(self, reader: str) -> None:
         """Polls that go away after a few milliseconds to a few hundred."""
-        rng = random.Random(f"{self._seed}/{reader}")
+        rng = random.Random(f"{self.seed}/{reader}")
         # Only odd streams: the others keep a strict FIFO check (a message
         # given back by a poll that went away may be overtaken).
-        targets = [(m, s) for m, streams in self.streams.items() for s in streams[1::2]]
+        targets = [(m, s) for m, streams in self.streams.items() if m != "leased" for s in streams[1::2]]
         while not self._stop.is_set():
             await asyncio.sleep(rng.uniform(0.05, 0.5))
             mode, stream = rng.choice(targets)
-            via, url = rng.choice(self._nodes())
+            via, url = rng.choice(self.targets())
             params = {"streamId": stream, "timeoutSeconds": "10"}
             if mode == "durable" and rng.random() < 0.5:
                 params["readFromDB"] = "true"  # an abandoned durable read must leave memory alone

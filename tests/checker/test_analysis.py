@@ -217,3 +217,49 @@ def test_a_retried_item_may_land_behind_later_ones() -> None:
     h.take("cp", "c", "circular", "cw", 2, t0=5.0, t1=5.1)
     h.take("cp", "c", "circular", "cw", 1, t0=5.2, t1=5.3)
     assert h.judge()["circular"].reorder == 0
+
+
+def _deliver(h: H, r: str, st: str, w: str, seq: int, src: str, t0: float, mode: str = "leased") -> dict[str, Any]:
+    e = {"ev": "recv", "r": r, "src": src, "m": mode, "st": st, "t0": t0, "t1": t0 + 0.1, "via": "n1", "res": "ok",
+         "status": 200, "code": "", "k": 0, "uuid": f"{RUN}-{w}-{seq}", "receipt": f"rc{seq}-{t0}", "dc": 1,
+         "p": {"c": RUN, "w": w, "s": seq, "st": st, "m": mode}}
+    h.events.append(e)
+    return e
+
+
+def _ack(h: H, src: str, st: str, deliveries: list[dict[str, Any]], t0: float, res: str = "ok", status: int = 200,
+         not_found: list[str] | None = None) -> None:
+    h.events.append({"ev": "ack", "r": "x", "src": src, "st": st, "t0": t0, "t1": t0 + 0.1, "via": "n1", "res": res,
+                     "status": status, "code": "", "receipts": [d["receipt"] for d in deliveries],
+                     "uuids": [d["uuid"] for d in deliveries], "notFound": not_found or []})
+
+
+def test_leases_redelivery_is_allowed_but_not_after_an_ack() -> None:
+    h = H()
+    for seq in (1, 2, 3, 4):
+        h.send("lw", seq, "l", "leased")
+    first = _deliver(h, "lc", "l", "lw", 1, "lease", 5.0)  # dropped: comes back
+    again = _deliver(h, "lc", "l", "lw", 1, "lease", 9.0)
+    _ack(h, "lease", "l", [again], 9.2)
+    late = _deliver(h, "lc", "l", "lw", 1, "lease", 12.0)  # after a successful ack: broken
+    two = _deliver(h, "lc", "l", "lw", 2, "lease", 5.0)
+    _ack(h, "lease", "l", [two], 5.2, not_found=[two["receipt"]])  # the ack found no lease: 2 not acknowledged
+    three = _deliver(h, "lc", "l", "lw", 3, "lease", 5.0)
+    _ack(h, "lease", "l", [three], 5.2, res="error", status=0)  # unknown outcome: may be acknowledged
+    assert first and late
+    rows = {r.guarantee: r for r in Analysis(h.events).rows}
+    row = rows["at-least-once leases (in-memory)"]
+    assert (row.dup, row.lost, row.phantom) == (1, 2, 0), row.examples  # 2 and 4 never acknowledged
+    assert any("deliveries again" in n for n in row.notes)
+
+
+def test_group_delivery_of_another_kind_of_message_is_a_phantom() -> None:
+    h = H()
+    h.send("dw", 1, "d", "durable", pos=1)
+    h.send("cw", 1, "d", "circular")  # an in-memory message on the same stream id
+    d1 = _deliver(h, "gc", "d", "dw", 1, "group", 5.0, mode="durable")
+    _ack(h, "group", "d", [d1], 5.2)
+    h.events.append({**d1, "uuid": f"{RUN}-cw-1", "receipt": "x", "p": {"c": RUN, "w": "cw", "s": 1, "st": "d",
+                                                                         "m": "circular"}})
+    rows = {r.guarantee: r for r in Analysis(h.events).rows}
+    assert rows["consumer group (durable)"].phantom == 1
