@@ -124,6 +124,9 @@ class Guard:
         query_streams = access.query_streams
         query_token = access.query_token
         from_peer = self._from_peer
+        rates = auth is not None and auth.rates
+        body_streams = access.body_streams
+        multi = access.multiple_streams
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if first_request is not None:
@@ -131,18 +134,32 @@ class Guard:
             raw_query = request.rel_url.raw_query_string
             if "%" in raw_query:
                 _check_query_utf8(raw_query, refusals)
-            if auth is not None and not (FORWARDED_HEADER in request.headers and from_peer(request)):
+            if auth is not None:
                 try:
-                    principal = _authenticate(auth, request, query_token)
-                    auth.check_rate(principal)
+                    principal = _authenticate(auth, request, query_token, raw_query)
+                except Unauthorized as exc:
+                    # a call forwarded by a peer carries the cluster secret, not credentials
+                    if FORWARDED_HEADER in request.headers and from_peer(request):
+                        return await handler(request)
+                    refusals.add(_reason(exc))
+                    raise
+                except IPubSubError as exc:
+                    refusals.add(_reason(exc))
+                    raise
+                try:
+                    if rates:
+                        auth.check_rate(principal)
                     if query_streams is not None:
-                        principal.require(permission, request.query.getall(query_streams, ()))
-                    else:
+                        streams = request.query.getall(query_streams, ()) if multi else (request.query.get(query_streams),)
+                        if streams != (None,):
+                            principal.require(permission, streams)
+                    elif permission is not Permission.AUTHENTICATED:
                         principal.require(permission)
                 except IPubSubError as exc:
                     refusals.add(_reason(exc))
                     raise
-                request[PRINCIPAL_KEY] = principal
+                if body_streams:
+                    request[PRINCIPAL_KEY] = principal
             if read_body:
                 length = request.content_length
                 if length is not None and length > max_body:
@@ -182,8 +199,8 @@ class Guard:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if first_request is not None:
                 first_request(request.protocol)
-            remote = request.remote or ""
-            blocked = failures.blocked_for(remote, clock())
+            remote = request.remote or "?"
+            blocked = failures.blocked_for(remote, clock()) if failures.tracking(clock()) else 0.0
             if blocked:
                 refusals.add("too_many_auth_failures")
                 raise TooManyAuthFailures(
@@ -203,7 +220,7 @@ class Guard:
         return guarded
 
 
-def _authenticate(auth: Authenticator, request: web.Request, query_token: bool) -> Principal:
+def _authenticate(auth: Authenticator, request: web.Request, query_token: bool, raw_query: str) -> Principal:
     header = request.headers.get(AUTHORIZATION_HEADER)
     credentials = None
     if header is not None:
@@ -211,7 +228,7 @@ def _authenticate(auth: Authenticator, request: web.Request, query_token: bool) 
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be: Bearer <API key or token>")
         credentials = value.strip()
-    token = request.query.get(ACCESS_TOKEN_PARAM) if ACCESS_TOKEN_PARAM in request.query else None
+    token = request.query.get(ACCESS_TOKEN_PARAM) if ACCESS_TOKEN_PARAM in raw_query else None
     if token is not None:
         if not query_token:
             raise BadRequest(
@@ -219,8 +236,8 @@ def _authenticate(auth: Authenticator, request: web.Request, query_token: bool) 
                 field=ACCESS_TOKEN_PARAM,
             )
         if credentials is None:
-            return auth.authenticate(token, request.remote or "", token_only=True)
-    return auth.authenticate(credentials, request.remote or "")
+            return auth.authenticate(token, lambda: request.remote or "?", token_only=True)
+    return auth.authenticate(credentials, lambda: request.remote or "?")
 
 
 def _check_query_utf8(raw_query: str, refusals: Refusals) -> None:

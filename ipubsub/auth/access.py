@@ -45,12 +45,15 @@ class Access:
         query_token: the JWT may come as the ``access_token`` query
             parameter (receive and subscribe only: ``EventSource`` cannot
             set headers).
+        multiple_streams: ``query_streams`` may be repeated (every value is
+            checked); else only its first value is read, as the route does.
     """
 
     permission: Permission
     query_streams: str | None = None
     body_streams: bool = False
     query_token: bool = False
+    multiple_streams: bool = False
 
     @classmethod
     def public(cls) -> Access:
@@ -74,10 +77,12 @@ class Access:
         return cls(Permission.SEND, query_streams=query, body_streams=query is None)
 
     @classmethod
-    def receive(cls, *, query: str | None = "streamId", query_token: bool = True) -> Access:
-        """Receive from streams named in query parameter ``query`` (``None``:
-        in the body or in later messages, checked by the handler)."""
-        return cls(Permission.RECEIVE, query_streams=query, body_streams=query is None, query_token=query_token)
+    def receive(cls, *, query: str | None = "streamId", query_token: bool = True, multiple: bool = False) -> Access:
+        """Receive from streams named in query parameter ``query`` (repeated
+        with ``multiple``; ``None``: in the body or in later messages,
+        checked by the handler)."""
+        return cls(Permission.RECEIVE, query_streams=query, body_streams=query is None, query_token=query_token,
+                   multiple_streams=multiple)
 
 
 def default_access(path: str) -> Access:
@@ -111,15 +116,16 @@ class Principal:
             AdminRequired: an operators' route and no ``admin``.
             StreamForbidden: a stream the caller may not send to / receive from.
         """
-        if permission is Permission.SEND:
-            patterns = self.send
-        elif permission is Permission.RECEIVE:
+        # identity tests: an Enum's hash is computed in Python
+        if permission is Permission.RECEIVE:
             patterns = self.receive
-        elif permission is Permission.ADMIN:
-            if not self.admin:
+        elif permission is Permission.SEND:
+            patterns = self.send
+        else:
+            if permission is Permission.ADMIN and not self.admin:
                 raise AdminRequired(f"{self.name} may not use this endpoint (admin only)")
             return
-        else:
+        if patterns.everything:
             return
         for stream_id in stream_ids:
             if stream_id not in patterns:

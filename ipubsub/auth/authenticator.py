@@ -59,21 +59,33 @@ class Authenticator:
         self._subject_rate = default.requests_per_second
         self._subject_burst = default.burst
         self._subject_buckets: dict[str, TokenBucket] = {}
+        # keys seen valid, by the text presented: at most one entry per
+        # configured key, so repeated calls skip the SHA-256 (a wrong key is
+        # never cached)
+        self._known: dict[str, Principal] = {}
         limits = config.failed_attempts
         self.failures = FailureLimiter(limits.max_failures, limits.window_seconds, limits.block_seconds)
 
-    def authenticate(self, credentials: str | None, remote: str, *, token_only: bool = False) -> Principal:
+    def authenticate(
+        self, credentials: str | None, remote_of: Callable[[], str], *, token_only: bool = False
+    ) -> Principal:
         """The caller behind ``credentials`` (the bearer value of
         ``Authorization`` or, with ``token_only`` (API keys never travel in
-        URLs), the ``access_token`` parameter).
+        URLs), the ``access_token`` parameter); ``remote_of()`` gives the
+        caller's address, asked only when failures must be counted.
 
         Raises:
-            TooManyAuthFailures: ``remote`` failed too often lately.
+            TooManyAuthFailures: the caller's address failed too often lately.
             Unauthorized: no credentials.
             InvalidCredentials, CredentialsExpired: wrong ones.
         """
+        if not self.failures.active and credentials is not None and not token_only:
+            principal = self._known.get(credentials)
+            if principal is not None:
+                return principal
         now = self._clock()
-        blocked = self.failures.blocked_for(remote, now)
+        remote = remote_of() if self.failures.tracking(now) else ""
+        blocked = self.failures.blocked_for(remote, now) if remote else 0.0
         if blocked:
             raise TooManyAuthFailures(
                 "too many failed credentials from this address; retry later", retry_after=max(1, round(blocked))
@@ -83,14 +95,20 @@ class Authenticator:
         if not token_only:
             principal = self._keys.get(key_digest(credentials))
             if principal is not None:
+                self._known[credentials] = principal
                 return principal
         try:
             if self.jwt is None or credentials.count(".") != 2:
                 raise InvalidCredentials("not a token" if token_only else "unknown API key")
             return self.jwt.verify(credentials)
         except Unauthorized:
-            self.failures.failed(remote, now)
+            self.failures.failed(remote or remote_of(), now)
             raise
+
+    @property
+    def rates(self) -> bool:
+        """Whether any caller has a request rate (else :meth:`check_rate` is a no-op)."""
+        return bool(self._subject_rate) or any(p.bucket is not None for p in self._keys.values())
 
     def check_rate(self, principal: Principal) -> None:
         """Take one request from the caller's bucket.

@@ -26,18 +26,18 @@ class StreamPatterns:
     """A compiled set of patterns; ``stream_id in patterns`` tells whether
     one of them matches."""
 
-    __slots__ = ("patterns", "_all", "_exact", "_prefixes", "_glob")
+    __slots__ = ("patterns", "everything", "_exact", "_prefixes", "_glob")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self._all = "*" in self.patterns
+        self.everything = "*" in self.patterns
         self._exact = frozenset(p for p in self.patterns if _is_plain(p))
         self._prefixes = tuple(p[:-1] for p in self.patterns if p.endswith("*") and _is_plain(p[:-1]) and p != "*")
         globs = [p for p in self.patterns if not _is_plain(p) and not (p.endswith("*") and _is_plain(p[:-1]))]
         self._glob = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
 
     def __contains__(self, stream_id: str) -> bool:
-        if self._all or stream_id in self._exact:
+        if self.everything or stream_id in self._exact:
             return True
         if self._prefixes and stream_id.startswith(self._prefixes):
             return True

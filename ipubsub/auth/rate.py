@@ -43,6 +43,20 @@ class FailureLimiter:
         self.max_addresses = max_addresses
         # address -> [window start, failures in it, blocked until]
         self._seen: dict[str, list[float]] = {}
+        self._next_prune = 0.0
+        #: False while no address has failed lately (read on every request: a plain attribute)
+        self.active = False
+
+    def tracking(self, now: float) -> bool:
+        """Whether any address failed lately (else nobody is blocked); entries
+        whose window and block are over are dropped here, once per window."""
+        if self._seen and now >= self._next_prune:
+            self._next_prune = now + self.window
+            stale = [a for a, (start, _, until) in self._seen.items() if now - start >= self.window and until <= now]
+            for address in stale:
+                del self._seen[address]
+            self.active = bool(self._seen)
+        return bool(self._seen)
 
     def blocked_for(self, address: str, now: float) -> float:
         """Seconds ``address`` stays blocked (0.0: not blocked)."""
@@ -55,9 +69,18 @@ class FailureLimiter:
         entry = self._seen.get(address)
         if entry is None or now - entry[0] >= self.window:
             if entry is None and len(self._seen) >= self.max_addresses:
-                del self._seen[next(iter(self._seen))]
+                self._forget_old(now)
             blocked_until = entry[2] if entry is not None else 0.0
             entry = self._seen[address] = [now, 0.0, blocked_until]
         entry[1] += 1
+        self.active = True
         if entry[1] >= self.max_failures:
             entry[2] = now + self.block
+
+    def _forget_old(self, now: float) -> None:
+        """Drop entries whose window and block are over (the oldest one if none)."""
+        stale = [a for a, (start, _, until) in self._seen.items() if now - start >= self.window and until <= now]
+        for address in stale:
+            del self._seen[address]
+        if not stale:
+            del self._seen[next(iter(self._seen))]

@@ -36,14 +36,15 @@ class Connection(OneCallConnection[tuple[int, bytes]]):
         return (int(head[9:12]), bytes(buf[end + 4 : end + 4 + length])), end + 4 + length
 
 
-def get_request(netloc: str, path: str, query: dict[str, str] | None = None) -> bytes:
+def get_request(netloc: str, path: str, query: dict[str, str] | None = None, headers: str = "") -> bytes:
+    """``headers``: extra header lines, each ending in CRLF."""
     target = f"{path}?{urllib.parse.urlencode(query)}" if query else path
-    return f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\n\r\n".encode()
+    return f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\n{headers}\r\n".encode()
 
 
-def post_request(netloc: str, path: str, body: bytes) -> bytes:
+def post_request(netloc: str, path: str, body: bytes, headers: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n{headers}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 

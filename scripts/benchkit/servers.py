@@ -119,19 +119,20 @@ class Launcher:
 
     # -- what can be started ----------------------------------------------------
 
-    async def ipubsub(self, n: int = 1, storage: str = "none") -> list[Server]:
+    async def ipubsub(self, n: int = 1, storage: str = "none", extra: dict[str, Any] | None = None) -> list[Server]:
         """``n`` ``ipubsub serve`` processes forming one cluster, each on a port
         the system picks (port 0, read back from ``--ready-file``): node 1
         first, the others seeded with its address; serving and agreeing on a
-        ring of all ``n`` before this returns.
+        ring of all ``n`` before this returns.  ``extra``: more config
+        sections (e.g. ``auth``), merged over the generated ones.
 
         Raises:
             RuntimeError: a node exited or the ring did not form in time.
         """
         cluster = f"bench-{uuid.uuid4().hex[:6]}"
-        first = await self._node(cluster, 1, storage, [])
+        first = await self._node(cluster, 1, storage, [], extra)
         nodes = [first, *await asyncio.gather(
-            *(self._node(cluster, i, storage, [first.endpoint.netloc]) for i in range(2, n + 1)))]
+            *(self._node(cluster, i, storage, [first.endpoint.netloc], extra) for i in range(2, n + 1)))]
         if n > 1:
             await self._wait_ring(nodes)
         return nodes
@@ -180,7 +181,9 @@ class Launcher:
 
     # -- starting and waiting -----------------------------------------------------
 
-    async def _node(self, cluster: str, i: int, storage: str, seeds: list[str]) -> Server:
+    async def _node(
+        self, cluster: str, i: int, storage: str, seeds: list[str], extra: dict[str, Any] | None = None
+    ) -> Server:
         name = f"{cluster}-n{i}"
         config = {
             "node": {"name": f"n{i}", "listen": "127.0.0.1:0", "shutdown_grace_seconds": 2},
@@ -188,6 +191,8 @@ class Launcher:
             "storage": storage_section(storage, self.workdir, name),
             "log": {"level": "warning"},
         }
+        for section, values in (extra or {}).items():
+            config[section] = {**config.get(section, {}), **values}
         config_path, ready_path = self.workdir / f"{name}.yaml", self.workdir / f"{name}.ready"
         config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
         server = self._spawn(name, [sys.executable, "-m", "ipubsub", "serve", "--config", str(config_path),

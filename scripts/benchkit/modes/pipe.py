@@ -18,7 +18,12 @@ redis      ``redis-server`` over raw RESP: RPUSH / BLPOP, one list per pair;
 =========  ==================================================================
 
 Per-target options: ``window=N``, ``batch=N`` (targets that have a batch
-call), ``label=TEXT``; ``--window``/``--batch`` set them for every target.
+call), ``apikey=1`` (ipubsub: the node has ``auth.api_keys`` and every call
+carries ``Authorization: Bearer``), ``label=TEXT``;
+``--window``/``--batch``/``--api-key`` set them for every target.  The cost
+of auth on the hot path::
+
+    scripts/bench.py pipe --spawn --target ipubsub --target ipubsub:apikey=1 --rounds 5 --ratio-to ipubsub
 """
 
 from __future__ import annotations
@@ -54,6 +59,20 @@ class PipeLoad:
     warmup: float = 2.0
     window: int = 1  # messages (with batch > 1: batches) in flight per pair
     batch: int = 1  # messages per send call and at most per receive call
+    api_key: str | None = None  # sent as Authorization: Bearer on every call
+
+
+#: the key of ``apikey=1`` targets, and the node config that admits it
+BENCH_API_KEY = "ipk_bench_0123456789abcdef0123456789abcdef"
+
+
+def auth_config(key: str) -> dict[str, object]:
+    """The ``auth`` section of a node that admits ``key`` on every stream."""
+    import hashlib
+
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return {"auth": {"api_keys": [{"name": "bench", "key_sha256": digest,
+                                   "allow": {"send": ["*"], "receive": ["*"]}}]}}
 
 
 async def http_pipe(
@@ -77,6 +96,7 @@ async def http_pipe(
     tally, flags = Tally(), Window()
     credits = {s: Credits(load.window) for s in names}
     size = max(16, load.window)
+    auth = f"Authorization: Bearer {load.api_key}\r\n" if load.api_key else ""
 
     async def sender(stream: str) -> None:
         conns = [(await Connection.open(e), e.netloc) for e in entries]
@@ -89,7 +109,7 @@ async def http_pipe(
                 body = b'{"streamId":"%s","message":{"t":%d},"inMemoryStreamSize":%d}' % (
                     stream.encode(), time.time_ns(), size)
                 t0 = time.perf_counter()
-                status, _ = await conn.request(post_request(netloc, SEND_PATH, body))
+                status, _ = await conn.request(post_request(netloc, SEND_PATH, body, auth))
                 if flags.measuring:
                     tally.sends += 1
                     tally.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
@@ -100,7 +120,7 @@ async def http_pipe(
 
     async def receiver(stream: str) -> None:
         query = {"streamId": stream, "timeoutSeconds": "2"}
-        conns = [(await Connection.open(e), get_request(e.netloc, RECEIVE_PATH, query)) for e in entries]
+        conns = [(await Connection.open(e), get_request(e.netloc, RECEIVE_PATH, query, auth)) for e in entries]
         credit = credits[stream]
         try:
             while not flags.stop:
@@ -189,15 +209,19 @@ def parse_target(spec: str, load: PipeLoad) -> Target:
             load = replace(load, window=int(value))
         elif key == "batch":
             load = replace(load, batch=int(value))
+        elif key == "apikey":
+            load = replace(load, api_key=BENCH_API_KEY if value not in ("", "0") else None)
         elif key == "label":
             label = value
         else:
-            raise SystemExit(f"pipe: unknown target option {key!r} in {spec!r} (window, batch, label)")
+            raise SystemExit(f"pipe: unknown target option {key!r} in {spec!r} (window, batch, apikey, label)")
+    if load.api_key and name != "ipubsub":
+        raise SystemExit(f"pipe: apikey is for the ipubsub target, not {name}")
     if load.batch > 1 and not KINDS[name].batch:
         raise SystemExit(f"pipe: target {name} has no batch call yet")
     if not label:
         label = name + (f"-window{load.window}" if load.window != 1 else "") + (
-            f"-batch{load.batch}" if load.batch != 1 else "")
+            f"-batch{load.batch}" if load.batch != 1 else "") + ("-apikey" if load.api_key else "")
     return Target(name, label, load)
 
 
@@ -208,7 +232,10 @@ def _measure(target: Target, launch: Launcher, spawn: bool, url: str | None, pid
         return await kind.measure(Endpoint.parse(url or kind.default_url), pids, target.load, target.label)
 
     async def spawned() -> Row:
-        servers = await kind.start(launch)
+        if target.load.api_key:
+            servers = await launch.ipubsub(1, extra=auth_config(target.load.api_key))
+        else:
+            servers = await kind.start(launch)
         try:
             return await kind.measure(servers[0].endpoint, [s.pid for s in servers], target.load, target.label)
         finally:
@@ -218,7 +245,8 @@ def _measure(target: Target, launch: Launcher, spawn: bool, url: str | None, pid
 
 
 async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
-    load = PipeLoad(args.pairs, args.duration, args.warmup, args.window, args.batch)
+    load = PipeLoad(args.pairs, args.duration, args.warmup, args.window, args.batch,
+                    BENCH_API_KEY if args.api_key else None)
     specs = args.target or ["trivial" if args.baseline else "ipubsub"]
     targets = [parse_target(spec, load) for spec in specs]
     if args.label and len(targets) == 1:
@@ -246,5 +274,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=1, help="messages (batches) in flight per pair")
     p.add_argument("--batch", type=int, default=1, help="messages per send and per receive call")
     p.add_argument("--label", default="", help="label of the result (one target only)")
+    p.add_argument("--api-key", action="store_true",
+                   help="every ipubsub target with auth.api_keys and an API key on every call (as apikey=1); "
+                   "against --url, the node must admit pipe.BENCH_API_KEY")
     add_window(p)
     add_rounds(p)
