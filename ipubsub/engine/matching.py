@@ -32,9 +32,6 @@ class _Gone:
 
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "GONE"
-
 
 GONE: Final = _Gone()
 

@@ -23,15 +23,15 @@ __all__ = ["Deliver", "Parked"]
 # messages for park_many), None (timed out) or a Released.
 Deliver = Callable[[Any], None]
 
-_WAITING, _HANDED, _ENDED, _ANSWERED = 0, 1, 2, 3
+_WAITING, _HANDED, _ENDED = 0, 1, 2
 
 
 class Parked:
     """A parked receive (:meth:`Engine.park`, :meth:`Engine.park_many`).
 
-    States: *waiting* in the queue → *handed* its first message, or *ended*
-    (timed out, released, cancelled) → *answered* (``deliver`` called, from
-    the event loop, one step later).  Between handed and answered a batch
+    States: *waiting* in the queue → *handed* its first message → *ended*
+    (its outcome settled: ``deliver`` is called, from the event loop, one step
+    after the receive stopped waiting).  Between handed and answered a batch
     takes the further messages available then; :meth:`end` in that window
     gives the handed message back to the front of the stream.
     """
@@ -88,6 +88,6 @@ class Parked:
         result: Any = self._result
         if self._state == _HANDED and self._limit is not None:
             result = self._receiving._fill([result], self._stream, self._limit)
-        self._state = _ANSWERED
+        self._state = _ENDED
         self._receiving._forget_poll(self.poll_id, self)
         self._deliver(result)

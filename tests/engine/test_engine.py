@@ -490,6 +490,185 @@ async def test_a_failing_sweep_does_not_stop_eviction(caplog: pytest.LogCaptureF
             await asyncio.sleep(0.01)
         assert "s" not in engine
         assert len(calls) >= 2
-        assert "idle sweep failed" in caplog.text
+        assert [r.getMessage() for r in caplog.records] == ["idle sweep failed"]
     finally:
         await engine.close()
+
+
+async def test_blocking_send_with_timeout_zero_is_a_circular_send(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 1)
+    await engine.send("s", msg(2), 1, 0)  # no wait: the oldest is dropped, as in circular mode
+    assert [m.uuid for m in engine.buffered("s")] == ["u2"]
+    assert engine.stats.dropped_total == 1 and engine.stats.blocked_senders == 0
+
+
+async def test_blocking_send_queues_behind_waiting_senders_even_when_there_is_room(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 2)
+    engine.send_nowait("s", msg(1), 2)
+    first = asyncio.create_task(engine.send("s", msg(2), 2, 5))
+    await settle()
+    await engine.receive("s", 0)  # room for one: the waiting sender is admitted
+    second = asyncio.create_task(engine.send("s", msg(3), 2, 5))
+    await settle()
+    assert first.done() and not second.done()
+    assert [m.uuid for m in engine.buffered("s")] == ["u1", "u2"]
+    await engine.receive("s", 0)
+    await asyncio.wait_for(second, 1)
+    assert [m.uuid for m in engine.buffered("s")] == ["u2", "u3"]
+
+
+async def test_sync_send_timeout_says_no_receiver_and_a_full_queue_says_so(engine: Engine) -> None:
+    with pytest.raises(SendTimeout) as sync:
+        await engine.send("z", msg(1), 0, 0.01)
+    engine.send_nowait("q", msg(2), 1)
+    with pytest.raises(SendTimeout) as full:
+        await engine.send("q", msg(3), 1, 0.01)
+    assert "no receiver" in str(sync.value)
+    assert "no receiver" not in str(full.value)
+
+
+async def test_attach_to_a_stream_only_receivers_knew_gives_it_a_size(engine: Engine) -> None:
+    waiter = asyncio.create_task(engine.receive("s", 5))
+    await settle()
+    engine.attach("s", 7, [msg(1), msg(2)])
+    assert (await waiter).uuid == "u1"
+    assert engine.capacity("s") == 7
+    engine.attach("t", None, [msg(3)])  # the old owner did not know the size either
+    assert engine.capacity("t") == 100
+    receiver_only = asyncio.create_task(engine.receive("u", 5))
+    await settle()
+    engine.attach("u", None, [])
+    assert engine.capacity("u") == 100
+    receiver_only.cancel()
+
+
+async def test_attach_into_a_long_buffer_goes_behind_earlier_hand_offs(engine: Engine) -> None:
+    engine.attach("s", 100, [msg(f"h{i}") for i in range(3)])
+    for i in range(40):  # long enough for the deque representation
+        engine.send_nowait("s", msg(i), 100)
+    engine.attach("s", 100, [msg("late1"), msg("late2")])
+    got = [m.uuid for m in engine.buffered("s")]
+    assert got[:6] == ["uh0", "uh1", "uh2", "ulate1", "ulate2", "u0"]
+    assert got[6:] == [f"u{i}" for i in range(1, 40)]
+
+
+async def test_cancelled_poll_ids_are_remembered_up_to_a_bound(engine: Engine) -> None:
+    for i in range(10001):
+        assert not engine.cancel_poll(f"p{i}", "gone")
+    engine.send_nowait("s", msg(1), 100)
+    assert (await engine.receive("s", 0, "p0")).uuid == "u1"  # the oldest id was forgotten
+    with pytest.raises(StreamReleased):
+        await engine.receive("s", 0, "p1")
+    with pytest.raises(StreamReleased):
+        await engine.receive("s", 0, "p10000")
+
+
+async def test_many_departed_senders_are_compacted(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 1)
+    keep = asyncio.create_task(engine.send("s", msg("keep"), 1, 10))
+    await settle()
+    gone = [asyncio.create_task(engine.send("s", msg(i), 1, 10)) for i in range(1, 101)]
+    await settle()
+    for t in gone:
+        t.cancel()
+    await settle()
+    assert engine.stats.blocked_senders == 1
+    engine.send_nowait("s", msg("x"), 1)  # a change to the stream tidies its queues
+    stream = engine._streams["s"]
+    assert stream.senders is not None and len(stream.senders) < 60
+    assert (await engine.receive("s", 0)).uuid == "ux"
+    await asyncio.wait_for(keep, 1)
+    assert (await engine.receive("s", 0)).uuid == "ukeep"
+
+
+async def test_a_stream_idle_again_in_a_later_generation_waits_its_full_idle_time() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=10)
+    engine.send_nowait("s", msg(1), 10)
+    await engine.receive("s", 0)  # idle at t=0
+    clock.advance(5)
+    engine.sweep()  # a new generation opens at t=5
+    engine.send_nowait("s", msg(2), 10)
+    await engine.receive("s", 0)  # idle again at t=5, in the new generation
+    clock.advance(6)
+    assert engine.sweep() == 0  # t=11: the first bucket is ripe, but s went idle at 5
+    assert "s" in engine
+    clock.advance(4)
+    assert engine.sweep() == 1  # t=15: idle for 10 s
+    assert "s" not in engine
+
+
+async def test_a_stream_whose_only_sender_timed_out_goes_idle_and_is_evicted() -> None:
+    clock = ManualClock()
+    engine = Engine(clock=clock, idle_seconds=10)
+    with pytest.raises(SendTimeout):
+        await engine.send("z", msg(1), 0, 0.01)  # nobody received: the stream is idle now
+    for _ in range(3):
+        clock.advance(10)
+        engine.sweep()
+    assert "z" not in engine
+
+
+async def test_on_a_sync_stream_a_put_back_message_does_not_let_a_blocked_sender_in(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("z", 5))
+    await settle()
+    engine.send_nowait("z", msg(1), 0)
+    engine.requeue("z", await receiver)  # its answer could not be written: buffered on a size-0 stream
+    sender = asyncio.create_task(engine.send("z", msg(2), 0, 5))
+    await settle()
+    assert (await engine.receive("z", 0)).uuid == "u1"
+    await settle()
+    assert not sender.done()  # still waits for a receiver of its own
+    assert engine.stats.buffered_messages == 0
+    assert (await engine.receive("z", 0)).uuid == "u2"
+    await asyncio.wait_for(sender, 1)
+
+
+async def test_buffer_full_says_which_limit_and_when_to_retry() -> None:
+    engine = Engine(clock=ManualClock(), max_buffered_bytes=10)
+    with pytest.raises(BufferFull) as info:
+        engine.send_nowait("s", msg(1, b"x" * 20), 100)
+    assert info.value.retry_after == 1
+    assert str(info.value) == "the node's in-memory buffers are full (limits.max_buffered_bytes); retry later"
+
+
+async def test_many_blocked_senders_are_admitted_in_order(engine: Engine) -> None:
+    engine.send_nowait("s", msg(0), 1)
+    senders = [asyncio.create_task(engine.send("s", msg(i), 1, 5)) for i in range(1, 41)]
+    await settle()
+    assert engine.stats.blocked_senders == 40  # a queue long enough for the deque form
+    got = [(await engine.receive("s", 0)).uuid for _ in range(41)]
+    assert got == [f"u{i}" for i in range(41)]
+    await asyncio.wait_for(asyncio.gather(*senders), 1)
+
+
+async def test_put_backs_into_a_long_buffer_keep_take_order_and_byte_counts(engine: Engine) -> None:
+    for i in range(40):
+        engine.send_nowait("s", msg(i), 100)
+    taken = [await engine.receive("s", 0) for _ in range(3)]
+    engine.give_back("s", [taken[2]])
+    engine.give_back("s", taken[:2])  # merged ahead of the one given back before
+    engine.attach("s", 100, [msg("h")])  # behind the given-back ones
+    got = [m.uuid for m in engine.buffered("s")]
+    assert got[:5] == ["u0", "u1", "u2", "uh", "u3"]
+    info = engine.stream_info("s")
+    assert info is not None and info.buffered_messages == 41
+    assert info.buffered_bytes == sum(m.size for m in engine.buffered("s")) == engine.stats.buffered_bytes
+
+
+async def test_capacity_and_stream_info_of_unknown_streams(engine: Engine) -> None:
+    assert engine.capacity("nope") is None
+    assert engine.stream_info("nope") is None
+    engine.send_nowait("s", msg(1), 3)
+    info = engine.stream_info("s")
+    assert info is not None
+    assert (info.capacity, info.buffered_messages, info.waiting_receivers, info.blocked_senders) == (3, 1, 0, 0)
+
+
+async def test_released_waiters_are_told_why(engine: Engine) -> None:
+    receiver = asyncio.create_task(engine.receive("r", 5))
+    await settle()
+    engine.release_waiters("node is shutting down")
+    with pytest.raises(StreamReleased) as info:
+        await receiver
+    assert info.value.reason == "node is shutting down"

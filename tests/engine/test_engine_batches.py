@@ -288,3 +288,47 @@ async def test_cancel_poll_of_a_waiting_awaiting_poll_releases_it(engine: Engine
     with pytest.raises(StreamReleased):
         await task
     assert counters(engine) == dict(counters(engine), waiting=0, released=1)
+
+
+async def test_a_batch_of_one_is_allowed_and_limits_say_what_is_wrong(engine: Engine) -> None:
+    engine.send_nowait("s", msg(1), 100)
+    engine.send_nowait("s", msg(2), 100)
+    assert ids(await engine.receive_many("s", 0, 1)) == ["u1"]
+    got = Outcomes()
+    assert engine.park_many("s", 0, 1, got) is None
+    assert [ids(x) for x in got] == [["u2"]]
+    with pytest.raises(ValueError, match="^max_messages must be at least 1$"):
+        await engine.receive_many("s", 1, 0)
+    with pytest.raises(ValueError, match="^max_messages must be at least 1$"):
+        engine.park_many("s", 1, 0, got)
+
+
+async def test_a_waiting_batch_whose_stream_moved_in_the_same_step_keeps_its_first(engine: Engine) -> None:
+    task = asyncio.ensure_future(engine.receive_many("s", 5, 10))
+    await settle()
+    engine.send_nowait("s", msg(1), 100)  # handed to the waiting batch ...
+    engine.send_nowait("s", msg(2), 100)
+    detached = engine.detach("s", "moved")  # ... and the stream leaves before its task runs
+    assert ids(await task) == ["u1"]
+    assert detached is not None and ids(detached[1]) == ["u2"]
+
+
+async def test_a_poll_refused_for_an_earlier_cancel_is_told_so(engine: Engine) -> None:
+    engine.cancel_poll("early")
+    got = Outcomes()
+    engine.park("s", 5, got, poll_id="early")
+    assert got[0].reason == "poll cancelled by the forwarding node"
+
+
+async def test_answered_polls_leave_no_entry_behind(engine: Engine) -> None:
+    got = Outcomes()
+    engine.park("s", 5, got, poll_id="p1")
+    engine.park_many("s", 5, 3, got, poll_id="p2")
+    task = asyncio.ensure_future(engine.receive("s", 5, "p3"))
+    await settle()
+    for i in range(3):
+        engine.send_nowait("s", msg(i), 100)
+    await task
+    await settle()
+    assert len(got) == 2
+    assert engine._polls == {}  # the table of polls by id holds only unanswered ones

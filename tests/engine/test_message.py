@@ -103,3 +103,26 @@ def test_manual_clock_moves_only_when_told() -> None:
     assert (clock.monotonic(), clock.time_us()) == (11.5, 6_500_000)
     default = ManualClock()
     assert (default.monotonic(), default.time_us()) == (1000.0, 1_790_000_000_000_000)
+
+
+def test_uuid_source_uses_every_byte_of_entropy_once_and_keeps_122_random_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real = os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: calls.append(n) or real(n))
+    source = _UuidSource()
+    ids = [source() for _ in range(256)]
+    assert calls == [4096]  # 256 ids of 16 bytes from one block
+    assert all(UUID4.match(u) for u in ids)
+    raw = [bytes.fromhex(u.replace("-", "")) for u in ids]
+    # The version and variant bits are set without copying neighbouring bytes
+    # and without fixing any of the random bits around them.
+    assert sum((r[6] & 0x0F) == (r[7] & 0x0F) for r in raw) < 64
+    assert sum((r[8] & 0x3F) == (r[9] & 0x3F) for r in raw) < 64
+    assert {r[6] & 1 for r in raw} == {0, 1}
+    assert {r[8] & 1 for r in raw} == {0, 1}
+
+
+def test_system_clock_gives_whole_microseconds() -> None:
+    assert type(SystemClock().time_us()) is int
