@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from ipubsub.api.app import build_app
 from ipubsub.config import Config
 from ipubsub.node import Node
+from tests.support import lanes
 from tests.support.config import deep_merge
 
 MakeClient = Callable[..., Awaitable[TestClient]]
@@ -71,45 +72,21 @@ def pytest_configure(config: Any) -> None:
     settings.register_profile("ci", derandomize=True, database=None)
     if os.environ.get("CI"):
         settings.load_profile("ci")
-    sys.addaudithook(_fast_lane_guard)
+    sys.addaudithook(lanes.audit)
 
 
-# -- the fast lane stays in process ----------------------------------------------------
-#
-# ``scripts/test -m "not slow"`` is the fast lane: every test that starts a
-# Python interpreter or a script (``ipubsub serve``, the CLI, bench.py,
-# run-cluster.sh) must be marked ``slow``.  The guard below fails any other
-# test that tries, so the marker cannot drift.
-
-_current: list[pytest.Item] = []
-_INTERPRETER = os.path.realpath(sys.executable)
+# -- lanes (see tests/support/lanes.py) ---------------------------------------------------
 
 
-def _starts_an_interpreter(executable: Any, argv: Any) -> bool:
-    words = [os.fsdecode(executable), *(os.fsdecode(a) for a in (argv if isinstance(argv, (list, tuple)) else [argv]))]
-    program = words[0]
-    return (
-        os.path.realpath(program) == _INTERPRETER
-        or os.path.basename(program).startswith(("python", "ipubsub"))
-        or any(w.endswith((".sh", ".py")) for w in words)
-    )
-
-
-def _fast_lane_guard(event: str, args: tuple[Any, ...]) -> None:
-    if event != "subprocess.Popen" or not _current:
-        return
-    item = _current[-1]
-    if item.get_closest_marker("slow") is None and _starts_an_interpreter(args[0], args[1]):
-        raise RuntimeError(
-            f"{item.nodeid} starts a process ({args[1]!r}) but is not marked slow: "
-            "tests that start processes belong to the slow lane (pytest.mark.slow)"
-        )
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: Any, items: list[pytest.Item]) -> None:
+    lanes.mark_server_backends(items)  # before -m "not slow" deselects
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    _current.append(item)
+    lanes.running.append(item)
     try:
         return (yield)
     finally:
-        _current.pop()
+        lanes.running.pop()

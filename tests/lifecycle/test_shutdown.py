@@ -77,6 +77,7 @@ async def slow_postgres() -> AsyncIterator[tuple[TcpProxy, str]]:
         await drop_tables("postgres", table)
 
 
+@pytest.mark.slow  # PostgreSQL behind a proxy
 async def test_a_stopping_node_is_draining_and_writes_every_queued_durable_write(
     aiohttp_client: Any, slow_postgres: tuple[TcpProxy, str]
 ) -> None:

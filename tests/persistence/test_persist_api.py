@@ -209,6 +209,7 @@ async def replay_all(client: TestClient, stream: str) -> tuple[list[Any], str | 
     raise AssertionError("the stream never ran dry")
 
 
+@pytest.mark.slow  # PostgreSQL behind a proxy
 async def test_database_outage_gives_503_memory_keeps_working_and_node_reconnects(aiohttp_client: Any) -> None:
     await require("postgres")
     proxy = TcpProxy("127.0.0.1", 5432)
