@@ -3,6 +3,7 @@ admin-only endpoints, the query token, rates and failed-attempt limits."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -206,6 +207,11 @@ async def test_per_key_rate_limit(make_client: MakeClient) -> None:
     assert client.node.refusals["rate_limited"] == 1  # type: ignore[attr-defined]
     metrics = await (await client.get("/metrics", headers=bearer(ADMIN_KEY))).text()
     assert 'ipubsub_refused_total{reason="rate_limited"} 1.0' in metrics
+    # the bucket refills at 1/s: the key gets through again
+    deadline = time.monotonic() + 5
+    while (await client.post(SEND, json={"streamId": "user-1", "message": 1}, headers=bearer(BACKEND_KEY))).status != 200:
+        assert time.monotonic() < deadline, "the rate limit did not recover within 5 s"
+        await asyncio.sleep(0.1)
 
 
 async def test_failed_credentials_are_rate_limited(make_client: MakeClient) -> None:
