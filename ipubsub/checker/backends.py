@@ -58,21 +58,21 @@ class Backend:
         return parts.hostname or "127.0.0.1", parts.port or default_port
 
     def storage_config(self, node: str, proxy: TcpProxy | None, workdir: Path) -> dict[str, Any]:
-        """The ``storage`` section of node ``node``'s config."""
+        """The ``storage`` section of node ``node``'s config (through
+        ``proxy`` when given, else straight to the database)."""
         config: dict[str, Any] = {"backend": self.name}
         if self.name == "sqlite":
             config["sqlite"] = {"path": str(workdir / f"{node}.db"), "table": TABLE}
         elif self.name in ("postgres", "mysql"):
-            assert proxy is not None
-            config[self.name] = {"dsn": _via(self.url, proxy.port), "table": TABLE}
+            config[self.name] = {"dsn": _via(self.url, proxy.port) if proxy else self.url, "table": TABLE}
         elif self.name == "mongodb":
-            assert proxy is not None
-            url = _via(self.url, proxy.port)
+            url = _via(self.url, proxy.port) if proxy else self.url
             url += ("&" if "?" in url else "?") + "directConnection=true"
             config["mongodb"] = {"url": url, "collection": TABLE}
         elif self.name == "cassandra":
-            assert proxy is not None
-            config["cassandra"] = {"hosts": ["127.0.0.1"], "port": proxy.port, "table": TABLE.replace("ipubsub_", "")}
+            host, port = self.target or ("127.0.0.1", 9042)
+            config["cassandra"] = {"hosts": ["127.0.0.1" if proxy else host], "port": proxy.port if proxy else port,
+                                   "table": TABLE.replace("ipubsub_", "")}
         return config
 
     async def reachable(self, timeout: float = 3.0) -> str | None:

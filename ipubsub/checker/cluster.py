@@ -96,9 +96,11 @@ class LocalCluster:
         cluster_name: ``cluster.name`` (unique per run).
     """
 
-    def __init__(self, workdir: Path, backend: Backend, size: int, timings: Timings, cluster_name: str) -> None:
+    def __init__(self, workdir: Path, backend: Backend, size: int, timings: Timings, cluster_name: str,
+                 db_proxies: bool = True) -> None:
         self.workdir = workdir
         self.backend = backend
+        self._db_proxies = db_proxies and backend.target is not None
         self.size = size
         self.timings = timings
         self.cluster_name = cluster_name
@@ -120,7 +122,7 @@ class LocalCluster:
         name = f"n{len(self.nodes) + 1}"
         http = TcpProxy(f"{name}/http", identify=self._identify)
         link = TcpProxy(f"{name}/link", identify=self._identify) if self._link_supported else None
-        db = TcpProxy(f"{name}/db", target=self.backend.target) if self.backend.target else None
+        db = TcpProxy(f"{name}/db", target=self.backend.target) if self._db_proxies else None
         for proxy in (http, link, db):
             if proxy is not None:
                 await proxy.start()

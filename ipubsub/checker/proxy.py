@@ -20,15 +20,19 @@ A proxy may be given an ``identify`` function naming the clients of
 connections (the checker finds which node process holds each connecting
 socket, see :mod:`ipubsub.checker.sockets`); modes can then be set for some
 clients only, which is how a partition between two nodes is made.  Clients
-are named only while such a mode is set (it costs a look at ``/proc``):
+are named only while such a mode is set (it costs a system call or two):
 every open connection when it is set, each new one while it lasts.
+
+Built on protocols, not streams: a chunk read from one side is written to
+the other in the same callback, so the proxy adds no event-loop turn to a
+round trip (a database's many small messages pay it on every one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, cast
 
 __all__ = ["Mode", "TcpProxy"]
 
@@ -43,29 +47,106 @@ class Mode(enum.Enum):
     BLACKHOLE = "blackhole"
 
 
+class _Side(asyncio.Protocol):
+    """One end of a proxied connection: the client's or the target's."""
+
+    def __init__(self, conn: _Connection, on_made: Callable[[], None] | None = None) -> None:
+        self.conn = conn
+        self.transport: asyncio.Transport | None = None
+        self.held: list[bytes] = []  # read from this side, not yet written to the other
+        self.paused = False  # the other side cannot take more: stop reading here
+        self._on_made = on_made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+        if self._on_made is not None:
+            self._on_made()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.carry(self, data)
+
+    def eof_received(self) -> bool:
+        self.conn.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.close()
+
+    def pause_writing(self) -> None:  # the kernel buffer towards this side is full
+        self.conn.other(self).set_reading(False, flow=True)
+
+    def resume_writing(self) -> None:
+        self.conn.other(self).set_reading(True, flow=True)
+
+    def set_reading(self, on: bool, flow: bool = False) -> None:
+        if flow:
+            self.paused = not on
+        reading = on and not self.paused and self.conn.mode is Mode.OPEN
+        if self.transport is not None and not self.transport.is_closing():
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+
 class _Connection:
-    """One client connection and its upstream, with its own valve."""
+    """A client connection and its upstream, with its own mode."""
 
-    __slots__ = ("key", "source", "identified", "flowing", "cut", "writers")
-
-    def __init__(self, key: tuple[int, int]) -> None:
-        self.key = key  # (client's port, our port)
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.client = _Side(self, lambda: proxy._opened(self))
+        self.upstream: _Side | None = None
+        self.ready = False  # the upstream connection is open
+        self.key = (0, proxy.port)  # (client's port, our port)
         self.source: str | None = None
         self.identified = False
-        self.flowing = asyncio.Event()
-        self.cut = False
-        self.writers: list[asyncio.StreamWriter] = []
+        self.mode = Mode.BLACKHOLE  # until the upstream is open
+        self.closed = False
+
+    def other(self, side: _Side) -> _Side:
+        if side is self.client:
+            assert self.upstream is not None
+            return self.upstream
+        return self.client
+
+    def carry(self, side: _Side, data: bytes) -> None:
+        if self.mode is Mode.OPEN and self.ready and not side.held:
+            target = self.other(side).transport
+            if target is not None:
+                target.write(data)
+            return
+        side.held.append(data)
+        side.set_reading(False)
 
     def apply(self, mode: Mode) -> None:
+        if self.closed:
+            return
         if mode is Mode.CUT:
-            self.cut = True
-            self.flowing.set()  # held pipes wake up and find their sockets reset
-            for writer in self.writers:
-                writer.transport.abort()
-        elif mode is Mode.BLACKHOLE:
-            self.flowing.clear()
-        else:
-            self.flowing.set()
+            self.close(abort=True)
+            return
+        self.mode = mode if self.ready else Mode.BLACKHOLE
+        if self.mode is Mode.OPEN:
+            for side in (self.client, self.upstream):
+                assert side is not None
+                held, side.held = side.held, []
+                target = self.other(side).transport
+                if held and target is not None:
+                    target.write(b"".join(held))
+        for side in (self.client, self.upstream):
+            if side is not None:
+                side.set_reading(True)
+
+    def close(self, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.proxy._connections.discard(self)
+        for side in (self.client, self.upstream):
+            if side is not None and side.transport is not None:
+                if abort:
+                    side.transport.abort()
+                else:
+                    side.transport.close()
 
 
 class TcpProxy:
@@ -89,7 +170,7 @@ class TcpProxy:
         self._default = Mode.OPEN
         self._modes: dict[str, Mode] = {}  # per client, over the default
         self._connections: set[_Connection] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
+        self._opening: set[asyncio.Task[None]] = set()
         self.accepted = 0
         self.refused = 0
 
@@ -100,7 +181,8 @@ class TcpProxy:
     async def start(self) -> None:
         """Listen (on the same port again after :meth:`stop`)."""
         if self._server is None:
-            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(self._accept, "127.0.0.1", self.port)
             self.port = self._server.sockets[0].getsockname()[1]
 
     def retarget(self, target: tuple[str, int] | None) -> None:
@@ -132,7 +214,8 @@ class TcpProxy:
 
     def _apply_all(self) -> None:
         for conn in list(self._connections):
-            conn.apply(self.mode_for(conn.source))
+            if conn.ready:
+                conn.apply(self.mode_for(conn.source))
 
     async def _identify_open(self) -> None:
         unknown = [c for c in self._connections if not c.identified]
@@ -149,65 +232,47 @@ class TcpProxy:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for conn in list(self._connections):
-            conn.apply(Mode.CUT)
-        for task in list(self._pipes):
+        for task in list(self._opening):
             task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await asyncio.gather(*self._opening, return_exceptions=True)
+        for conn in list(self._connections):
+            conn.close(abort=True)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        conn = _Connection((int(peer[1]) if peer else 0, self.port))
-        conn.writers.append(writer)
+    def _accept(self) -> _Side:
+        conn = _Connection(self)
         self._connections.add(conn)
         self.accepted += 1
+        return conn.client
+
+    def _opened(self, conn: _Connection) -> None:
+        """A client connected (its transport is set): open the upstream."""
+        task = asyncio.ensure_future(self._open(conn))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _open(self, conn: _Connection) -> None:
+        """Decide the new connection's fate, then open its upstream."""
+        transport = conn.client.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        conn.key = (int(peer[1]) if peer else 0, self.port)
         try:
             if self._modes:  # some clients' paths differ: find out whose connection this is
                 await self._identify_open()
-            conn.apply(self.mode_for(conn.source))
-            await conn.flowing.wait()  # a blackholed connect is never answered
-            if conn.cut or self.target is None:
+            while self.mode_for(conn.source) is Mode.BLACKHOLE and not conn.closed:
+                await asyncio.sleep(0.05)  # a blackholed connect is never answered
+            if conn.closed or self.mode_for(conn.source) is Mode.CUT or self.target is None:
                 raise ConnectionResetError("cut")
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except (OSError, asyncio.CancelledError):  # cancelled: the proxy stops
+            loop = asyncio.get_running_loop()
+            upstream = conn.upstream = _Side(conn)
+            await loop.create_connection(lambda: upstream, *self.target)
+        except (OSError, asyncio.CancelledError):
             self.refused += 1
-            writer.transport.abort()
-            self._connections.discard(conn)
+            conn.close(abort=True)
             return
-        conn.writers.append(up_writer)
-        if conn.cut:  # cut while connecting
-            up_writer.transport.abort()
-            writer.transport.abort()
-            self._connections.discard(conn)
+        if conn.closed:  # the client left while we connected
+            if upstream.transport is not None:
+                upstream.transport.abort()
             return
-        done = 0
-
-        def finished(task: asyncio.Task[None]) -> None:
-            nonlocal done
-            self._pipes.discard(task)
-            done += 1
-            if done == 2:
-                self._connections.discard(conn)
-
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pipe(conn, src, dst))
-            self._pipes.add(task)
-            task.add_done_callback(finished)
-
-    @staticmethod
-    async def _pipe(conn: _Connection, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await conn.flowing.wait()
-                data = await src.read(65536)
-                if not data:
-                    break
-                await conn.flowing.wait()  # hold what arrived during a blackhole
-                if conn.cut:
-                    break
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            dst.transport.abort()
+        conn.ready = True
+        conn.apply(self.mode_for(conn.source))

@@ -4,6 +4,7 @@ drain, judge the history, print the verdict."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import resource
@@ -34,6 +35,8 @@ Say = Callable[[str], None]
 
 EXIT_KEPT, EXIT_BROKEN, EXIT_USAGE, EXIT_HARNESS = 0, 1, 2, 3
 VNODES = 160  # hash_ring.virtual_nodes of the generated configs
+#: parts of the workload ``--without`` may leave out
+WORKLOAD_PARTS = ("leases", "abandoners")
 
 
 @dataclass
@@ -50,6 +53,7 @@ class CheckOptions:
     history: Path | None = None
     keep: bool = False
     attach: list[str] = field(default_factory=list)  # URLs of running nodes: no cluster, no faults
+    without: list[str] = field(default_factory=list)  # parts of the workload left out (WORKLOAD_PARTS)
     command: str = ""
 
 
@@ -83,7 +87,8 @@ async def run_check(opts: CheckOptions, say: Say) -> int:
     run = _Run(opts, seed, say)
     run.announce(f"{opts.nodes} nodes, {backend.name}, {opts.duration:.0f}s of faults ({', '.join(kinds) or 'none'})",
                  notes)
-    cluster = LocalCluster(run.workdir, backend, opts.nodes, timings, f"check-{run.run_id}")
+    # a node's path to its database goes through a proxy only when a fault will cut it
+    cluster = LocalCluster(run.workdir, backend, opts.nodes, timings, f"check-{run.run_id}", "dbpart" in kinds)
     try:
         try:
             await cluster.start()
@@ -169,12 +174,15 @@ class _Run:
         """Traffic before, during (``during``: the faults) and after; then
         stop the writers and drain."""
         h = self.history
-        leases = await _serves(targets()[0][1], ACK_PATH)
-        if not leases:
+        leases = "leases" not in self.opts.without and await _serves(targets()[0][1], ACK_PATH)
+        if not leases and "leases" not in self.opts.without:
             self.say("note: these nodes have no at-least-once delivery (leases, consumer groups): not checked")
         monitor = RingMonitor(watched, h)
         monitor.start()
-        workload = Workload(self.run_id, Shape.for_rate(self.opts.rate), h, targets, self.seed, durable, leases)
+        shape = Shape.for_rate(self.opts.rate)
+        if "abandoners" in self.opts.without:
+            shape = dataclasses.replace(shape, abandoners=0)
+        workload = Workload(self.run_id, shape, h, targets, self.seed, durable, leases)
         progress: asyncio.Task[None] | None = None
         try:
             await workload.start()

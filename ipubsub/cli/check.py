@@ -59,6 +59,9 @@ def add_check_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     check.add_argument("--history", type=Path, metavar="FILE", help="history file (default WORKDIR/history.jsonl)")
     check.add_argument("--keep", action="store_true", help="keep the temporary workdir even when all is well")
     check.add_argument("--recheck", type=Path, metavar="FILE", help="only judge a recorded history file")
+    check.add_argument("--without", default="", metavar="PARTS",
+                       help="leave parts of the workload out: leases (leased receives and consumer groups), "
+                       "abandoners (polls that walk away)")
     check.add_argument("--attach", metavar="URLS",
                        help="comma-separated URLs of nodes you run: the workload and the verdict only, "
                        "no cluster started, no faults (streams are named after the run; durable ones expire in 1 h)")
@@ -95,6 +98,12 @@ def _check(args: argparse.Namespace) -> int:
             print(f"ipubsub check: unknown fault kind {', '.join(unknown)} (one of {', '.join(FAULT_KINDS)})",
                   file=sys.stderr)
             return 2
+    from ..checker.run import WORKLOAD_PARTS
+
+    without = [p.strip() for p in args.without.split(",") if p.strip()]
+    if any(p not in WORKLOAD_PARTS for p in without):
+        print(f"ipubsub check: --without takes {', '.join(WORKLOAD_PARTS)}", file=sys.stderr)
+        return 2
     if args.nodes < 1 or args.duration < 0 or args.rate <= 0:
         print("ipubsub check: --nodes must be >= 1, --duration >= 0, --rate > 0", file=sys.stderr)
         return 2
@@ -103,7 +112,7 @@ def _check(args: argparse.Namespace) -> int:
     options = CheckOptions(
         nodes=args.nodes, backend=args.backend, db_url=args.db_url, duration=args.duration, seed=args.seed,
         faults=kinds, rate=args.rate, fast=args.fast, workdir=args.workdir, history=args.history, keep=args.keep,
-        attach=attach, command=command,
+        attach=attach, without=without, command=command,
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

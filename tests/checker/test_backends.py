@@ -38,3 +38,8 @@ def test_credentials_and_database_survive_the_rewrite() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         Backend.parse("redis")
+
+
+def test_without_a_proxy_the_node_goes_straight_to_the_database(tmp_path: Path) -> None:
+    section = Backend.parse("postgres").storage_config("n1", None, tmp_path)
+    assert section["postgres"]["dsn"] == "postgresql://postgres@127.0.0.1:5432/test"
