@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .engine import Message
+from .engine import HistorySpec, Message
 
 __all__ = ["AckCall", "Delivery", "NackCall", "ReceiveCall", "Relayed", "SendCall", "Sent"]
 
@@ -17,7 +17,9 @@ class SendCall(msgspec.Struct, frozen=True):
     """One send, already validated against the node's limits.
 
     ``raw`` is the exact request body, passed on unchanged when the call is
-    forwarded to the stream's owner.
+    forwarded to the stream's owner.  ``history_size`` > 0 asks a new stream
+    to keep a fan-out history of that many messages for ``history_ttl``
+    seconds.
     """
 
     stream_id: str
@@ -28,6 +30,13 @@ class SendCall(msgspec.Struct, frozen=True):
     persist: bool = False
     ttl_seconds: int = 86400
     raw: bytes = b""
+    history_size: int = 0
+    history_ttl: int = 0
+
+    @property
+    def history(self) -> HistorySpec | None:
+        """The history a new stream keeps, ``None`` for none."""
+        return HistorySpec(self.history_size, self.history_ttl) if self.history_size > 0 else None
 
 
 class ReceiveCall(msgspec.Struct, frozen=True):
@@ -39,7 +48,10 @@ class ReceiveCall(msgspec.Struct, frozen=True):
     dead letters after ``max_deliveries`` (0: never).  With ``group`` (a
     durable stream, ``from_db``) the messages are claimed for ``consumer``
     of that consumer group.
-    """
+
+    ``from_history`` reads the stream's history after ``position`` (see
+    :meth:`ipubsub.node.Node.read_history`); ``strict`` makes a position that
+    cannot be recovered an error instead of an answer."""
 
     stream_id: str
     timeout: int
@@ -50,6 +62,9 @@ class ReceiveCall(msgspec.Struct, frozen=True):
     max_deliveries: int = 0
     group: str | None = None
     consumer: str | None = None
+    from_history: bool = False
+    position: str | None = None
+    strict: bool = False
 
     def query(self) -> dict[str, str]:
         """The query string that asks an owner for the same thing."""
@@ -66,6 +81,12 @@ class ReceiveCall(msgspec.Struct, frozen=True):
         if self.group is not None:
             q["group"] = self.group
             q["consumer"] = self.consumer or ""
+        if self.from_history:
+            q["fromHistory"] = "true"
+            if self.position is not None:
+                q["position"] = self.position
+            if self.strict:
+                q["strictRecovery"] = "true"
         return q
 
 

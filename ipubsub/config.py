@@ -167,6 +167,10 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_waiting_polls: PositiveInt = 100_000
     max_waiting_polls_per_stream: PositiveInt = 10_000
     max_streams: PositiveInt = 1_000_000
+    # fan-out histories (historySize, historyTTLSeconds on send; see docs/design.md)
+    max_history_size: PositiveInt = 100_000
+    default_history_ttl_seconds: PositiveInt = 300
+    max_history_ttl_seconds: PositiveInt = 86_400
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < self.max_message_bytes:
@@ -175,6 +179,8 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("max_batch_bytes must be >= max_message_bytes")
         if self.max_buffered_bytes < self.max_stream_bytes:
             raise ValueError("max_buffered_bytes must be >= max_stream_bytes")
+        if self.default_history_ttl_seconds > self.max_history_ttl_seconds:
+            raise ValueError("default_history_ttl_seconds must be <= max_history_ttl_seconds")
 
 
 class LeasesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -44,18 +44,17 @@ class NodeLimits:
             TooManyStreams: see :meth:`check_stream`.
         """
         engine = self._engine
-        if engine.stats.waiting_receivers >= self._max_polls:
+        waiting = engine.stats.waiting_receivers + engine.history_stats.waiting_readers
+        if waiting >= self._max_polls:
             self._refusals.add("too_many_polls")
-            raise TooManyPolls(
-                f"this node has {engine.stats.waiting_receivers} waiting polls (limits.max_waiting_polls)", retry_after=1
-            )
+            raise TooManyPolls(f"this node has {waiting} waiting polls (limits.max_waiting_polls)", retry_after=1)
         info = engine.stream_info(stream_id)
         if info is None:
             self.check_stream(stream_id)
-        elif info.waiting_receivers >= self._max_stream_polls:
+        elif (on_stream := info.waiting_receivers + engine.history_readers(stream_id)) >= self._max_stream_polls:
             self._refusals.add("too_many_stream_polls")
             raise TooManyStreamPolls(
-                f"stream {stream_id[:200]!r} has {info.waiting_receivers} waiting polls "
+                f"stream {stream_id[:200]!r} has {on_stream} waiting polls "
                 "(limits.max_waiting_polls_per_stream)",
                 retry_after=1,
                 streamId=stream_id,

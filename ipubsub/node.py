@@ -21,12 +21,13 @@ from .calls import AckCall, Delivery, NackCall, ReceiveCall, Relayed, SendCall, 
 from .cluster.cluster import Cluster
 from .config import Config, parse_address
 from .dashboard import Dashboard
-from .engine import Clock, Engine, Message, SystemClock, new_uuid
-from .errors import NodeDraining, PersistenceNotConfigured
+from .engine import Clock, Engine, HistoryRead, Message, SystemClock, new_uuid, parse_position
+from .errors import HistoryGap, NodeDraining, PersistenceNotConfigured
 from .leasing import AtLeastOnce
 from .limits import NodeLimits
 from .tls import TlsContexts
 from .observability.counters import CallCounts
+from .observability.history_metrics import HistoryCollector
 from .observability.logs import REQUEST_ID
 from .observability.metrics import NodeMetrics, RequestMetrics
 from .observability.snapshot import NodeSnapshot, NodeState, ProcessSnapshot
@@ -80,6 +81,7 @@ class Node:
         self.refusals = Refusals()
         self.gate: ConnectionGate | None = None  # the public listener's, once serving
         self.limits = NodeLimits(config.limits, self.engine, self.refusals)
+        self.metrics.registry.register(HistoryCollector(self.engine.history_stats))
         self.metrics.registry.register(
             RefusalsCollector(self.refusals, lambda: self.gate.open_connections if self.gate is not None else 0)
         )
@@ -269,9 +271,9 @@ class Node:
         self.limits.check_stream(stream_id)
         msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
         if cmd.blocking_timeout:
-            await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout)
+            await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout, cmd.history)
         else:
-            self.engine.send_nowait(stream_id, msg, cmd.size)
+            self.engine.send_nowait(stream_id, msg, cmd.size, cmd.history)
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
         return Sent(msg.uuid)
@@ -354,6 +356,34 @@ class Node:
             GroupNotFound, PersistenceNotConfigured, StorageUnavailable.
         """
         await self.at_least_once.delete_group(stream_id, group)
+
+    async def read_history(
+        self, cmd: ReceiveCall, *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> HistoryRead | Relayed:
+        """Read the stream's fan-out history after ``cmd.position`` (here or
+        through its owner): up to ``cmd.max_messages`` (default 1) messages,
+        waiting up to ``cmd.timeout`` seconds for the first.
+
+        Raises:
+            HistoryNotKept: the stream keeps no history.
+            HistoryGap: ``cmd.strict`` and the position cannot be recovered.
+            StreamReleased, OwnerUnavailable, TooManyPolls, TooManyStreamPolls.
+        """
+        stream_id = cmd.stream_id
+        owner = self._remote_owner(stream_id, forwarded_by, "receive")
+        if owner is not None:
+            relayed = await self.cluster.forward_receive(
+                cmd, owner, self._trace(request_id, "receive", stream_id, owner)
+            )
+            if relayed is not None:
+                return relayed
+        if cmd.timeout:
+            self.limits.check_poll(stream_id)
+        position = parse_position(cmd.position) if cmd.position is not None else None
+        read = await self.engine.read_history(stream_id, position, cmd.timeout, cmd.max_messages or 1)
+        if read.recovered is False and cmd.strict:
+            raise HistoryGap(stream_id, read.gap or "epoch", read.position)
+        return read
 
     async def _persist(self, cmd: SendCall) -> Sent:
         assert self.durable is not None

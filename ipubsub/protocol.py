@@ -22,6 +22,7 @@ __all__ = [
     "DASHBOARD_STREAM_PATH",
     "FORWARDED_HEADER",
     "GROUPS_PATH",
+    "FROM_HISTORY_PARAM",
     "HEALTH_PATH",
     "INFO_PATH",
     "INTERNAL_CANCEL_POLL_PATH",
@@ -37,12 +38,14 @@ __all__ = [
     "OPENAPI_PATH",
     "OWNER_PATH",
     "POLL_ID_HEADER",
+    "POSITION_PARAM",
     "RECEIVE_PATH",
     "REQUEST_ID_HEADER",
     "RETRY_AFTER_HEADER",
     "SECRET_HEADER",
     "SEND_BATCH_PATH",
     "SEND_PATH",
+    "STRICT_RECOVERY_PARAM",
     "BatchItemError",
     "ACCESS_TOKEN_PARAM",
     "AUTHORIZATION_HEADER",
@@ -54,6 +57,8 @@ __all__ = [
     "GroupsReply",
     "NackBody",
     "NackReply",
+    "HistoryMessage",
+    "HistoryReply",
     "OwnerReply",
     "ReceiveBatchReply",
     "ReceiveReply",
@@ -137,6 +142,8 @@ class SendBody(msgspec.Struct):
     blockingSendTimeoutSeconds: int | None = None
     writeToDB: bool | None = None
     dbTTLSeconds: int | None = None
+    historySize: int | None = None
+    historyTTLSeconds: int | None = None
 
 
 class SendReply(msgspec.Struct, omit_defaults=True):
@@ -269,3 +276,42 @@ class GroupsReply(msgspec.Struct):
 
     streamId: str
     groups: list[GroupReply]
+
+
+# -- fan-out histories (an extension: receive?fromHistory=true) ------------------------
+
+#: the query parameters of a history read (with ``streamId``, ``timeoutSeconds``
+#: and ``maxMessages``)
+FROM_HISTORY_PARAM: Final = "fromHistory"
+POSITION_PARAM: Final = "position"
+STRICT_RECOVERY_PARAM: Final = "strictRecovery"
+
+
+class HistoryMessage(msgspec.Struct):
+    """One message of a history read: a receive answer plus its ``position``
+    (opaque: the owner's history epoch and the message's offset; read after
+    it to go on)."""
+
+    messageUuid: str
+    message: msgspec.Raw
+    timestamp: str
+    position: str
+
+
+class HistoryReply(msgspec.Struct, omit_defaults=True):
+    """200 answer of ``receive?fromHistory=true``: 0 to ``maxMessages``
+    messages, oldest first, and the ``position`` to read after next time
+    (``null`` while the stream keeps no history yet).
+
+    ``recovered`` is set when the read came with a ``position``: ``true``
+    when everything after it was still held, ``false`` when not — then
+    ``messages`` is empty, ``position`` is the oldest available position and
+    ``gap`` says why (``epoch``: the history was recreated — owner restart,
+    eviction, a new owner without it; ``window``: the messages after it left
+    the history).  An answer with no messages after the timeout keeps the
+    reader's position."""
+
+    messages: list[msgspec.Raw]
+    position: str | None
+    recovered: bool | None = None
+    gap: str | None = None

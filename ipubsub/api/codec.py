@@ -15,6 +15,10 @@ fields they leave unset; docs/design.md lists every difference):
   default size; 0 with a blocking timeout is a sync match;
 * an empty ``messageUuid`` is treated as absent (the server makes one up);
 * a negative ``timeoutSeconds`` answers at once, like 0.
+
+History (an extension): ``historySize`` 0 or absent keeps none;
+``historyTTLSeconds`` 0 or absent means ``limits.default_history_ttl_seconds``
+and is ignored without ``historySize``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from ..config import Config
 from ..engine import DEFAULT_STREAM_SIZE, format_timestamp
 from ..errors import BadRequest, IPubSubError, LeaseNotFound, MessageTooLarge
 from ..protocol import (
+    FROM_HISTORY_PARAM,
+    POSITION_PARAM,
+    STRICT_RECOVERY_PARAM,
     AckBody,
     AckReply,
     GroupReply,
@@ -42,6 +49,7 @@ from ..protocol import (
     SendBody,
     SendReply,
 )
+from .history_codec import check_position, history_fields
 
 __all__ = [
     "DEFAULT_CONSUMER",
@@ -244,6 +252,7 @@ def _send_call(req: SendBody, config: Config, raw: bytes) -> SendCall:
                 f"(storage.max_ttl_seconds), got {ttl}",
                 field="dbTTLSeconds",
             )
+    history_size, history_ttl = history_fields(req, config)
     return SendCall(
         stream_id=req.streamId,
         payload=bytes(req.message),
@@ -253,7 +262,10 @@ def _send_call(req: SendBody, config: Config, raw: bytes) -> SendCall:
         persist=persist,
         ttl_seconds=ttl,
         raw=raw,
+        history_size=history_size,
+        history_ttl=history_ttl,
     )
+
 
 
 def too_deep() -> BadRequest:
@@ -300,6 +312,11 @@ def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:
             )
         max_messages = int(raw_max)
     lease_seconds, max_deliveries, group, consumer = _at_least_once(query, config, stream_id, from_db, token)
+    from_history = parse_bool(query.get(FROM_HISTORY_PARAM), FROM_HISTORY_PARAM)
+    strict = parse_bool(query.get(STRICT_RECOVERY_PARAM), STRICT_RECOVERY_PARAM)
+    position = check_position(query.get(POSITION_PARAM) or None)
+    if from_history and from_db:
+        raise BadRequest("fromHistory and readFromDB cannot be combined: choose one", field=FROM_HISTORY_PARAM)
     return ReceiveCall(
         stream_id=stream_id,
         timeout=timeout,
@@ -310,6 +327,9 @@ def parse_receive(query: Mapping[str, str], config: Config) -> ReceiveCall:
         max_deliveries=max_deliveries,
         group=group,
         consumer=consumer,
+        from_history=from_history,
+        position=position if from_history else None,
+        strict=from_history and strict,
     )
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .. import SERVICE_NAME, __version__
 from ..auth.access import Access, Permission
-from ..calls import Relayed
+from ..calls import ReceiveCall, Relayed
 from ..observability.metrics import METRICS_CONTENT_TYPE
 from ..observability.views import cluster_view, health_view, is_healthy
 from ..protocol import (
@@ -28,6 +28,7 @@ from ..protocol import (
 )
 from .codec import check_stream_id, encode_deliveries, encode_delivery, encode_sent, parse_receive, parse_send
 from .errors import json_response
+from .history_codec import encode_history
 from .guard import authorize
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class PublicRoutes:
     async def receive(self, request: web.Request) -> web.Response:
         cmd = parse_receive(request.query, self._config)
         headers = request.headers
+        if cmd.from_history:
+            return await self._read_history(cmd, request)
         result = await self._node.receive(
             cmd,
             forwarded_by=headers.get(FORWARDED_HEADER),
@@ -97,6 +100,15 @@ class PublicRoutes:
             body = encode_deliveries(result) if cmd.max_messages is not None else encode_delivery(result[0])
             return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_delivery(result), content_type=JSON_CONTENT_TYPE)
+
+    async def _read_history(self, cmd: ReceiveCall, request: web.Request) -> web.Response:
+        headers = request.headers
+        read = await self._node.read_history(
+            cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
+        )
+        if isinstance(read, Relayed):
+            return relayed_response(read)
+        return web.Response(body=encode_history(read), content_type=JSON_CONTENT_TYPE)
 
     async def owner(self, request: web.Request) -> web.Response:
         stream_id = check_stream_id(request.query.get("streamId"))

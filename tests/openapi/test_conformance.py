@@ -361,6 +361,35 @@ async def test_sync_match_and_blocking_queue(api: Api) -> None:
     await api.receive(424, streamId="jobs", timeoutSeconds=0)
 
 
+@covers(("POST", SEND, 200), ("GET", RECEIVE, 200), ("GET", RECEIVE, 400), ("GET", RECEIVE, 409))
+async def test_history_reads_positions_and_recovery(api: Api) -> None:
+    for i in range(4):
+        await api.send({"streamId": "room", "message": i, "historySize": 3, "historyTTLSeconds": 60})
+    first = await api.receive(streamId="room", fromHistory=True, maxMessages=10, timeoutSeconds=0)
+    assert [m["message"] for m in first["messages"]] == [1, 2, 3] and "recovered" not in first
+    empty = await api.receive(streamId="room", fromHistory=True, position=first["position"], timeoutSeconds=0)
+    assert empty == {"messages": [], "position": first["position"], "recovered": True}
+    for i in range(4, 8):
+        await api.send({"streamId": "room", "message": i})
+    lost = await api.receive(streamId="room", fromHistory=True, position=first["position"], timeoutSeconds=0)
+    assert lost["recovered"] is False and lost["gap"] == "window" and lost["messages"] == []
+    gap = await api.receive(409, streamId="room", fromHistory=True, position=first["position"], strictRecovery=True)
+    assert gap["code"] == "history_gap" and gap["position"] == lost["position"]
+    await api.send({"streamId": "plain", "message": 1})
+    assert (await api.receive(409, streamId="plain", fromHistory=True))["code"] == "history_not_kept"
+    bad = await api.receive(400, streamId="room", fromHistory=True, position="not a position")
+    assert bad["code"] == "invalid_position"
+    assert validator("#/components/schemas/HistoryPosition").is_valid(first["position"])
+    for extra, field in (
+        ({"historySize": 100001}, "historySize"),
+        ({"historySize": 2, "historyTTLSeconds": 86401}, "historyTTLSeconds"),
+        ({"historySize": 2, "writeToDB": True}, "historySize"),
+    ):
+        body = {"streamId": "s", "message": 1, **extra}
+        assert not validator("#/components/schemas/SendRequest").is_valid(body), body
+        assert (await api.send(body, 400))["field"] == field
+
+
 SEND_400 = [
     (b"", None),
     (b"{not json", None),

@@ -194,17 +194,23 @@ def valid_requests_are_accepted(ctx: Any, response: Any, case: Any) -> bool | No
     whose parameters depend on each other (``group`` needs ``readFromDB``,
     ``consumer`` needs ``group``, ``maxDeliveries`` a lease, a lease on a
     durable read a group) or name a lease or group that cannot exist (a
-    generated receipt: 410 or ``invalid_token``; a generated group: 404)."""
+    generated receipt: 410 or ``invalid_token``; a generated group: 404);
+    ``fromHistory`` together with ``readFromDB`` (one query parameter
+    excluding another).  A 409 of a
+    history read depends on the stream, not on the request: the stream keeps
+    no history, or a strict read's position cannot be recovered."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code in (200, 424):
         return None
     error = _error_body(response)
     if error.get("code") in ("lease_not_found", "group_not_found"):
         return None
+    if response.status_code == 409 and error.get("code") in ("history_not_kept", "history_gap"):
+        return None
     if response.status_code == 400 and error.get("field") in _DEPENDENT_FIELDS:
         return None
     if response.status_code == 400:
-        if error.get("field") == "dbResumeToken":
+        if error.get("field") in ("dbResumeToken", "fromHistory"):
             return None
         if error.get("field") == "streamId" and _stream_id_bytes(case) > MAX_STREAM_ID_BYTES:
             return None
