@@ -18,9 +18,10 @@ from typing import Any
 
 from .aio import AsyncClient
 from .consumer import Consumer
+from .history import Follower, HistoryBatch, HistoryMessage
 from .iterators import Replay, Subscription
 from .retry import ClientStats, RetryPolicy, Unreachable
-from .sync import Client, SyncConsumer, SyncReplay, SyncSubscription
+from .sync import Client, SyncConsumer, SyncFollower, SyncReplay, SyncSubscription
 from .wire import ClusterView, GroupInfo, LeasedMessage, Member, ReceivedMessage, SendResult
 
 
@@ -42,7 +43,10 @@ __all__ = [
     "ClientStats",
     "ClusterView",
     "Consumer",
+    "Follower",
     "GroupInfo",
+    "HistoryBatch",
+    "HistoryMessage",
     "LeasedMessage",
     "Member",
     "ReceivedMessage",
@@ -51,6 +55,7 @@ __all__ = [
     "SendResult",
     "Subscription",
     "SyncConsumer",
+    "SyncFollower",
     "SyncReplay",
     "SyncSubscription",
     "Unreachable",

@@ -15,6 +15,7 @@ import msgspec
 from ..errors import GroupNotFound, LeaseNotFound, ReceiveTimeout, StreamReleased, Unavailable, error_from_response
 from ..protocol import AUTHORIZATION_HEADER, JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
 from .consumer import Consumer
+from .history import Follower, HistoryBatch, history_query, parse_history
 from .iterators import Replay, Subscription, positive
 from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
 from .routing import Router, parse_urls
@@ -158,6 +159,8 @@ class AsyncClient:
         blocking_timeout: float | None = None,
         persist: bool = False,
         ttl: int | None = None,
+        history_size: int | None = None,
+        history_ttl: int | None = None,
     ) -> SendResult:
         """Send ``message`` (any JSON value) to ``stream``.
 
@@ -170,6 +173,9 @@ class AsyncClient:
                 room in the stream, or for a receiver in sync match.
             persist: also write the message to the durable log (``writeToDB``).
             ttl: ``dbTTLSeconds`` of a persisted message.
+            history_size: ``historySize``: a new stream keeps a fan-out
+                history of this many messages (see :meth:`read_history`).
+            history_ttl: ``historyTTLSeconds`` of that history.
 
         Returns:
             The accepted message's uuid, and its resume token if persisted.
@@ -186,7 +192,8 @@ class AsyncClient:
         """
         message_uuid = uuid or str(uuid_module.uuid4())
         body = send_body(
-            stream, message, message_uuid, size=size, blocking_timeout=blocking_timeout, persist=persist, ttl=ttl
+            stream, message, message_uuid, size=size, blocking_timeout=blocking_timeout, persist=persist, ttl=ttl,
+            history_size=history_size, history_ttl=history_ttl,
         )
         wait = float(whole_seconds(blocking_timeout)) if blocking_timeout else 0.0
         answer = await self._call("POST", SEND_PATH, stream=stream, body=body, wait=wait)
@@ -383,6 +390,64 @@ class AsyncClient:
             ValueError: ``timeout`` is not positive.
         """
         return Replay(self, stream, token, positive(timeout), follow)
+
+    async def read_history(
+        self,
+        stream: str,
+        position: str | None = None,
+        *,
+        max_messages: int = 100,
+        timeout: float = 30,
+        strict: bool = False,
+    ) -> HistoryBatch:
+        """Read up to ``max_messages`` messages of the history of ``stream``
+        after ``position`` (``None``: from the oldest held), waiting up to
+        ``timeout`` seconds (rounded up) for the first.  Removes nothing:
+        every reader gets every message.
+
+        Returns:
+            The batch; ``recovered`` is ``False`` when the history cannot
+            continue from ``position`` (then ``position`` is the oldest
+            available one).  Empty, at the same position, if nothing came
+            in time or the stream moved meanwhile.
+
+        Raises:
+            HistoryGap: ``strict`` and the position cannot be recovered (409).
+            HistoryNotKept: the stream keeps no history (409).
+            InvalidPosition: ``position`` is not one the server wrote (400).
+            Unavailable, Unreachable: as for :meth:`send`.
+        """
+        seconds = whole_seconds(timeout)
+        deadline = asyncio.get_running_loop().time() + seconds
+        query = history_query(stream, seconds, position, max_messages, strict)
+        try:
+            answer = await self._call("GET", RECEIVE_PATH, stream=stream, query=query, poll_deadline=deadline)
+        except StreamReleased:
+            return HistoryBatch([], position)
+        return parse_history(answer)
+
+    def follow(
+        self,
+        stream: str,
+        position: str | None = None,
+        *,
+        max_messages: int = 100,
+        timeout: float = 30,
+        accept_gaps: bool = False,
+    ) -> Follower:
+        """An async iterator over the history of ``stream`` after
+        ``position`` (``None``: from the oldest held), reading up to
+        ``max_messages`` at a time and long-polling up to ``timeout``
+        seconds when it is at the top.  Its ``position`` is always the last
+        yielded message's: save it to follow on later.  When the history
+        cannot continue from there it raises :class:`HistoryGap`, or, with
+        ``accept_gaps``, goes on from the oldest message held (counting
+        ``gaps``).
+
+        Raises:
+            ValueError: ``timeout`` is not positive.
+        """
+        return Follower(self, stream, position, max_messages, positive(timeout), accept_gaps)
 
     async def cluster(self) -> ClusterView:
         """A fresh view of the cluster from any node (also adopted for routing).

@@ -17,11 +17,12 @@ from typing import Any, Callable, Concatenate, Coroutine, Iterable, Iterator, Pa
 
 from .aio import AsyncClient
 from .consumer import Consumer
+from .history import Follower
 from .iterators import Replay, Subscription
 from .retry import ClientStats
 from .wire import LeasedMessage, ReceivedMessage
 
-__all__ = ["Client", "SyncConsumer", "SyncReplay", "SyncSubscription"]
+__all__ = ["Client", "SyncConsumer", "SyncFollower", "SyncReplay", "SyncSubscription"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -93,6 +94,7 @@ class Client:
     nack = _blocking(AsyncClient.nack)
     groups = _blocking(AsyncClient.groups)
     delete_group = _blocking(AsyncClient.delete_group)
+    read_history = _blocking(AsyncClient.read_history)
 
     def receive(
         self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None
@@ -130,6 +132,11 @@ class Client:
         (see :meth:`AsyncClient.replay`)."""
         return SyncReplay(self, self._async.replay(stream, token, timeout, follow=follow))
 
+    def follow(self, stream: str, position: str | None = None, **options: Any) -> SyncFollower:
+        """An iterator over a stream's history with a ``position`` to follow
+        on from (see :meth:`AsyncClient.follow`)."""
+        return SyncFollower(self, self._async.follow(stream, position, **options))
+
     def owner_url(self, stream: str) -> str | None:
         """See :meth:`AsyncClient.owner_url`."""
         return self._async.owner_url(stream)
@@ -149,7 +156,7 @@ class Client:
 class SyncSubscription:
     """Blocking iterator over a :class:`~ipubsub.client.aio.Subscription`."""
 
-    def __init__(self, client: Client, inner: Subscription | Replay) -> None:
+    def __init__(self, client: Client, inner: Subscription | Replay | Follower) -> None:
         self._client = client
         self._inner = inner
 
@@ -175,6 +182,23 @@ class SyncReplay(SyncSubscription):
     def token(self) -> str | None:
         """Resume token after the last message returned (the start token before)."""
         return self._replay.token
+
+
+class SyncFollower(SyncSubscription):
+    """Blocking iterator over a :class:`~ipubsub.client.history.Follower`."""
+
+    def __init__(self, client: Client, inner: Follower) -> None:
+        super().__init__(client, inner)
+        self._follower = inner
+
+    @property
+    def position(self) -> str | None:
+        """Position of the last message returned (the start position before)."""
+        return self._follower.position
+
+    @property
+    def gaps(self) -> int:
+        return self._follower.gaps
 
 
 class SyncConsumer:

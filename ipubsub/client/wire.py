@@ -202,6 +202,8 @@ def send_body(
     blocking_timeout: float | None,
     persist: bool,
     ttl: int | None,
+    history_size: int | None = None,
+    history_ttl: int | None = None,
 ) -> bytes:
     """The JSON body of a send; fields left ``None`` take the server's defaults.
 
@@ -217,6 +219,10 @@ def send_body(
         body["writeToDB"] = True
     if ttl is not None:
         body["dbTTLSeconds"] = ttl
+    if history_size is not None:
+        body["historySize"] = history_size
+    if history_ttl is not None:
+        body["historyTTLSeconds"] = history_ttl
     try:
         return encode_json(body)
     except (TypeError, msgspec.EncodeError) as exc:
