@@ -143,6 +143,7 @@ def test_slow_body_gets_408(node: ServedNode) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_huge_declared_length_gets_413_at_once(node: ServedNode) -> None:
     start = time.monotonic()
     status, body = raw_request(
@@ -153,3 +154,16 @@ def test_huge_declared_length_gets_413_at_once(node: ServedNode) -> None:
     assert status == 413, body
     assert json.loads(body)["code"] == "message_too_large"
     assert time.monotonic() - start < 2
+
+
+async def test_huge_declared_length_gets_413_in_process(make_client: MakeClient) -> None:
+    client = await make_client()
+    start = time.monotonic()
+    status, body = await raw_request_async(
+        "127.0.0.1", client.server.port,
+        b"POST /api/v1/streams/send HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\nConnection: close\r\n\r\n{}",
+    )
+    assert status == 413, body
+    assert json.loads(body)["code"] == "message_too_large"
+    assert time.monotonic() - start < 2
+    assert client.node.refusals["body_too_large"] == 1  # type: ignore[attr-defined]
