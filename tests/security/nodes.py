@@ -98,9 +98,16 @@ async def raw_request_async(host: str, port: int, data: bytes, timeout: float = 
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(data)
-        answer = await asyncio.wait_for(reader.read(), timeout)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        except asyncio.IncompleteReadError:
+            return 0, b""
+        length = 0
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await asyncio.wait_for(reader.readexactly(length), timeout)
     finally:
         writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
