@@ -70,6 +70,13 @@ LATENCY: Column = ("send→receive p50 / p99 ms", pair("latency_p50_ms", "latenc
 RTT: Column = ("send RTT p50 / p99 ms", pair("send_rtt_p50_ms", "send_rtt_p99_ms"))
 
 
+def ratio_to_kind(kind: str) -> Callable[[Row], str]:
+    """The ratio to the same run's ``<kind>-R<readers>`` (fanout labels carry R)."""
+    def cell(r: Row) -> str:
+        return ratio(f"{kind}-R{r.get('readers')}")(r)
+    return cell
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "bench-results")
     table("pipe (single node; a trivial 'message' is two requests)", summaries(out / "pipe.jsonl"),
@@ -84,6 +91,11 @@ def main() -> int:
           [LABEL, ROUNDS, RATE, CPU, ("ratio to one node", ratio("one-node")), UTIL, LATENCY])
     table("client: owner-aware client versus one node", summaries(out / "client.jsonl"),
           [LABEL, ROUNDS, RATE, CPU, RTT, LATENCY])
+    table("fanout: one sender, R readers each getting every message (a 'msg' is one delivered copy)",
+          summaries(out / "fanout.jsonl"),
+          [("readers", num("readers")), LABEL, ROUNDS, ("copies/s", num("msg_per_s")),
+           ("server CPU µs/copy", num("cpu_us_per_msg", ".2f")), ("ratio to Redis", ratio_to_kind("redis")),
+           UTIL, LATENCY])
     table("waiting long polls", rows(out / "idle.jsonl"),
           [LABEL, ("polls", num("polls")), ("RSS KiB per poll", num("rss_per_poll_kib", ".2f")),
            ("owner / entry RSS KiB per forwarded poll",

@@ -18,6 +18,8 @@ Modes (``scripts/bench.py MODE --help`` for the options of each):
   client        ipubsub.client.AsyncClient (calls each stream's owner) versus a
                 plain aiohttp session sending everything to one node
   persist       persisted sends at W concurrent writers, then a replay
+  fanout        one sender, R readers each getting every message: an ipubsub
+                history, the durable log on SQLite, Redis lists (RPUSH/BLPOP)
 
 Against a running server: ``--url URL --pid PID`` (``--pid`` repeatable: CPU
 is summed over every pid given).  With ``--spawn`` the harness starts the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .conn import OneCallConnection
 
-__all__ = ["RedisError", "RespConnection", "bulk", "command", "command_head"]
+__all__ = ["RedisError", "RespConnection", "RespPipeline", "bulk", "command", "command_head"]
 
 Reply = bytes | int | list["Reply"] | None
 
@@ -84,3 +84,31 @@ class RespConnection(OneCallConnection[Reply]):
             return _parse(buf, 0)
         except _Incomplete:
             return None
+
+
+class RespPipeline(OneCallConnection[int]):
+    """Pipelined commands: :meth:`request_many` writes several at once and
+    waits for as many replies (their values are not kept: the fan-out
+    sender's RPUSHes)."""
+
+    expected = 0
+
+    def parse(self, buf: bytearray) -> tuple[int | Exception, int] | None:
+        at = 0
+        for _ in range(self.expected):
+            try:
+                value, at = _parse(buf, at)
+            except _Incomplete:
+                return None
+            if isinstance(value, RedisError):
+                return value, at
+        return self.expected, at
+
+    async def request_many(self, data: bytes, count: int) -> int:
+        """Write ``count`` commands (``data``) and await all their replies.
+
+        Raises:
+            RedisError: one of them failed.  ConnectionError: the connection closed.
+        """
+        self.expected = count
+        return await self.start(data)

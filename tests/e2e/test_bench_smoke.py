@@ -109,6 +109,24 @@ def test_pipe_against_redis_single_and_batched(spawn_dir: Path) -> None:
     assert summary(rows, "ipubsub")["ratio_to_redis"] > 0
 
 
+@needs_redis
+def test_fanout_spawns_history_durable_and_redis_per_reader_count(spawn_dir: Path) -> None:
+    rows = bench("fanout", "--spawn", "--readers", "3", "5", "--batch", "20", "--lead", "50", "--ratio-to", "redis",
+                 *TINY, workdir=spawn_dir)
+    measured = [r for r in rows if not r.get("summary")]
+    assert [(r["readers"], r["target"]) for r in measured] == [
+        (n, t) for n in (3, 5) for t in ("history", "durable", "redis")]
+    for row in measured:  # every reader gets every message: copies are readers times the messages sent
+        assert row["msg_per_s"] > 0 and row["errors"] == 0 and row["cpu_us_per_msg"] > 0, row
+    assert summary(rows, "history-R5")["ratio_to_redis-R5"] > 0
+
+
+def test_fanout_attached_to_a_node(procs: ProcessPool) -> None:
+    node = procs.node(node_config()).start()
+    [row] = bench("fanout", "--url", node.url, "--pid", str(node.pid), "--target", "history", "--readers", "4", *TINY)
+    assert row["label"] == "history-R4" and row["msg_per_s"] > 0 and row["errors"] == 0 and row["servers"] == 1
+
+
 def test_memory_and_persist_modes_spawned(spawn_dir: Path) -> None:
     [hold] = bench("idle", "--spawn", "--baseline", "--polls", "50", "--settle", "0.3", workdir=spawn_dir)
     [idle] = bench("idle", "--spawn", "--polls", "50", "--settle", "0.3", workdir=spawn_dir)
@@ -185,6 +203,8 @@ def test_a_stopped_harness_takes_its_servers_with_it(spawn_dir: Path, sig: signa
     (["pipe", "--target", "ipubsub:colour=red"], "unknown target option 'colour'"),
     (["pipe", "--target", "ipubsub", "--target", "redis"], "need --spawn"),
     (["cluster", "--spawn", "1"], "at least 2 nodes"),
+    (["fanout", "--spawn", "--target", "gossip"], "unknown target 'gossip'"),
+    (["fanout", "--url", "http://127.0.0.1:1", "--target", "redis"], "needs --spawn"),
 ])
 def test_bad_options_are_refused_clearly(args: list[str], says: str) -> None:
     [out] = bench(*args, ok=False)

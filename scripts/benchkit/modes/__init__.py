@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import client, cluster, memory, persist, pipe
+from . import client, cluster, fanout, memory, persist, pipe
 
 __all__ = ["add_parsers"]
 
-FAMILIES = [pipe, memory, cluster, client, persist]
+FAMILIES = [pipe, memory, cluster, client, persist, fanout]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
