@@ -167,8 +167,9 @@ def _public_key(path: str) -> tuple[Any, list[str]]:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    pem = _read(path, "public_key_file")
     try:
-        key = load_pem_public_key(_read(path, "public_key_file"))
+        key = load_pem_public_key(pem)
     except ValueError as exc:
         raise ValueError(f"public_key_file {path}: not a PEM public key ({exc})") from None
     if isinstance(key, rsa.RSAPublicKey):
