@@ -23,7 +23,7 @@ and is ignored without ``historySize``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 import msgspec
 
@@ -84,6 +84,8 @@ DEFAULT_CONSUMER = "anonymous"
 # Longest integer text accepted in a query (beyond, the value is out of range anyway).
 _MAX_INT_CHARS = 9
 
+T = TypeVar("T")
+
 _decode_send = msgspec.json.Decoder(SendBody).decode
 _decode_send_item = msgspec.json.Decoder(SendBody).decode
 _decode_batch = msgspec.json.Decoder(SendBatchBody).decode
@@ -119,19 +121,7 @@ def parse_send(body: bytes, config: Config) -> SendCall:
         BadRequest: not a JSON object, a field missing, of the wrong type or
             out of range.
     """
-    limits = config.limits
-    if len(body) > limits.max_message_bytes:
-        raise MessageTooLarge(len(body), limits.max_message_bytes)
-    _check_utf8(body)
-    try:
-        req = _decode_send(body)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
-    except msgspec.DecodeError as exc:
-        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
-        raise BadRequest(text) from None
-    except RecursionError:
-        raise too_deep() from None
+    req = _decode_body(body, _decode_send, config.limits.max_message_bytes)
     return _send_call(req, config, body)
 
 
@@ -153,19 +143,7 @@ def parse_send_batch(body: bytes, config: Config) -> list[SendCall | IPubSubErro
             ``limits.max_batch_messages`` items.
     """
     limits = config.limits
-    if len(body) > limits.max_batch_bytes:
-        raise MessageTooLarge(len(body), limits.max_batch_bytes)
-    _check_utf8(body)
-    try:
-        batch = _decode_batch(body)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
-    except msgspec.DecodeError as exc:
-        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
-        raise BadRequest(text) from None
-    except RecursionError:
-        raise too_deep() from None
-    items = batch.messages
+    items = _decode_body(body, _decode_batch, limits.max_batch_bytes).messages
     if not items:
         raise BadRequest("messages must hold at least one item", field="messages")
     if len(items) > limits.max_batch_messages:
@@ -199,6 +177,27 @@ def _batch_item(raw: bytes, config: Config) -> SendCall:
             field="blockingSendTimeoutSeconds",
         )
     return call
+
+
+def _decode_body(body: bytes, decode: Callable[[bytes], T], limit: int) -> T:
+    """A request body decoded into its struct, or the clear 4xx saying why not.
+
+    Raises:
+        MessageTooLarge: over ``limit`` bytes.
+        BadRequest: not UTF-8, not JSON, nested too deep, or not of the shape.
+    """
+    if len(body) > limit:
+        raise MessageTooLarge(len(body), limit)
+    _check_utf8(body)
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
+        raise BadRequest(text) from None
+    except RecursionError:
+        raise too_deep() from None
 
 
 def _check_utf8(body: bytes) -> None:
@@ -406,7 +405,7 @@ def parse_ack(body: bytes, config: Config) -> AckCall:
             one of ``receipt`` / ``receipts`` (1 to
             ``limits.max_batch_messages`` non-empty strings).
     """
-    req = _decode_body(_decode_ack, body)
+    req = _decode_body(body, _decode_ack, config.limits.max_message_bytes)
     stream_id, receipts, group, single = _lease_target(
         req.streamId, _set(req.receipt), _set(req.receipts), _set(req.group), config
     )
@@ -420,7 +419,7 @@ def parse_nack(body: bytes, config: Config) -> NackCall:
     Raises:
         BadRequest: as :func:`parse_ack`, or ``delaySeconds`` out of range.
     """
-    req = _decode_body(_decode_nack, body)
+    req = _decode_body(body, _decode_nack, config.limits.max_message_bytes)
     stream_id, receipts, group, single = _lease_target(
         req.streamId, _set(req.receipt), _set(req.receipts), _set(req.group), config
     )
@@ -475,19 +474,6 @@ def _lease_target(
                 f"{field} must be receipts as received (1 to {MAX_RECEIPT_CHARS} ASCII characters)", field=field
             )
     return stream_id, tuple(items), group, single
-
-
-def _decode_body(decode: Callable[[bytes], Any], body: bytes) -> Any:
-    _check_utf8(body)
-    try:
-        return decode(body)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
-    except msgspec.DecodeError as exc:
-        text = "the request body is empty" if not body else f"the request body is not valid JSON: {exc}"
-        raise BadRequest(text) from None
-    except RecursionError:
-        raise too_deep() from None
 
 
 def encode_ack(call: AckCall | NackCall, answers: list[bool]) -> bytes:
