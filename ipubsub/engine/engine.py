@@ -5,8 +5,9 @@ its stream's queue plus one timer handle: no task or polling loop exists
 per waiter or per stream.  The rules live in :mod:`.matching` (how messages
 move, and the one place each kind of waiter is settled) and
 :mod:`.receiving` (receives, batches, parked receives, give-back, poll
-cancellation) and :mod:`.history_reads` (fan-out histories); this module
-adds sending, hand-off, shutdown, eviction and the sweeper task.
+cancellation), :mod:`.history_reads` and :mod:`.history_handoff` (fan-out
+histories); this module adds sending, hand-off, shutdown, eviction and the
+sweeper task.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import SendTimeout, StreamReleased
 from ..tasks import cancel_tasks
 from .clock import Clock, SystemClock
 from .history import HistorySpec
-from .history_reads import HistoryReads
+from .history_handoff import HistoryHandoff
 from .matching import DEFAULT_STREAM_SIZE, GONE
 from .message import Message
 from .stats import StreamInfo
@@ -29,7 +30,7 @@ __all__ = ["DEFAULT_STREAM_SIZE", "Engine"]
 log = logging.getLogger(__name__)
 
 
-class Engine(HistoryReads):
+class Engine(HistoryHandoff):
     """All in-memory streams of one node.
 
     Args:
