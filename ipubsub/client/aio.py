@@ -283,6 +283,23 @@ class AsyncClient:
         """
         return await self._settle_receipt(stream, receipt, "ack", 0.0)
 
+    async def ack_many(self, stream: str, receipts: list[str]) -> list[str]:
+        """Acknowledge several leased deliveries of ``stream`` in one call
+        (at most the server's ``limits.max_batch_messages``); returns the
+        receipts that named no lease held any more.
+
+        Raises:
+            BadRequest, Unavailable, Unreachable: as :meth:`ack`.
+        """
+        if not receipts:
+            return []
+        if len(receipts) == 1:
+            return [] if await self.ack(stream, receipts[0]) else list(receipts)
+        answer = await self._call("POST", ACK_PATH, stream=stream, body=lease_body(stream, list(receipts)))
+        missing = [str(r) for r in (answer or {}).get("notFound") or []]
+        self.stats.leases_lost += len(missing)
+        return missing
+
     async def nack(self, stream: str, receipt: str, delay: float = 0.0) -> bool:
         """Give a leased delivery back, to be delivered again after
         ``delay`` seconds; False as :meth:`ack`.

@@ -91,6 +91,7 @@ class Client:
     cluster = _blocking(AsyncClient.cluster)
     refresh = _blocking(AsyncClient.refresh)
     ack = _blocking(AsyncClient.ack)
+    ack_many = _blocking(AsyncClient.ack_many)
     nack = _blocking(AsyncClient.nack)
     groups = _blocking(AsyncClient.groups)
     delete_group = _blocking(AsyncClient.delete_group)

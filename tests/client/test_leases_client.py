@@ -148,3 +148,11 @@ async def test_a_message_the_body_settles_itself_is_not_acked_again(client: Asyn
     assert seen == [(0, 1), (0, 2), (1, 1)] or seen == [(0, 1), (1, 1), (0, 2)]
     assert (consumer.acked, consumer.lost) == (2, 0)
     assert client.stats.leases_lost == 0
+
+
+async def test_ack_many_acknowledges_a_batch_and_names_what_was_not_held(client: AsyncClient) -> None:
+    for n in range(3):
+        await client.send("jobs", n)
+    got = await client.receive_leased("jobs", lease=30, max_messages=3, timeout=1)
+    assert await client.ack_many("jobs", [m.receipt for m in got] + ["gone"]) == ["gone"]
+    assert await client.ack_many("jobs", []) == []
