@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark of docs/benchmarks.md in one go, then print the summary.
 #   scripts/bench-all.sh [OUT_DIR [SECTION...]]   (default: bench-results/, all sections)
-# Sections: pipe memory cluster lb persist fanout.
+# Sections: pipe memory cluster lb persist fanout group.
 # scripts/bench.py starts every server itself (--spawn): servers pinned to
 # CPU 0, the harness to CPU 1 (SERVER_CPU / CLIENT_CPU to change), random
 # loopback ports, all stopped at the end.  Needs: taskset, redis-server (pipe),
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-bench-results}
 shift || true
-SECTIONS=${*:-pipe memory cluster lb persist fanout}
+SECTIONS=${*:-pipe memory cluster lb persist fanout group}
 ROUNDS=${ROUNDS:-3}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 bench() { "$PY" scripts/bench.py "$1" --server-cpu "${SERVER_CPU:-0}" --client-cpu "${CLIENT_CPU:-1}" "${@:2}"; }
@@ -58,6 +58,12 @@ fi
 if want fanout; then
   echo "== fanout: one sender, R readers: history, durable log on SQLite, Redis lists ($ROUNDS rounds)" >&2
   bench fanout --spawn --readers 10 100 1000 --rounds "$ROUNDS" --duration 8 --ratio-to redis | tee "$OUT/fanout.jsonl"
+fi
+
+if want group; then
+  echo "== at-least-once: a consumer group of 8 (maxMessages 100) on sqlite and postgres; lease+ack versus plain receive" >&2
+  bench group --storage sqlite postgres --consumers 8 --max-messages 100 --backlog 30000 --rounds "$ROUNDS" \
+    --duration 8 | tee "$OUT/group.jsonl"
 fi
 
 "$PY" scripts/bench_summary.py "$OUT"

@@ -139,6 +139,17 @@ def test_memory_and_persist_modes_spawned(spawn_dir: Path) -> None:
     assert persist["label"] == "sqlite" and persist["persisted_msg_per_s"] > 0 and persist["replayed"] > 0
 
 
+def test_group_mode_spawned(spawn_dir: Path) -> None:
+    rows = bench("group", "--storage", "sqlite", "--backlog", "300", "--consumers", "3", "--max-messages", "50",
+                 "--pairs", "2", "--duration", "0.5", "--warmup", "0.2", workdir=spawn_dir)
+    drains = [r for r in rows if r.get("part") == "group"]
+    assert [(r["max_messages"], r["acked"]) for r in drains] == [(50, 300), (1, 500)]
+    assert all(r["msg_per_s"] > 0 and r["cpu_us_per_msg"] > 0 for r in drains)
+    costs = [r for r in rows if r.get("part") == "lease-cost" and not r.get("summary")]
+    assert {r["label"] for r in costs} == {"plain", "lease+ack"} and all(r["errors"] == 0 for r in costs)
+    assert summary(rows, "lease+ack")["ratio_to_plain"] > 0
+
+
 def test_cluster_mode_spawned(spawn_dir: Path) -> None:
     rows = bench("cluster", "--spawn", "2", "--pairs", "2", "1", *TINY, workdir=spawn_dir)
     measured = [r for r in rows if not r.get("summary")]
