@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 
 from ipubsub.protocol import ACK_PATH, RECEIVE_PATH, SEND_PATH
 
-from ..conn import Endpoint
 from ..options import add_mode, add_rounds, add_window
 from ..procstat import CpuMeter
 from ..rawhttp import Connection, get_request, post_request
