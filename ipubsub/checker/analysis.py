@@ -37,6 +37,7 @@ from typing import Any, Iterable
 
 from ..cluster.ring import Ring
 from .durable_analysis import judge_durable
+from .history_analysis import judge_history
 from .leases_analysis import judge_leases
 from .timeline import Timeline
 
@@ -103,6 +104,7 @@ class Analysis:
         self.msgs: dict[str, Msg] = {}
         self.takes: list[dict[str, Any]] = []  # receives that got a message
         self.acks: list[dict[str, Any]] = []  # at-least-once consumers' acks
+        self.gaps: list[dict[str, Any]] = []  # history reads told recovered: false
         self.inflight: list[dict[str, Any]] = []  # receives that ended in an error
         self.faults: dict[int, dict[str, Any]] = {}
         self.rings: list[dict[str, Any]] = []
@@ -114,9 +116,18 @@ class Analysis:
         self.vnodes = int(self.meta.get("vnodes", 160))
         self._rings: dict[tuple[str, ...], Ring] = {}
         self.timeline = Timeline(self.faults, self.rings, self.phases.get("faults", {}).get("t", 0.0))
+        first_take: dict[str, float] = {}
+        for take in self.takes:
+            if take["src"] in ("mem", "lease") and take["uuid"] in self.msgs:
+                first_take[take["uuid"]] = min(first_take.get(take["uuid"], take["t1"]), take["t1"])
+        # stream -> (first sent, first taken) of its messages, for _overtaken
+        self._by_stream: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for uuid, taken in first_take.items():
+            msg = self.msgs[uuid]
+            self._by_stream[msg.stream].append((msg.attempts[0]["t0"], taken))
         self.attributed: dict[int | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.rows = [judge_durable(self, Row)] + [self._memory(mode) for mode in MEMORY]
-        self.rows += judge_leases(self, Row) + [self._recovery()]
+        self.rows += judge_leases(self, Row) + judge_history(self, Row) + [self._recovery()]
         for row in self.rows:
             for kind, count in sorted(row.excused_by.items()):
                 row.notes.append(f"{count} lost at a {'SIGKILL' if kind == 'kill' else 'partition'} (allowed: "
@@ -143,6 +154,8 @@ class Analysis:
             self.rings.append(e)
         elif kind == "ack":
             self.acks.append(e)
+        elif kind == "gap":
+            self.gaps.append(e)
         elif kind == "phase":
             self.phases[e["name"]] = e
         elif kind == "meta":
@@ -240,12 +253,14 @@ class Analysis:
                 heapq.heappush(waiting, (ack["t0"], msg.seq, first["t0"], msg))
 
     def explained_loss(self, msg: Msg, ack: dict[str, Any]) -> dict[str, Any] | None:
-        """The fault that explains ``msg``'s loss, if one does.  It must be
-        the first fault that began after the message was sent (another one
-        before it: not explained), and either a SIGKILL of a node that owned
-        the stream in some node's ring at that moment, or a SIGKILL or a
-        partition while a receive of the stream was in flight through a
-        node it cut off (the message may have been on its way to it)."""
+        """The fault that explains ``msg``'s loss, if one does: a SIGKILL of
+        a node that owned the stream in some node's ring at that moment, or
+        through which a receive of the stream was in flight (the message may
+        have been on its way to it) — provided the stream had not moved on
+        past the message before the kill (see :meth:`_overtaken`); or, as
+        the first fault after the message was sent, a partition while a
+        receive of the stream was in flight (on the wire through the cut)."""
+        first = True
         for fault in sorted(self.faults.values(), key=lambda f: f.get("begin", {}).get("t", -1.0)):
             begin = fault.get("begin", {}).get("t")
             if begin is None or begin <= ack["t0"]:
@@ -254,12 +269,23 @@ class Analysis:
             if kind == "kill":
                 victim = fault["node"]
                 owners = {self._owner(view, msg.stream) for view in fault["begin"].get("views", {}).values()}
-                return fault if victim in owners or self._poll_through(victim, msg.stream, begin) else None
-            if kind == "partition":
-                return fault if self._poll_through(None, msg.stream, begin) else None
-            if begin > ack["t1"]:
-                return None  # another fault came first
+                if victim in owners or self._poll_through(victim, msg.stream, begin):
+                    return None if self._overtaken(msg, ack, begin) else fault
+            elif kind == "partition" and first and self._poll_through(None, msg.stream, begin):
+                return fault
+            first = first and begin <= ack["t1"]
         return None
+
+    def _overtaken(self, msg: Msg, ack: dict[str, Any], before: float) -> bool:
+        """Whether a message of ``msg``'s stream first sent after ``msg`` was
+        acknowledged, and sent and taken while the ring stood still, was
+        taken before ``before``: the queue had then moved on past ``msg``
+        (FIFO), so ``msg`` was gone before that moment, whatever happened
+        later."""
+        for sent, taken in self._by_stream.get(msg.stream, ()):
+            if sent > ack["t1"] and taken < before and not self.timeline.ring_changed(sent, taken):
+                return True
+        return False
 
     def _poll_through(self, node: str | None, stream: str, at: float) -> bool:
         """Whether a receive of ``stream`` (through ``node``; any node when

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from .. import __version__
-from ..protocol import ACK_PATH, HEALTH_PATH, OPENAPI_PATH
+from ..protocol import ACK_PATH, HEALTH_PATH, OPENAPI_PATH, RECEIVE_PATH, SEND_PATH
 from .analysis import Analysis
 from .backends import Backend
 from .cluster import LocalCluster, Timings
@@ -36,7 +36,7 @@ Say = Callable[[str], None]
 EXIT_KEPT, EXIT_BROKEN, EXIT_USAGE, EXIT_HARNESS = 0, 1, 2, 3
 VNODES = 160  # hash_ring.virtual_nodes of the generated configs
 #: parts of the workload ``--without`` may leave out
-WORKLOAD_PARTS = ("leases", "abandoners")
+WORKLOAD_PARTS = ("leases", "histories", "abandoners")
 
 
 @dataclass
@@ -174,15 +174,19 @@ class _Run:
         """Traffic before, during (``during``: the faults) and after; then
         stop the writers and drain."""
         h = self.history
-        leases = "leases" not in self.opts.without and await _serves(targets()[0][1], ACK_PATH)
-        if not leases and "leases" not in self.opts.without:
+        url = targets()[0][1]
+        leases = "leases" not in self.opts.without and ACK_PATH in await _capabilities(url)
+        histories = "histories" not in self.opts.without and await _keeps_histories(url, self.run_id)
+        if "leases" not in self.opts.without and not leases:
             self.say("note: these nodes have no at-least-once delivery (leases, consumer groups): not checked")
+        if "histories" not in self.opts.without and not histories:
+            self.say("note: these nodes keep no fan-out histories: not checked")
         monitor = RingMonitor(watched, h)
         monitor.start()
         shape = Shape.for_rate(self.opts.rate)
         if "abandoners" in self.opts.without:
             shape = dataclasses.replace(shape, abandoners=0)
-        workload = Workload(self.run_id, shape, h, targets, self.seed, durable, leases)
+        workload = Workload(self.run_id, shape, h, targets, self.seed, durable, leases, histories)
         progress: asyncio.Task[None] | None = None
         try:
             await workload.start()
@@ -224,12 +228,31 @@ def check_history(path: Path, say: Say, verdict: Path | None = None) -> int:
     return EXIT_BROKEN if analysis.broken else EXIT_KEPT
 
 
-async def _serves(url: str, path: str) -> bool:
-    """Whether the node at ``url`` lists ``path`` in its OpenAPI document
-    (the checker exercises what the nodes it checks can do)."""
+async def _capabilities(url: str) -> str:
+    """The OpenAPI document of the node at ``url``, as text: the checker
+    exercises what the nodes it checks can do (an extension is there when
+    its path is)."""
     async with aiohttp.ClientSession() as http:
         document = await get_json(http, url + OPENAPI_PATH, 5.0)
-    return path in (document or {}).get("paths", {})
+    return json.dumps(document or {})
+
+
+async def _keeps_histories(url: str, run_id: str) -> bool:
+    """Whether the node at ``url`` keeps fan-out histories: a message sent
+    with ``historySize`` to a stream of this run is read back with
+    ``fromHistory`` (a node without them ignores both: its plain receive
+    answers one message, not a list)."""
+    stream = f"{run_id}-probe"
+    body = json.dumps({"streamId": stream, "message": 0, "historySize": 1, "historyTTLSeconds": 60})
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.post(url + SEND_PATH, data=body, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    return False
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+        read = await get_json(http, f"{url}{RECEIVE_PATH}?streamId={stream}&fromHistory=true&timeoutSeconds=0", 5.0)
+    return isinstance((read or {}).get("messages"), list)
 
 
 def _targets(cluster: LocalCluster) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ import msgspec
 
 from .client import Caller, Outcome
 from .consumers import Consumers
+from .followers import HISTORY_FIELDS, Followers
 from .history import History
 
 __all__ = ["MEMORY_MODES", "SEND_FIELDS", "Shape", "Workload"]
@@ -33,6 +34,7 @@ SEND_FIELDS: dict[str, dict[str, Any]] = {
     "sync": {"inMemoryStreamSize": 0, "blockingSendTimeoutSeconds": 3},
     "durable": {"writeToDB": True, "dbTTLSeconds": 3600},
     "leased": {"inMemoryStreamSize": 100_000},  # read by leased receives (see consumers.py)
+    "history": HISTORY_FIELDS,  # read by history followers (see followers.py)
 }
 POLL_SECONDS = 2
 #: the slowly read stream's backlog stays about this long (acknowledged, not taken)
@@ -45,9 +47,9 @@ class Shape:
     rate of sends (messages per second, all writers together)."""
 
     streams: dict[str, int] = field(
-        default_factory=lambda: {"circular": 6, "blocking": 3, "sync": 3, "durable": 4, "leased": 2})
+        default_factory=lambda: {"circular": 6, "blocking": 3, "sync": 3, "durable": 4, "leased": 2, "history": 2})
     writers: dict[str, int] = field(
-        default_factory=lambda: {"circular": 6, "blocking": 4, "sync": 3, "durable": 6, "leased": 2})
+        default_factory=lambda: {"circular": 6, "blocking": 4, "sync": 3, "durable": 6, "leased": 2, "history": 2})
     pollers: dict[str, int] = field(default_factory=lambda: {"circular": 1, "blocking": 1, "sync": 2})
     replay_readers: int = 2
     abandoners: int = 2
@@ -80,11 +82,12 @@ class Workload:
         durable: whether the cluster has a durable backend.
         leases: whether the nodes serve at-least-once delivery (leased
             receives, consumer groups on the durable streams).
+        histories: whether the nodes keep fan-out histories.
     """
 
     def __init__(
         self, run: str, shape: Shape, history: History, nodes: Callable[[], list[tuple[str, str]]],
-        seed: int, durable: bool, leases: bool = False,
+        seed: int, durable: bool, leases: bool = False, histories: bool = False,
     ) -> None:
         self.run = run
         self.shape = shape
@@ -93,6 +96,7 @@ class Workload:
         self.seed = seed
         self.caller = Caller()
         modes = MEMORY_MODES + (("durable",) if durable else ()) + (("leased",) if leases else ())
+        modes += ("history",) if histories else ()
         self.streams = {m: [f"{run}-{m}-{i}" for i in range(shape.streams[m])] for m in modes}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -118,8 +122,8 @@ class Workload:
                 mine = streams[i % len(streams)::shape.writers[mode]] or streams
                 self.spawn(f"{mode[0]}w{i}", self._writer(f"{mode[0]}w{i}", mode, mine, interval))
             for s, stream in enumerate(streams):
-                if mode == "leased":
-                    continue  # read by the at-least-once consumers
+                if mode in ("leased", "history"):
+                    continue  # read by the at-least-once consumers, the history followers
                 if mode == "durable":
                     for r in range(shape.replay_readers):
                         self.spawn(f"dr{s}.{r}", self._replay(f"dr{s}.{r}", stream, "durable"))
@@ -133,6 +137,8 @@ class Workload:
             self.spawn(f"ab{i}", self._abandoner(f"ab{i}"))
         if "leased" in self.streams:
             Consumers(self).spawn()
+        if "history" in self.streams:
+            Followers(self).spawn()
 
     def spawn(self, name: str, coro: Any) -> None:
         """Run ``coro`` as one of the workload's tasks (drained and stopped with it)."""
@@ -334,7 +340,8 @@ class Workload:
         rng = random.Random(f"{self.seed}/{reader}")
         # Only odd streams: the others keep a strict FIFO check (a message
         # given back by a poll that went away may be overtaken).
-        targets = [(m, s) for m, streams in self.streams.items() if m != "leased" for s in streams[1::2]]
+        targets = [(m, s) for m, streams in self.streams.items() if m in MEMORY_MODES + ("durable",)
+                   for s in streams[1::2]]
         while not self._stop.is_set():
             await asyncio.sleep(rng.uniform(0.05, 0.5))
             mode, stream = rng.choice(targets)

@@ -61,7 +61,7 @@ def add_check_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     check.add_argument("--recheck", type=Path, metavar="FILE", help="only judge a recorded history file")
     check.add_argument("--without", default="", metavar="PARTS",
                        help="leave parts of the workload out: leases (leased receives and consumer groups), "
-                       "abandoners (polls that walk away)")
+                       "histories (fan-out readers), abandoners (polls that walk away)")
     check.add_argument("--attach", metavar="URLS",
                        help="comma-separated URLs of nodes you run: the workload and the verdict only, "
                        "no cluster started, no faults (streams are named after the run; durable ones expire in 1 h)")

@@ -143,14 +143,31 @@ def test_memory_loss_excused_only_by_the_kill_of_its_owner() -> None:
 
 
 def test_a_loss_before_another_fault_is_not_excused_by_a_later_kill() -> None:
+    """The stream moved on past the message (a later one was taken while the
+    ring stood still) before the kill: it was lost earlier."""
     members = ["n1", "n2", "n3"]
     mine = _owned_by("n2", members)
     h = H()
     h.send("cw", 1, mine, "circular")
     h.fault(1, "term", "n1", {m: members for m in members})
+    h.t += 5.0  # the ring settles
+    h.send("cw", 2, mine, "circular")
+    h.take("cp", mine, "circular", "cw", 2)
     h.fault(2, "kill", "n2", {m: members for m in members})
     row = h.judge()["circular"]
     assert (row.excused, row.lost) == (0, 1)
+
+
+def test_a_backlog_carried_through_a_join_is_lost_at_its_owners_kill() -> None:
+    """Nothing overtook the message: it was still buffered when its owner died."""
+    members = ["n1", "n2", "n3"]
+    mine = _owned_by("n2", members)
+    h = H()
+    h.send("cw", 1, mine, "circular")
+    h.fault(1, "join", "n4", {m: members for m in members})
+    h.fault(2, "kill", "n2", {m: members for m in members})
+    row = h.judge()["circular"]
+    assert (row.excused, row.lost) == (1, 0)
 
 
 def test_a_partition_excuses_only_a_loss_with_a_receive_in_flight() -> None:
@@ -263,3 +280,35 @@ def test_group_delivery_of_another_kind_of_message_is_a_phantom() -> None:
                                                                          "m": "circular"}})
     rows = {r.guarantee: r for r in Analysis(h.events).rows}
     assert rows["consumer group (durable)"].phantom == 1
+
+
+def _read(h: H, r: str, w: str, seq: int, pos: str, t0: float, st: str = "hs") -> None:
+    h.events.append({"ev": "recv", "r": r, "src": "history", "m": "history", "st": st, "t0": t0, "t1": t0 + 0.1,
+                     "via": "n1", "res": "ok", "status": 200, "code": "", "k": 0, "uuid": f"{RUN}-{w}-{seq}",
+                     "pos": pos, "p": {"c": RUN, "w": w, "s": seq, "st": st, "m": "history"}})
+
+
+def test_history_silent_gap_told_gap_and_order() -> None:
+    h = H()
+    for seq in (1, 2, 3, 4):
+        h.send("hw", seq, "hs", "history")
+    # reader a: reads 1, 3 (2 missing, no gap told), then 4
+    _read(h, "a", "hw", 1, "e1-1", 5.0)
+    _read(h, "a", "hw", 3, "e1-3", 5.2)
+    _read(h, "a", "hw", 4, "e1-4", 5.4)
+    # reader b: told of a gap after the sends, then reads 4 then 3 (no ring change: a reorder)
+    h.events.append({"ev": "gap", "r": "b", "st": "hs", "t0": 4.0, "t1": 4.1, "via": "n1", "gap": "epoch"})
+    _read(h, "b", "hw", 4, "e2-1", 5.0)
+    _read(h, "b", "hw", 3, "e2-2", 5.2)
+    rows = {r.guarantee: r for r in Analysis(h.events).rows}
+    row = rows["fan-out history (every reader)"]
+    assert row.lost == 1  # 2 for reader a: a silent gap
+    assert row.excused == 1  # 1 (and 2) for reader b: told — only 1 is not lost elsewhere
+    assert row.reorder == 0 and row.reorder_ring == 1  # b's reorder follows the gap it was told of
+    h2 = H()
+    for seq in (1, 2):
+        h2.send("hw", seq, "hs", "history")
+    _read(h2, "a", "hw", 2, "e1-2", 5.0)
+    _read(h2, "a", "hw", 1, "e1-1", 5.2)
+    row2 = {r.guarantee: r for r in Analysis(h2.events).rows}["fan-out history (every reader)"]
+    assert (row2.reorder, row2.other) == (1, 1)  # read out of order, and its position went back

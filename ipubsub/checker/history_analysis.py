@@ -1,0 +1,122 @@
+"""Judging fan-out histories (see :mod:`.followers`): every reader gets every
+message, in order, from its own position — or is told it cannot
+(``recovered: false``): never a silent gap.
+
+Per reader of a history stream, and per message whose send was
+acknowledged:
+
+* **lost** — the reader never read it, and no answer to it reported a gap
+  after the message was sent (a gap it was told of is allowed and counted
+  in ``lost@fault``: the history was recreated, or the message left it).
+* **duplicated** — the reader read it more often than its sends may have
+  been accepted.
+* **reordered** — two messages of one writer read in the other order than
+  they were sent (sent one after the other), with no ring change and no
+  reported gap in between; ``other``: a reader's positions in one epoch
+  did not increase.
+* **phantom** — a message never sent, of another stream or kind, or with
+  another payload.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .analysis import Analysis, Row
+
+__all__ = ["judge_history"]
+
+
+def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
+    """The fan-out row (none if no history reader ran)."""
+    reads = [t for t in a.takes if t["src"] == "history"]
+    if not reads:
+        return []
+    row = row_type("fan-out history (every reader)")
+    streams = {t["st"] for t in a.takes + a.inflight if t["src"] == "history"}
+    msgs = {u: m for u, m in a.msgs.items() if m.stream in streams and m.ack is not None}
+    row.messages = len(msgs)
+    by_reader: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in reads:
+        by_reader[t["r"]].append(t)
+    readers_of: dict[str, set[str]] = defaultdict(set)
+    for t in a.takes + a.inflight:
+        if t["src"] == "history":
+            readers_of[t["st"]].add(t["r"])
+    gaps: dict[str, list[float]] = defaultdict(list)  # reader -> when answers reported a gap
+    for g in a.gaps:
+        gaps[g["r"]].append(g["t0"])
+    lost: set[str] = set()
+    told: set[str] = set()
+    dup: set[str] = set()
+    for reader, seq in by_reader.items():
+        seq.sort(key=lambda t: (t["t0"], t.get("k", 0)))
+        got: dict[str, int] = defaultdict(int)
+        last: tuple[str, int] | None = None
+        for t in seq:
+            why = a.mismatch(t, store="history")
+            if why:
+                a.phantom(row, t, why)
+                continue
+            got[t["uuid"]] += 1
+            pos = _position(t.get("pos"))
+            if pos is not None and last is not None and pos[0] == last[0] and pos[1] <= last[1]:
+                row.other += 1
+                row.example(f"{reader} read {t['uuid']} at position {t.get('pos')} after {last[0]}-{last[1]}")
+            last = pos or last
+        for uuid, n in got.items():
+            if n > max(1, a.msgs[uuid].may_be_accepted) and uuid not in dup:
+                dup.add(uuid)
+                row.dup += 1
+                row.example(f"{reader} read {uuid} {n} times")
+        for uuid, msg in msgs.items():
+            if uuid in got or reader not in readers_of[msg.stream] or uuid in lost:
+                continue
+            sent = msg.attempts[0]["t0"]
+            if any(when >= sent for when in gaps[reader]):
+                told.add(uuid)
+                continue
+            lost.add(uuid)
+            row.example(f"{reader} never read {uuid} (acknowledged at {msg.ack['t1']:.2f}s), "  # type: ignore[index]
+                        "and was told of no gap")
+            a.blame(msg.attempts[-1]["t1"], "lost")
+        row.reorder += _order(a, row, reader, seq, gaps[reader])
+    row.lost = len(lost)
+    told -= lost
+    if told:
+        row.excused += len(told)
+        row.notes.append(f"{len(told)} not read by a reader that was told of a gap after they were sent "
+                         "(recovered: false — allowed)")
+    return [row]
+
+
+def _order(a: Analysis, row: Row, reader: str, seq: list[dict[str, Any]], gaps: list[float]) -> int:
+    count = 0
+    last_seq: dict[tuple[str, str], tuple[int, float]] = {}  # (writer, stream) -> (seq, when read)
+    for t in seq:
+        msg = a.msgs.get(t["uuid"])
+        if msg is None or msg.ack is None:
+            continue
+        key = (msg.writer, msg.stream)
+        before = last_seq.get(key)
+        if before is not None and msg.seq < before[0]:
+            earlier_sent = msg.attempts[0]["t0"]
+            if any(earlier_sent <= g <= t["t1"] for g in gaps) or a.timeline.ring_changed(earlier_sent, t["t1"]):
+                row.reorder_ring += 1
+            else:
+                count += 1
+                row.example(f"{reader} read {t['uuid']} after a later message of {msg.writer}")
+                a.blame(t["t1"], "reorder")
+        if before is None or msg.seq > before[0]:
+            last_seq[key] = (msg.seq, t["t1"])
+    return count
+
+
+def _position(text: Any) -> tuple[str, int] | None:
+    """``(epoch, offset)`` of a history position ``EPOCH-OFFSET``."""
+    if not isinstance(text, str) or "-" not in text:
+        return None
+    epoch, _, offset = text.rpartition("-")
+    return (epoch, int(offset)) if offset.isdigit() else None
