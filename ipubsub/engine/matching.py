@@ -96,15 +96,21 @@ class Matcher:
             self._settle(stream)
 
     def _release(self, stream: Stream, reason: str) -> None:
-        """Let every waiter of ``stream`` go with ``reason``."""
+        """Let every waiter of ``stream`` go with ``reason``.
+
+        A waiter whose task was just cancelled is done but still counted
+        live until that task runs its ``finally`` (next loop turn), so the
+        queues may run out before the counts do."""
         released = Released(reason)
         while stream.live_receivers:
             waiter = stream.next_receiver()
-            assert waiter is not None
+            if waiter is None:
+                break
             self._receiver_done(stream, waiter, released)
         while stream.live_senders:
             entry = stream.next_sender()
-            assert entry is not None
+            if entry is None:
+                break
             self._sender_done(stream, entry[0], released)
         stream.compact()
 
@@ -144,9 +150,8 @@ class Matcher:
                 self._admit_senders(stream)
             self._settle(stream)
             return msg
-        if stream.live_senders:  # nothing buffered (size 0): a blocked sender hands over directly
-            entry = stream.next_sender()
-            assert entry is not None
+        entry = stream.next_sender() if stream.live_senders else None  # None: all just cancelled (see _release)
+        if entry is not None:  # nothing buffered (size 0): a blocked sender hands over directly
             fut, msg = entry
             self._sender_done(stream, fut, True)
             if stream.history is not None:
