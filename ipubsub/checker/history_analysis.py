@@ -16,6 +16,12 @@ acknowledged:
   did not increase.
 * **phantom** — a message never sent, of another stream or kind, or with
   another payload.
+
+Besides, ``other`` counts every ``gap: epoch`` a reader was told during a
+planned ring change (a join, a graceful leave, a SIGTERM and restart): the
+history moves with its epoch and offsets then, so positions stay valid.
+Only a SIGKILL, a lone node's restart, a pause or a partition may end an
+epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ if TYPE_CHECKING:
     from .analysis import Analysis, Row
 
 __all__ = ["judge_history"]
+
+#: ring changes that move a history with its epoch (a SIGTERM's restart is a join)
+PLANNED = frozenset({"join", "term", "leave"})
 
 
 def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
@@ -48,6 +57,12 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
     gaps: dict[str, list[float]] = defaultdict(list)  # reader -> when answers reported a gap
     for g in a.gaps:
         gaps[g["r"]].append(g["t0"])
+        kind = a.timeline.kind(a.timeline.fault_at(g["t0"]))
+        if g.get("gap") == "epoch" and kind in PLANNED:
+            row.other += 1
+            row.example(f"{g['r']} was told at {g['t1']:.2f}s (via {g['via']}) that {g['st']}'s history was "
+                        f"recreated, during a planned {kind}: positions must stay valid across it")
+            a.blame(g["t0"], "epoch gap")
     lost: set[str] = set()
     told: set[str] = set()
     dup: set[str] = set()

@@ -312,3 +312,17 @@ def test_history_silent_gap_told_gap_and_order() -> None:
     _read(h2, "a", "hw", 1, "e1-1", 5.2)
     row2 = {r.guarantee: r for r in Analysis(h2.events).rows}["fan-out history (every reader)"]
     assert (row2.reorder, row2.other) == (1, 1)  # read out of order, and its position went back
+
+
+def test_an_epoch_gap_during_a_planned_change_is_a_broken_promise() -> None:
+    h = H()
+    h.send("hw", 1, "hs", "history")
+    _read(h, "a", "hw", 1, "e1-1", 2.0)
+    h.fault(1, "join", "n4", {})
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.t - 0.5, "t1": h.t - 0.4, "via": "n4",
+                     "gap": "epoch"})
+    h.fault(2, "kill", "n1", {})
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.t - 0.5, "t1": h.t - 0.4, "via": "n2",
+                     "gap": "epoch"})  # a kill may end an epoch
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.other == 1 and row.broken
