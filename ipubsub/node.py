@@ -380,7 +380,9 @@ class Node:
         if cmd.timeout:
             self.limits.check_poll(stream_id)
         position = parse_position(cmd.position) if cmd.position is not None else None
-        read = await self.engine.read_history(stream_id, position, cmd.timeout, cmd.max_messages or 1)
+        read = await self.engine.read_history(
+            stream_id, position, cmd.timeout, cmd.max_messages or 1, wait_unknown=self.cluster.settling()
+        )
         if read.recovered is False and cmd.strict:
             raise HistoryGap(stream_id, read.gap or "epoch", read.position)
         return read

@@ -8,6 +8,7 @@ owner with the failure rules, leaving, hand-off, and the internal endpoints.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +26,11 @@ from .ring import Ring
 __all__ = ["Cluster", "ClusterSnapshot", "MemberSnapshot"]
 
 log = logging.getLogger("ipubsub.cluster")
+
+#: how long after a ring change a hand-off may still be on its way here
+#: (history reads with a position of an unknown epoch wait instead of being
+#: told the history is gone; see :meth:`Cluster.settling`)
+HANDOFF_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class Cluster:
         self._cluster_name = cluster.name
         self._virtual_nodes = config.hash_ring.virtual_nodes
         self._engine = engine
+        self._ring_changed_at = float("-inf")
         self.peers = PeerClient(
             secret=cluster.secret,
             connect_timeout=cluster.peer_connect_timeout_seconds,
@@ -119,6 +126,11 @@ class Cluster:
     def handoff_pending(self) -> int:
         """Messages in hand-off batches whose fate is not known yet."""
         return self.handoff.pending
+
+    def settling(self) -> bool:
+        """Whether a hand-off may still be on its way to this node: its ring
+        changed less than :data:`HANDOFF_GRACE_SECONDS` ago and it has peers."""
+        return time.monotonic() - self._ring_changed_at < HANDOFF_GRACE_SECONDS and self.has_peers
 
     @property
     def has_peers(self) -> bool:
@@ -245,4 +257,5 @@ class Cluster:
             self.handoff.trigger()
 
     def _ring_changed(self, ring: Ring) -> None:
+        self._ring_changed_at = time.monotonic()
         self.handoff.trigger()

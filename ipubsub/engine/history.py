@@ -56,6 +56,8 @@ ENTRY_OVERHEAD: Final = 128
 
 _EPOCH_BYTES = 6
 _MAX_POSITION_CHARS = 64
+#: epochs of merged-in histories a history still translates (oldest forgotten first)
+MAX_ALIASES: Final = 16
 
 
 class Position(NamedTuple):
@@ -156,6 +158,7 @@ class HistoryState(NamedTuple):
     top: int
     created_us: int
     messages: list[tuple[int, Message]]
+    aliases: dict[str, tuple[int, int]] = {}
 
 
 class HistoryStats:
@@ -198,9 +201,18 @@ class History:
 
     A *pending* history (``spec`` is ``None``) has no epoch and no messages:
     it only holds readers that came before the stream's first send.
+
+    ``aliases`` map the epochs of histories merged into this one (a node
+    that started its own history before the hand-off arrived) to offsets
+    here: ``alias epoch -> (their base, our base)``, position ``alias-k``
+    being ``our base + k - their base`` here, so that positions of either
+    epoch stay valid.
     """
 
-    __slots__ = ("spec", "epoch", "created_us", "top", "entries", "nbytes", "readers", "live_readers", "wake_pending")
+    __slots__ = (
+        "spec", "epoch", "created_us", "top", "entries", "nbytes", "readers", "live_readers", "wake_pending",
+        "aliases",
+    )
 
     def __init__(self, spec: HistorySpec | None, epoch: str | None = None, created_us: int = 0, top: int = 0) -> None:
         self.spec = spec
@@ -212,6 +224,25 @@ class History:
         self.readers: list[ParkedRead] | None = None
         self.live_readers = 0
         self.wake_pending = False
+        self.aliases: dict[str, tuple[int, int]] | None = None
+
+    def translate(self, epoch: str, offset: int) -> int | None:
+        """The offset here of position ``epoch-offset``: this epoch's, or an
+        alias's translated; ``None`` for an epoch this history does not know."""
+        if epoch == self.epoch:
+            return offset
+        alias = self.aliases.get(epoch) if self.aliases else None
+        return None if alias is None else alias[1] + offset - alias[0]
+
+    def add_alias(self, epoch: str, theirs: int, ours: int) -> None:
+        """Position ``epoch-k`` is ``ours + k - theirs`` here from now on."""
+        aliases = self.aliases
+        if aliases is None:
+            aliases = self.aliases = {}
+        aliases.pop(epoch, None)
+        aliases[epoch] = (theirs, ours)
+        while len(aliases) > MAX_ALIASES:
+            del aliases[next(iter(aliases))]
 
     @property
     def floor(self) -> int:
@@ -306,12 +337,15 @@ class History:
             self.top,
             self.created_us,
             [(e.offset, e.message) for e in self.entries],
+            dict(self.aliases or {}),
         )
 
     @classmethod
     def from_state(cls, state: HistoryState, stats: HistoryStats) -> History:
         """A history rebuilt from a previous owner's :meth:`state` (same epoch, same offsets)."""
         history = cls(HistorySpec(state.size, state.ttl_seconds), state.epoch, state.created_us, state.top)
+        for epoch, (theirs, ours) in state.aliases.items():
+            history.add_alias(epoch, theirs, ours)
         offsets = [offset for offset, _ in state.messages]
         if offsets and offsets != list(range(state.top - len(offsets) + 1, state.top + 1)):
             raise ValueError("a handed-over history's offsets must be consecutive and end at its top")

@@ -38,11 +38,13 @@ class HistoryHandoff(HistoryReads):
 
     def import_history(self, stream_id: str, state: HistoryState) -> None:
         """Take in a history handed over by the stream's previous owner, with
-        its epoch and offsets.  If this node started a history of its own
-        for the stream meanwhile, the older of the two keeps its epoch and the
-        other's messages are appended after it (with new offsets; readers
-        holding positions of the epoch that ends are told so when they come
-        back).  Call after :meth:`attach` of the stream's queue.
+        its epoch, offsets and aliases.  If this node started a history of its
+        own for the stream meanwhile (sends that came before the hand-off),
+        the older of the two keeps its epoch, the other's messages are
+        appended after it and the other's epoch becomes an alias: positions
+        of both stay valid.  Readers waiting here (at the top, or with a
+        position of an epoch unknown until now) are answered from the result.
+        Call after :meth:`attach` of the stream's queue.
 
         Raises:
             ValueError: the state's offsets are not consecutive up to its top.
@@ -56,16 +58,14 @@ class HistoryHandoff(HistoryReads):
             stream.capacity = DEFAULT_STREAM_SIZE
         local = stream.history
         if local is None or local.spec is None:
-            if local is not None:  # readers that came first wait on the handed history now
-                incoming.readers, incoming.live_readers = local.readers, local.live_readers
-                for reader in incoming.readers or ():
-                    reader._history = incoming
+            if local is not None:
+                _move_readers(local, incoming)
             stream.history = incoming
             stats.histories += 1
-        elif state.created_us <= local.created_us:
+        elif state.created_us <= local.created_us:  # the handed history is older: it keeps its epoch
             self._merge(incoming, local)
+            _move_readers(local, incoming)
             stream.history = incoming
-            self.release_readers(local, "the stream's history was taken over by an older one; read again")
         else:
             self._merge(local, incoming)
         kept = stream.history
@@ -76,12 +76,42 @@ class HistoryHandoff(HistoryReads):
         self._settle(stream)
 
     def _merge(self, into: History, other: History) -> None:
-        """Append ``other``'s messages to ``into`` (new offsets), emptying ``other``."""
+        """Append ``other``'s messages to ``into`` and make ``other``'s epoch
+        (and aliases) aliases of ``into``; ``other`` ends empty."""
         stats = self.history_stats
-        for entry in other.entries:
+        if other.epoch == into.epoch:  # the same history twice (a batch taken back and resent)
+            entries = [e for e in other.entries if e.offset > into.top]
+        else:
+            entries = list(other.entries)
+            base, floor = into.top, other.floor
+            assert other.epoch is not None
+            into.add_alias(other.epoch, floor, base)
+            for epoch, (theirs, ours) in (other.aliases or {}).items():
+                into.add_alias(epoch, theirs, base - floor + ours)
+        for entry in entries:
             stats.messages -= 1
             stats.appended_total -= 1  # moved, not newly accepted
             into.append(entry.message, stats)
+        stats.messages -= len(other.entries) - len(entries)
         stats.bytes -= other.nbytes
         other.entries.clear()
         other.nbytes = 0
+
+
+def _move_readers(src: History, dst: History) -> None:
+    """Readers waiting on ``src`` wait on ``dst`` from now on (a reader at
+    ``src``'s top keeps its position in ``src``'s epoch, translated by
+    ``dst``'s alias of it)."""
+    for reader in src.readers or ():
+        if reader._done:
+            continue
+        if reader.epoch is None and src.epoch is not None:
+            reader.epoch = src.epoch
+        reader._history = dst
+        if dst.readers is None:
+            dst.readers = [reader]
+        else:
+            dst.readers.append(reader)
+        dst.live_readers += 1
+    src.readers = None
+    src.live_readers = 0

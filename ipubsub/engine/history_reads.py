@@ -36,9 +36,16 @@ CANCELLED = "read cancelled"
 
 
 class ParkedRead:
-    """A history reader waiting at the top of a history (no task)."""
+    """A history reader waiting at the top of a history (no task).
 
-    __slots__ = ("_reads", "_stream", "_history", "after", "limit", "recovered", "_deliver", "_handle", "_done")
+    ``epoch`` is ``None`` when ``after`` is an offset of the history it
+    waits on; otherwise the reader came with a position of an epoch this
+    node does not know yet (a hand-off may be bringing it) and ``after`` is
+    that position's offset, translated once the epoch is known here."""
+
+    __slots__ = (
+        "_reads", "_stream", "_history", "after", "limit", "recovered", "epoch", "_deliver", "_handle", "_done",
+    )
 
     def __init__(
         self,
@@ -56,6 +63,7 @@ class ParkedRead:
         self.after = after
         self.limit = limit
         self.recovered = recovered
+        self.epoch: str | None = None
         self._deliver = deliver
         self._handle: asyncio.TimerHandle | None = None
         self._done = False
@@ -79,7 +87,8 @@ class HistoryReads(Receiving):
     # -- reading ----------------------------------------------------------------------
 
     async def read_history(
-        self, stream_id: str, position: Position | None, timeout: float, max_messages: int
+        self, stream_id: str, position: Position | None, timeout: float, max_messages: int,
+        *, wait_unknown: bool = False,
     ) -> HistoryRead:
         """Read up to ``max_messages`` messages of the stream's history after
         ``position`` (from the oldest held without one), waiting up to
@@ -88,7 +97,11 @@ class HistoryReads(Receiving):
         The answer's ``recovered`` is ``False`` (at once, with no messages and
         the oldest available position) when ``position`` cannot be
         continued without a gap; an answer with no messages after the
-        timeout keeps the reader's position.
+        timeout keeps the reader's position.  With ``wait_unknown`` (a ring
+        change is under way: a hand-off may bring the history) a position of
+        an epoch this node does not know waits like a reader at the top,
+        instead of being told at once, and times out without a verdict
+        (``recovered`` ``None``).
 
         Raises:
             HistoryNotKept: the stream exists and keeps no history.
@@ -102,7 +115,7 @@ class HistoryReads(Receiving):
             if not fut.done():
                 fut.set_result(outcome)
 
-        parked = self.park_read(stream_id, position, timeout, max_messages, deliver)
+        parked = self.park_read(stream_id, position, timeout, max_messages, deliver, wait_unknown=wait_unknown)
         try:
             outcome = await fut
         finally:
@@ -114,7 +127,8 @@ class HistoryReads(Receiving):
         return outcome
 
     def park_read(
-        self, stream_id: str, position: Position | None, timeout: float, max_messages: int, deliver: ReadDeliver
+        self, stream_id: str, position: Position | None, timeout: float, max_messages: int, deliver: ReadDeliver,
+        *, wait_unknown: bool = False,
     ) -> ParkedRead | None:
         """:meth:`read_history` without a task: ``deliver`` gets the
         :class:`HistoryRead` or a :class:`Released` exactly once.  When the
@@ -134,22 +148,39 @@ class HistoryReads(Receiving):
         history = stream.history if stream is not None else None
         if history is None and stream is not None and stream.capacity is not None:
             raise HistoryNotKept(stream_id)
-        if history is None or history.spec is None:
-            if position is not None:  # its history is gone: nothing to continue from
-                deliver(self._counted(HistoryRead([], None, 0, False, "epoch")))
-                return None
-            after, recovered = 0, None
-        else:
+        foreign: Position | None = None  # a position of an epoch not known here (yet)
+        after, recovered = 0, None
+        if history is not None and history.spec is not None:
             history.expire(self._clock.time_us(), stats)
-            after, recovered, gap = _start(history, position)
-            if recovered is False:
-                deliver(self._counted(HistoryRead([], history.epoch, after, False, gap)))
+            floor = history.floor
+            offset = None if position is None else history.translate(*position)
+            if position is None:
+                after = floor
+            elif offset is None:
+                foreign = position
+            elif not floor <= offset <= history.top:
+                deliver(self._counted(HistoryRead([], history.epoch, floor, False, "window")))
                 return None
-            entries = history.after(after, max_messages)
-            if entries or timeout <= 0:
-                deliver(self._answer(history, entries, after, recovered))
+            else:
+                after, recovered = offset, True
+            if foreign is None:
+                entries = history.after(after, max_messages)
+                if entries or timeout <= 0:
+                    deliver(self._answer(history, entries, after, recovered))
+                    return None
+        elif position is not None:
+            foreign = position
+        if foreign is not None:
+            if not wait_unknown:  # its history is gone: nothing to continue from
+                known = history is not None and history.epoch is not None
+                floor = history.floor if history is not None and known else 0
+                deliver(self._counted(HistoryRead([], history.epoch if history else None, floor, False, "epoch")))
                 return None
-        if timeout <= 0:
+            after, recovered = foreign.offset, True
+            if timeout <= 0:  # no verdict yet: the history may be on its way
+                deliver(HistoryRead([], foreign.epoch, foreign.offset))
+                return None
+        elif timeout <= 0:
             deliver(self._counted(HistoryRead([], None, 0, recovered)))
             return None
         if stream is None:
@@ -157,6 +188,8 @@ class HistoryReads(Receiving):
         if history is None:
             history = stream.history = History(None)
         reader = ParkedRead(self, stream, history, after, max_messages, recovered, deliver)
+        if foreign is not None:
+            reader.epoch = foreign.epoch
         readers = history.readers
         if readers is None:
             history.readers = [reader]
@@ -277,6 +310,15 @@ class HistoryReads(Receiving):
         for reader in readers:
             if reader._done:
                 continue
+            if reader.epoch is not None:  # came with an epoch unknown here: known by now?
+                offset = history.translate(reader.epoch, reader.after) if history.spec is not None else None
+                if offset is None:
+                    keep.append(reader)
+                    continue
+                reader.epoch, reader.after = None, offset
+                if offset > top:
+                    self._finish_read(reader, HistoryRead([], history.epoch, floor, False, "window"), at_once=True)
+                    continue
             if reader.after < floor:  # the window moved past it while it waited
                 if reader.recovered is not None:
                     self._finish_read(reader, HistoryRead([], history.epoch, floor, False, "window"), at_once=True)
@@ -301,8 +343,11 @@ class HistoryReads(Receiving):
 
     def _expire_read(self, reader: ParkedRead) -> None:
         if not reader._done:
-            history = reader._history
-            self._finish_read(reader, HistoryRead([], history.epoch, reader.after, reader.recovered), at_once=True)
+            if reader.epoch is not None:  # still unknown here: no verdict, its own position back
+                outcome = HistoryRead([], reader.epoch, reader.after)
+            else:
+                outcome = HistoryRead([], reader._history.epoch, reader.after, reader.recovered)
+            self._finish_read(reader, outcome, at_once=True)
             self._settle(reader._stream)
 
     def _finish_read(self, reader: ParkedRead, outcome: HistoryRead | Released | None, *, at_once: bool) -> None:
@@ -339,14 +384,3 @@ class HistoryReads(Receiving):
             self.history_stats.not_recovered_total += 1
         return read
 
-
-def _start(history: History, position: Position | None) -> tuple[int, bool | None, str | None]:
-    """Where a read from ``position`` starts: ``(after, recovered, gap)``."""
-    floor = history.floor
-    if position is None:
-        return floor, None, None
-    if position.epoch != history.epoch:
-        return floor, False, "epoch"
-    if not floor <= position.offset <= history.top:
-        return floor, False, "window"
-    return position.offset, True, None

@@ -398,7 +398,8 @@ async def test_an_older_handed_history_wins_over_one_started_meanwhile(clock: Ma
     new.import_history("s", exported[0])
     read = await new.read_history("s", position, 0, 10)
     assert read.recovered is True and uuids(read) == ["u4"]  # appended after the handed ones
-    assert (await new.read_history("s", fresh, 0, 10)).recovered is False
+    read_fresh = await new.read_history("s", fresh, 0, 10)  # the new owner's own epoch is an alias now
+    assert read_fresh.recovered is True and read_fresh.entries == [] and read_fresh.epoch == position.epoch
     # the other way round: a stray newer history is appended to the owner's older one
     stray = Engine(clock=clock, idle_seconds=30)
     clock.advance(1)
@@ -408,7 +409,49 @@ async def test_an_older_handed_history_wins_over_one_started_meanwhile(clock: Ma
     new.import_history("s", exported[0])
     read = await new.read_history("s", position, 0, 10)
     assert read.recovered is True and uuids(read) == ["u4", "u5"]
+    assert uuids(await new.read_history("s", fresh, 0, 10)) == ["u5"]
     assert new.history_stats.messages == 5 and new.history_stats.histories == 1
+
+
+async def test_aliases_travel_with_a_history_and_compose(clock: ManualClock) -> None:
+    a, b, c = (Engine(clock=clock, idle_seconds=30) for _ in range(3))
+    send(a, clock, 1)
+    pa = at(await a.read_history("s", None, 0, 10))
+    clock.advance(1)
+    send(b, clock, 2)
+    pb = at(await b.read_history("s", None, 0, 10))
+    exported = a.export_history("s")
+    assert exported is not None
+    b.import_history("s", exported[0])  # a's is older: b's epoch becomes an alias
+    exported = b.export_history("s")
+    assert exported is not None
+    c.import_history("s", exported[0])  # and moves on with it
+    send(c, clock, 3)
+    assert uuids(await c.read_history("s", pa, 0, 10)) == ["u2", "u3"]
+    assert uuids(await c.read_history("s", pb, 0, 10)) == ["u3"]
+
+
+async def test_an_unknown_epoch_waits_for_the_hand_off_during_a_ring_change(clock: ManualClock) -> None:
+    old, new = Engine(clock=clock, idle_seconds=30), Engine(clock=clock, idle_seconds=30)
+    for i in range(1, 4):
+        send(old, clock, i)
+    position = at(await old.read_history("s", None, 2, 10))
+    early = await new.read_history("s", position, 0, 10, wait_unknown=True)  # no verdict yet, same position
+    assert early.recovered is None and early.entries == [] and at(early) == position
+    reader = asyncio.ensure_future(new.read_history("s", Position(position.epoch, 2), 5, 10, wait_unknown=True))
+    clock.advance(1)
+    send(new, clock, 4)  # the new owner starts its own history before the hand-off arrives
+    await settle()
+    assert not reader.done()  # its epoch is still unknown here
+    exported = old.export_history("s")
+    assert exported is not None
+    new.import_history("s", exported[0])
+    read = await reader
+    assert read.recovered is True and uuids(read) == ["u3", "u4"] and read.epoch == position.epoch
+    timed_out = await new.read_history("s", Position("0123456789ab", 7), 0.05, 10, wait_unknown=True)
+    assert timed_out.recovered is None and at(timed_out) == Position("0123456789ab", 7)
+    told = await new.read_history("s", Position("0123456789ab", 7), 5, 10)  # outside a ring change: told at once
+    assert told.recovered is False and told.gap == "epoch"
 
 
 async def test_readers_that_came_first_wait_on_an_imported_history(clock: ManualClock) -> None:
