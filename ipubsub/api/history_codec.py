@@ -87,7 +87,11 @@ def entry_json(entry: HistoryEntry, epoch: str) -> bytes:
 
 
 def encode_history(read: HistoryRead) -> bytes:
-    """The 200 answer of a history read (:class:`ipubsub.protocol.HistoryReply`)."""
-    epoch = read.epoch
-    messages = [msgspec.Raw(entry_json(e, epoch)) for e in read.entries] if epoch is not None else []
-    return _encode(HistoryReply(messages, read.position, read.recovered, read.gap))
+    """The 200 answer of a history read (:class:`ipubsub.protocol.HistoryReply`),
+    made once per answer however many readers share it."""
+    body = read.encoded
+    if body is None:
+        epoch = read.epoch
+        messages = [msgspec.Raw(entry_json(e, epoch)) for e in read.entries] if epoch is not None else []
+        body = read.encoded = _encode(HistoryReply(messages, read.position, read.recovered, read.gap))
+    return body

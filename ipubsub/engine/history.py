@@ -122,9 +122,13 @@ class HistoryRead:
     ``False`` when not — then ``entries`` is empty, ``after`` is the oldest
     available position and ``gap`` says why (``"epoch"``: the history was
     recreated, ``"window"``: the messages after it left the window).
+
+    An answer may be shared by the readers woken at the same position: treat
+    it as read-only.  ``encoded`` is a cache for the API's encoder (the
+    answer's body, made once for all of them); the engine never reads it.
     """
 
-    __slots__ = ("entries", "epoch", "after", "recovered", "gap")
+    __slots__ = ("entries", "epoch", "after", "recovered", "gap", "encoded")
 
     def __init__(
         self,
@@ -139,6 +143,7 @@ class HistoryRead:
         self.after = after
         self.recovered = recovered
         self.gap = gap
+        self.encoded: bytes | None = None
 
     @property
     def position(self) -> str | None:

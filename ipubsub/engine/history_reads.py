@@ -306,7 +306,8 @@ class HistoryReads(Receiving):
             return
         floor, top = history.floor, history.top
         keep: list[ParkedRead] = []
-        shared: dict[tuple[int, int], list[HistoryEntry]] = {}
+        # readers at the same place get the same answer object (its encoding is made once)
+        shared: dict[tuple[int, int, bool | None], HistoryRead] = {}
         for reader in readers:
             if reader._done:
                 continue
@@ -327,13 +328,12 @@ class HistoryReads(Receiving):
             if reader.after >= top:
                 keep.append(reader)
                 continue
-            key = (reader.after, reader.limit)
-            entries = shared.get(key)
-            if entries is None:
-                entries = shared[key] = history.after(reader.after, reader.limit)
-            self._finish_read(
-                reader, HistoryRead(entries, history.epoch, entries[-1].offset, reader.recovered), at_once=True
-            )
+            key = (reader.after, reader.limit, reader.recovered)
+            read = shared.get(key)
+            if read is None:
+                entries = history.after(reader.after, reader.limit)
+                read = shared[key] = HistoryRead(entries, history.epoch, entries[-1].offset, reader.recovered)
+            self._finish_read(reader, read, at_once=True)
         if keep:
             if history.readers is None:
                 history.readers = keep
