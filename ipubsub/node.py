@@ -22,9 +22,10 @@ from .cluster.cluster import Cluster
 from .config import Config, parse_address
 from .dashboard import Dashboard
 from .engine import Clock, Engine, HistoryRead, Message, SystemClock, new_uuid, parse_position
-from .errors import HistoryGap, NodeDraining, PersistenceNotConfigured
+from .errors import HistoryGap, IPubSubError, NodeDraining, PersistenceNotConfigured
 from .leasing import AtLeastOnce
 from .limits import NodeLimits
+from .node_batches import BatchResult, Batches, read_log_batch, receive_memory_batch
 from .tls import TlsContexts
 from .observability.counters import CallCounts
 from .observability.history_metrics import HistoryCollector
@@ -86,6 +87,7 @@ class Node:
             RefusalsCollector(self.refusals, lambda: self.gate.open_connections if self.gate is not None else 0)
         )
         self.dashboard = Dashboard(self)
+        self.batches = Batches(self)
         self.state = NodeState.NEW
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -278,6 +280,14 @@ class Node:
             self.cluster.served_elsewhere_owned(stream_id)
         return Sent(msg.uuid)
 
+    async def send_batch(
+        self, items: list[SendCall | IPubSubError], *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> list[BatchResult]:
+        """Accept a batch of sends, each item where its stream is owned; one
+        result per item in request order (see :mod:`ipubsub.node_batches`).
+        Never raises for an item: its result is its error."""
+        return await self.batches.send_batch(items, forwarded_by=forwarded_by, request_id=request_id)
+
     async def receive(
         self,
         cmd: ReceiveCall,
@@ -288,7 +298,8 @@ class Node:
     ) -> Delivery | list[Delivery] | Relayed:
         """Take the next message of a stream (here or through its owner), or
         read the durable log.  A leased receive (``lease_seconds``) or a
-        consumer group's (``group``) answers a list of leased deliveries.
+        consumer group's (``group``) answers a list of leased deliveries, a
+        batch receive (``max_messages``) a list of 1 to that many.
 
         Raises:
             ReceiveTimeout, StreamReleased, InvalidToken,
@@ -312,6 +323,8 @@ class Node:
             return await self.at_least_once.group_receive(cmd)
         if cmd.from_db:
             assert self.durable is not None
+            if cmd.max_messages is not None:
+                return await read_log_batch(self, cmd, after)
             row = await self.durable.read(stream_id, after, cmd.timeout)
             return Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
         if forwarded_by is not None:
@@ -320,6 +333,8 @@ class Node:
             self.limits.check_poll(stream_id)
         if cmd.lease_seconds is not None:
             return await self.at_least_once.receive(cmd)
+        if cmd.max_messages is not None:
+            return await receive_memory_batch(self, cmd, poll_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
     async def ack(self, call: AckCall) -> list[bool]:

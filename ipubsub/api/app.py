@@ -33,9 +33,13 @@ class AddRoute(Protocol):
     """``add(method, path, handler, access=None)``: how route groups register
     their handlers.  ``access`` declares what the route requires (see
     :class:`ipubsub.auth.access.Access`); without it the route is for
-    operators only (internal paths: the cluster secret)."""
+    operators only (internal paths: the cluster secret).  ``max_body``
+    raises the body limit of that route above ``limits.max_message_bytes``
+    (batch sends: ``limits.max_batch_bytes``)."""
 
-    def __call__(self, method: str, path: str, handler: Handler, access: Access | None = None) -> None: ...
+    def __call__(
+        self, method: str, path: str, handler: Handler, access: Access | None = None, *, max_body: int | None = None
+    ) -> None: ...
 
 
 def build_app(node: Node) -> web.Application:
@@ -44,7 +48,9 @@ def build_app(node: Node) -> web.Application:
     404/405 answers for everything else."""
     config = node.config
     limit = config.limits.max_message_bytes
-    app = web.Application(client_max_size=limit)
+    # aiohttp's own cap fits the largest route (a batch); each route's own
+    # limit is the guard's (413 before the body is read)
+    app = web.Application(client_max_size=max(limit, config.limits.max_batch_bytes))
     wrap = make_wrapper(node.request_metrics, limit)
     failed = config.auth.failed_attempts
     guard = Guard(
@@ -58,8 +64,10 @@ def build_app(node: Node) -> web.Application:
     )
     methods: dict[str, list[str]] = {}
 
-    def add(method: str, path: str, handler: Handler, access: Access | None = None) -> None:
-        guarded = guard.wrap(handler, method, access or default_access(path))
+    def add(
+        method: str, path: str, handler: Handler, access: Access | None = None, *, max_body: int | None = None
+    ) -> None:
+        guarded = guard.wrap(handler, method, access or default_access(path), max_body=max_body)
         wrapped = wrap(guarded, path)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD

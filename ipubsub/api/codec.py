@@ -23,7 +23,7 @@ and is ignored without ``historySize``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import msgspec
 
@@ -539,12 +539,17 @@ def encode_deliveries(deliveries: list[Delivery]) -> bytes:
     return _encoder.encode(ReceiveBatchReply([_receive_reply(d) for d in deliveries], token))
 
 
-def encode_batch_results(results: list[Sent | IPubSubError], status_of: Callable[[IPubSubError], int]) -> bytes:
+def encode_batch_results(
+    results: Sequence[Sent | IPubSubError | msgspec.Raw], status_of: Callable[[IPubSubError], int]
+) -> bytes:
     """The answer of a batch send: per item, its send answer or its error
-    (with the HTTP status ``status_of`` gives it)."""
+    (with the HTTP status ``status_of`` gives it); an owner's result of a
+    forwarded item (``msgspec.Raw``) passes through unchanged."""
     out: list[msgspec.Raw] = []
     for result in results:
-        if isinstance(result, Sent):
+        if isinstance(result, msgspec.Raw):
+            out.append(result)
+        elif isinstance(result, Sent):
             out.append(msgspec.Raw(_encoder.encode(SendReply(result.uuid, result.token))))
         else:
             field = result.fields.get("field")

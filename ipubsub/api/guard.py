@@ -108,15 +108,17 @@ class Guard:
         self.body_timeout = body_timeout
         self.gate = gate
 
-    def wrap(self, handler: Handler, method: str, access: Access) -> Handler:
-        """``handler`` behind the checks its route needs."""
+    def wrap(self, handler: Handler, method: str, access: Access, *, max_body: int | None = None) -> Handler:
+        """``handler`` behind the checks its route needs (``max_body``: this
+        route's body limit, if not the node's ``limits.max_message_bytes``)."""
         if access.permission is Permission.INTERNAL:
             return self._wrap_internal(handler)
         auth = self.authenticator
         if access.permission in (Permission.PUBLIC, Permission.INTERNAL):
             auth = None
         refusals = self.refusals
-        max_body = self.max_body
+        if max_body is None:
+            max_body = self.max_body
         body_timeout = self.body_timeout
         read_body = method in _BODY_METHODS and access.permission is not Permission.INTERNAL
         first_request = self.gate.first_request if self.gate is not None else None

@@ -24,10 +24,22 @@ from ..protocol import (
     RECEIVE_PATH,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
+    SEND_BATCH_PATH,
     SEND_PATH,
 )
-from .codec import check_stream_id, encode_deliveries, encode_delivery, encode_sent, parse_receive, parse_send
-from .errors import json_response
+from ..calls import SendCall
+from ..errors import IPubSubError
+from .codec import (
+    check_stream_id,
+    encode_batch_results,
+    encode_deliveries,
+    encode_delivery,
+    encode_sent,
+    parse_receive,
+    parse_send,
+    parse_send_batch,
+)
+from .errors import json_response, status_of
 from .history_codec import encode_history
 from .guard import authorize
 
@@ -50,6 +62,7 @@ class PublicRoutes:
         add("GET", HEALTH_PATH, self.health, Access.public())
         add("GET", METRICS_PATH, self.metrics, Access.admin())
         add("POST", SEND_PATH, self.send, Access.send())
+        add("POST", SEND_BATCH_PATH, self.send_batch, Access.send(), max_body=self._config.limits.max_batch_bytes)
         add("GET", RECEIVE_PATH, self.receive, Access.receive(query="streamId", query_token=True))
         add("GET", OWNER_PATH, self.owner, Access.authenticated())
         # clients route by the member list: any caller with credentials may read it
@@ -82,6 +95,20 @@ class PublicRoutes:
         if isinstance(result, Relayed):
             return relayed_response(result)
         return web.Response(body=encode_sent(result), content_type=JSON_CONTENT_TYPE)
+
+    async def send_batch(self, request: web.Request) -> web.Response:
+        items = parse_send_batch(await request.read(), self._config)
+        for i, item in enumerate(items):  # per item: a forbidden stream fails that item alone
+            if isinstance(item, SendCall):
+                try:
+                    authorize(request, Permission.SEND, (item.stream_id,))
+                except IPubSubError as exc:
+                    items[i] = exc
+        headers = request.headers
+        results = await self._node.send_batch(
+            items, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
+        )
+        return web.Response(body=encode_batch_results(results, status_of), content_type=JSON_CONTENT_TYPE)
 
     async def receive(self, request: web.Request) -> web.Response:
         cmd = parse_receive(request.query, self._config)

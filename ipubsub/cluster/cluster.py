@@ -172,6 +172,25 @@ class Cluster:
         """
         return await self._forward(owner, cmd.stream_id, lambda address: self.forwarder.send(address, cmd, request_id))
 
+    async def forward_send_batch(self, owner: str, raw_items: list[bytes], request_id: str | None) -> Relayed:
+        """Send a sub-batch (the exact request bodies of its items, every one
+        owned by ``owner``) through ``owner`` as one ``sendBatch`` call; the
+        owner serves them all itself.  The caller regroups the items if the
+        owner is unreachable (the ring may have changed meanwhile).
+
+        Raises:
+            OwnerUnavailable: ``owner`` could not be reached (it is marked suspect).
+        """
+        try:
+            return await self.forwarder.send_batch(self.membership.ring.address(owner), raw_items, request_id)
+        except (PeerUnreachable, KeyError) as exc:
+            self.membership.mark_suspect(owner)
+            raise OwnerUnavailable(
+                f"node {owner}, the owner of streams in this batch, is unreachable ({exc}); retry shortly",
+                retry_after=1,
+                node=owner,
+            ) from None
+
     async def forward_receive(self, cmd: ReceiveCall, owner: str, request_id: str | None) -> Relayed | None:
         """Long-poll through ``owner``; ``None`` means: serve it here.
 
@@ -246,13 +265,13 @@ class Cluster:
 
     def on_requeue(self, body: bytes) -> None:
         req = decode(body, Requeue)
-        m = req.message
-        self._requeue_locally(req.streamId, Message(m.uuid, bytes(m.message), m.timestampUs))
+        msgs = [Message(m.uuid, bytes(m.message), m.timestampUs) for m in (req.message, *req.more)]
+        self._requeue_locally(req.streamId, msgs)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _requeue_locally(self, stream_id: str, msg: Message) -> None:
-        self._engine.requeue(stream_id, msg)
+    def _requeue_locally(self, stream_id: str, msgs: list[Message]) -> None:
+        self._engine.give_back(stream_id, msgs)
         if not self.owns(stream_id):
             self.handoff.trigger()
 

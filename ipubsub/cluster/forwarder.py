@@ -31,7 +31,9 @@ from ..protocol import (
     POLL_ID_HEADER,
     RECEIVE_PATH,
     REQUEST_ID_HEADER,
+    SEND_BATCH_PATH,
     SEND_PATH,
+    ReceiveBatchReply,
     ReceiveReply,
 )
 from .peers import PeerClient, PeerUnreachable
@@ -43,6 +45,9 @@ log = logging.getLogger("ipubsub.cluster")
 
 # Extra read time beyond the poll's own timeout before we give up on the owner.
 POLL_GRACE_SECONDS = 10.0
+# How long a forwarded sub-batch may take (no item of a batch blocks; durable
+# items wait for one group commit).
+BATCH_READ_TIMEOUT_SECONDS = 30.0
 
 
 class Forwarder:
@@ -51,12 +56,13 @@ class Forwarder:
     Args:
         name: this node's name (sent in the forwarded-by header).
         peers: the pooled peer client.
-        requeue_locally: last resort for a message the owner could not take
-            back: keep it in this node's engine (hand-off moves it on).
+        requeue_locally: last resort for messages the owner could not take
+            back: keep them, in order, in this node's engine (hand-off moves
+            them on).
     """
 
     def __init__(
-        self, name: str, peers: PeerClient, requeue_locally: Callable[[str, Message], None]
+        self, name: str, peers: PeerClient, requeue_locally: Callable[[str, list[Message]], None]
     ) -> None:
         self._name = name
         self._peers = peers
@@ -83,6 +89,23 @@ class Forwarder:
         read_timeout = cmd.blocking_timeout + POLL_GRACE_SECONDS
         return await self._peers.forward(
             address, "POST", SEND_PATH, headers=headers, body=cmd.raw, read_timeout=read_timeout
+        )
+
+    async def send_batch(self, address: str, raw_items: list[bytes], request_id: str | None = None) -> Relayed:
+        """Replay the items of a batch send (their exact bodies) on
+        ``address`` as one ``sendBatch`` call, served there whatever its ring
+        says.  The answer is the owner's, unchanged: 200 with one result per
+        item in this order, or an error for the whole sub-batch.
+
+        Raises:
+            PeerUnreachable: the owner could not be reached.
+        """
+        self.forwarded_total += 1
+        headers = self._headers(request_id)
+        headers["Content-Type"] = JSON_CONTENT_TYPE
+        body = b'{"messages":[' + b",".join(raw_items) + b"]}"
+        return await self._peers.forward(
+            address, "POST", SEND_BATCH_PATH, headers=headers, body=body, read_timeout=BATCH_READ_TIMEOUT_SECONDS
         )
 
     async def receive(self, address: str, cmd: ReceiveCall, request_id: str | None = None) -> Relayed:
@@ -155,16 +178,33 @@ class Forwarder:
         if reply.status != 200:
             return
         try:
-            got = msgspec.json.decode(reply.body, type=ReceiveReply)
-            msg = Message(got.messageUuid, bytes(got.message), parse_timestamp(got.timestamp))
+            msgs = _returned_messages(reply.body)
         except (msgspec.DecodeError, ValueError):
             log.error("could not decode a message returned to a cancelled poll on %s", stream_id)
             return
-        back = Requeue(stream_id, HandedMessage(msg.uuid, msgspec.Raw(msg.payload), msg.timestamp_us))
+        if not msgs:
+            return
+        handed = [HandedMessage(m.uuid, msgspec.Raw(m.payload), m.timestamp_us) for m in msgs]
+        back = Requeue(stream_id, handed[0], handed[1:])
         try:
             status, _ = await self._peers.call(address, INTERNAL_REQUEUE_PATH, encode(back), timeout=5.0)
         except PeerUnreachable:
             status = 0
         if status != 200:
-            log.warning("owner %s did not take back message %s; keeping it here", address, msg.uuid)
-            self._requeue_locally(stream_id, msg)
+            log.warning("owner %s did not take back %d message(s) from %s; keeping them here", address, len(msgs), msgs[0].uuid)
+            self._requeue_locally(stream_id, msgs)
+
+
+def _returned_messages(body: bytes) -> list[Message]:
+    """The messages of a poll answer nobody will read: one message, or a
+    batch answer's (``maxMessages``), in order.
+
+    Raises:
+        msgspec.DecodeError, ValueError: not a receive answer.
+    """
+    try:
+        got = msgspec.json.decode(body, type=ReceiveReply)
+    except msgspec.ValidationError:  # not one message: a batch answer
+        batch = msgspec.json.decode(body, type=ReceiveBatchReply)
+        return [Message(m.messageUuid, bytes(m.message), parse_timestamp(m.timestamp)) for m in batch.messages]
+    return [Message(got.messageUuid, bytes(got.message), parse_timestamp(got.timestamp))]

@@ -77,10 +77,12 @@ class CancelPollReply(msgspec.Struct, frozen=True):
 
 
 class Requeue(msgspec.Struct, frozen=True):
-    """A message a forwarding node could not deliver, given back to the owner."""
+    """A message a forwarding node could not deliver, given back to the owner
+    (``more``: the rest of a batch answer, in order after ``message``)."""
 
     streamId: str
     message: HandedMessage
+    more: list[HandedMessage] = []
 
 
 encode = msgspec.json.Encoder().encode

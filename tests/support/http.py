@@ -22,11 +22,11 @@ from typing import Any, Iterator
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from ipubsub.protocol import ACK_PATH, HEALTH_PATH, NACK_PATH, RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import ACK_PATH, HEALTH_PATH, NACK_PATH, RECEIVE_PATH, SEND_BATCH_PATH, SEND_PATH
 
 __all__ = [
     "Http", "Reply", "ack", "call", "expect", "health", "http_json", "nack", "open_raw", "receive", "refused_address",
-    "send",
+    "send", "send_batch",
 ]
 
 Http = aiohttp.ClientSession | TestClient
@@ -58,6 +58,13 @@ async def call(
 async def send(http: Http, url: str, body: Any, *, headers: dict[str, str] | None = None) -> Reply:
     """``POST /api/v1/streams/send`` with ``body`` (a mapping, or raw bytes/str)."""
     return await call(http, "POST", url + SEND_PATH, body=body, headers=headers)
+
+
+async def send_batch(http: Http, url: str, items: Any, *, headers: dict[str, str] | None = None) -> Reply:
+    """``POST /api/v1/streams/sendBatch`` with ``{"messages": items}`` (or
+    ``items`` as is when it is raw bytes/str)."""
+    body = items if isinstance(items, (bytes, str)) else {"messages": items}
+    return await call(http, "POST", url + SEND_BATCH_PATH, body=body, headers=headers)
 
 
 async def receive(http: Http, url: str, stream: str, timeout: int | float | str = 0, **params: Any) -> Reply:
