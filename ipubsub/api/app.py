@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from ..auth.access import Access, default_access
+from ..auth.access import Access, route_access
 from ..auth.authenticator import Authenticator
 from ..auth.rate import FailureLimiter
 from ..errors import NotFound
@@ -67,7 +67,7 @@ def build_app(node: Node) -> web.Application:
     def add(
         method: str, path: str, handler: Handler, access: Access | None = None, *, max_body: int | None = None
     ) -> None:
-        guarded = guard.wrap(handler, method, access or default_access(path), max_body=max_body)
+        guarded = guard.wrap(handler, method, route_access(path, access), max_body=max_body)
         wrapped = wrap(guarded, path)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD

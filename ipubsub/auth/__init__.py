@@ -5,7 +5,7 @@ refusal counters (:mod:`.refusals`).  :mod:`.jwt_tokens` (PyJWT) is
 imported only where tokens are used.  No aiohttp here: the request guard
 that applies all this is :mod:`ipubsub.api.guard`."""
 
-from .access import Access, Permission, Principal, default_access
+from .access import Access, Permission, Principal, default_access, route_access
 from .authenticator import Authenticator, key_digest
 from .patterns import StreamPatterns
 
@@ -16,5 +16,6 @@ __all__ = [
     "Principal",
     "StreamPatterns",
     "default_access",
+    "route_access",
     "key_digest",
 ]

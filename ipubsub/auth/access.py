@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import AdminRequired, StreamForbidden
+from ..protocol import OPENAPI_PATH
 from .patterns import StreamPatterns
 from .rate import TokenBucket
 
-__all__ = ["Access", "Permission", "Principal", "default_access"]
+__all__ = ["Access", "Permission", "Principal", "default_access", "route_access"]
+
+# The only route under /api/ that anyone may call: the API's description.
+_PUBLIC_API_PATHS = frozenset((OPENAPI_PATH,))
 
 
 class Permission(enum.Enum):
@@ -88,6 +92,31 @@ class Access:
 def default_access(path: str) -> Access:
     """The access of a route mounted without a declaration."""
     return Access.internal() if path.startswith("/internal/") else Access.admin()
+
+
+def route_access(path: str, access: Access | None) -> Access:
+    """The access a route mounted at ``path`` gets: its declaration, or
+    :func:`default_access` without one.
+
+    The route table holds the rules, not the handlers: whatever a route
+    group declares, every route under ``/api/`` (streams, batches,
+    subscriptions, WebSockets, ...) needs credentials when auth is on, and
+    only ``/internal/`` routes skip the guard for the cluster secret.
+
+    Raises:
+        ValueError: a declaration that would open an API route to anyone
+            (``public`` under ``/api/``) or exempt a non-internal route
+            from the guard (``internal`` outside ``/internal/``).
+    """
+    if access is None:
+        return default_access(path)
+    if access.permission is Permission.PUBLIC and path.startswith("/api/") and path not in _PUBLIC_API_PATHS:
+        raise ValueError(f"route {path} is under /api/: it may not be public (declare send, receive or authenticated)")
+    if access.permission is Permission.INTERNAL and not path.startswith("/internal/"):
+        raise ValueError(f"route {path} is not under /internal/: it may not skip the guard for the cluster secret")
+    if access.permission is not Permission.INTERNAL and path.startswith("/internal/"):
+        raise ValueError(f"route {path} is internal: it is guarded by the cluster secret, declare nothing")
+    return access
 
 
 class Principal:

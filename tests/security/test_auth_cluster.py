@@ -6,6 +6,7 @@ auth, and the Python client and the CLI's token work end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -89,3 +90,16 @@ async def test_forwarded_calls_and_forged_forwarding(cluster: tuple[ServedNode, 
 
         with pytest.raises(StreamForbidden):
             await client.receive(stream, timeout=0)
+    # the CLI's client commands: --token, and $IPUBSUB_TOKEN; without either, exit 4 (refused)
+    cli = [sys.executable, "-m", "ipubsub"]
+    env = {"PATH": "/usr/bin:/bin", "IPUBSUB_URL": second.url("")}
+    sent = subprocess.run([*cli, "send", "--token", KEY, stream, '"from-cli"'],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert sent.returncode == 0, sent.stderr
+    refused = subprocess.run([*cli, "send", "--retry-seconds", "0", stream, "1"],
+                             capture_output=True, text=True, timeout=30, env=env)
+    assert refused.returncode == 4 and "unauthorized" in refused.stderr, (refused.returncode, refused.stderr)
+    got = subprocess.run([*cli, "receive", "--timeout", "5", stream], capture_output=True, text=True, timeout=30,
+                         env={**env, "IPUBSUB_TOKEN": token})
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["message"] == {"n": 3}
