@@ -197,12 +197,18 @@ class Engine(HistoryHandoff):
     def attach(self, stream_id: str, capacity: int | None, msgs: list[Message]) -> None:
         """Take in messages handed over by a stream's previous owner.  They go
         to waiting receivers first, then into the buffer behind earlier
-        handed-over messages but ahead of anything accepted here since."""
+        handed-over messages but ahead of anything accepted here since.  A
+        stream created here keeps no history until its first send here asks
+        for one (a history that moves with it comes by
+        :meth:`import_history`; one that did not is gone: readers of its old
+        positions are told ``recovered: false``)."""
         stream = self._streams.get(stream_id)
         if stream is None:
             stream = self._streams[stream_id] = Stream(stream_id, capacity)
+            stream.history_open = True
         elif stream.capacity is None:
             stream.capacity = capacity if capacity is not None else DEFAULT_STREAM_SIZE
+            stream.history_open = True
         if stream.capacity is None:
             stream.capacity = DEFAULT_STREAM_SIZE
         self.stats.handed_in_total += len(msgs)

@@ -137,7 +137,9 @@ class HistoryReads(Receiving):
         the :class:`ParkedRead` is returned (:meth:`ParkedRead.end` stops it).
 
         Raises:
-            HistoryNotKept: the stream exists and keeps no history.
+            HistoryNotKept: the stream exists and keeps no history (one
+                taken in by a hand-off or a restore is not known to keep none
+                until its first send here: readers wait).
             ValueError: ``max_messages`` < 1.
         """
         if max_messages < 1:
@@ -146,7 +148,7 @@ class HistoryReads(Receiving):
         stats.reads_total += 1
         stream = self._streams.get(stream_id)
         history = stream.history if stream is not None else None
-        if history is None and stream is not None and stream.capacity is not None:
+        if history is None and stream is not None and stream.capacity is not None and not stream.history_open:
             raise HistoryNotKept(stream_id)
         foreign: Position | None = None  # a position of an epoch not known here (yet)
         after, recovered = 0, None

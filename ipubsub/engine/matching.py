@@ -244,7 +244,10 @@ class Matcher:
 
     def _stream_for_send(self, stream_id: str, capacity: int, history: HistorySpec | None = None) -> Stream:
         """The stream, created with ``capacity`` and ``history`` if new (or if
-        only receivers knew it so far); an existing stream keeps both."""
+        only receivers knew it so far); an existing stream keeps both, except
+        that one taken in by :meth:`attach` gets ``history`` from its first
+        send here (a hand-off or restore of a queue carries no history
+        settings)."""
         stream = self._streams.get(stream_id)
         if stream is None:
             stream = self._streams[stream_id] = Stream(stream_id, capacity)
@@ -252,6 +255,9 @@ class Matcher:
                 self._configure_history(stream, history)
         elif stream.capacity is None:
             stream.capacity = capacity
+            self._configure_history(stream, history)
+        elif stream.history_open:  # its queue came without history settings: this send fixes them
+            stream.history_open = False
             self._configure_history(stream, history)
         return stream
 

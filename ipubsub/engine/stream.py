@@ -62,6 +62,7 @@ class Stream:
         "idle_since",
         "idle_gen",
         "history",
+        "history_open",
     )
 
     def __init__(self, stream_id: str, capacity: int | None) -> None:
@@ -87,6 +88,9 @@ class Stream:
         # Its fan-out history (engine/history.py), if its first send asked for
         # one, or a pending one holding history readers that came first.
         self.history: History | None = None
+        # Created by a hand-off or a restore, whose queue comes without its
+        # history settings: the first send here fixes them (see attach).
+        self.history_open = False
 
     # -- buffer ---------------------------------------------------------------
 
