@@ -23,7 +23,7 @@ from .config import Config, parse_address
 from .dashboard import Dashboard
 from .engine import Clock, Engine, HistoryRead, Message, SystemClock, new_uuid, parse_position
 from .errors import HistoryGap, IPubSubError, NodeDraining, PersistenceNotConfigured
-from .leasing import AtLeastOnce
+from .leasing import AtLeastOnce, Settle
 from .limits import NodeLimits
 from .node_batches import BatchResult, Batches, read_log_batch, receive_memory_batch
 from .tls import TlsContexts
@@ -75,6 +75,7 @@ class Node:
         self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
         # leases, consumer groups and dead letters (at-least-once delivery)
         self.at_least_once = AtLeastOnce(self.engine, config.leases, self.durable, self.cluster.served_elsewhere_owned)
+        self.cluster.carry_leases(self.at_least_once.leases)  # leased messages move with their streams
         self.request_metrics = RequestMetrics()
         self.calls = CallCounts()
         self.metrics = NodeMetrics(self.snapshot, self.request_metrics)
@@ -218,7 +219,8 @@ class Node:
         if self._site is not None:
             await self._site.stop()  # 3
         has_peers = self.cluster.has_peers
-        self.at_least_once.leases.return_all()  # leased messages leave with the buffers
+        if not has_peers:
+            self.at_least_once.leases.return_all()  # nobody to take the leases: back into the buffers
         if has_peers and not await self.cluster.hand_off(timeout=grace / 2):  # 4
             log.warning("some buffered messages could not be handed off yet")
         released = self.engine.release_waiters("node is shutting down")  # 5
@@ -229,10 +231,11 @@ class Node:
             await self._runner.cleanup()  # 6
         if self._socket is not None:
             self._socket.close()
-        self.at_least_once.leases.return_all()
-        if has_peers:  # 7
+        if has_peers:  # 7 (leases move with their streams, receipts unchanged)
             await self.cluster.hand_off(timeout=1.0)
-        elif self.durable is not None and self.durable.status is StorageStatus.UP:
+        else:
+            self.at_least_once.leases.return_all()
+        if not has_peers and self.durable is not None and self.durable.status is StorageStatus.UP:
             await spill_buffers(self.engine, self.durable, self.name)  # 7: nobody to hand off to
         self._report_lost_buffers()
         await self.dashboard.close()  # 8
@@ -337,23 +340,43 @@ class Node:
             return await receive_memory_batch(self, cmd, poll_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
-    async def ack(self, call: AckCall) -> list[bool]:
-        """Acknowledge leased deliveries by receipt (in-memory leases on the
-        stream's owner, group receipts in the database); one answer per
+    async def ack(
+        self, call: AckCall, *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> list[bool]:
+        """Acknowledge leased deliveries by receipt, through any node: an
+        in-memory lease held here is settled here, one held elsewhere on the
+        stream's owner; group receipts in the database.  One answer per
         receipt.
 
         Raises:
-            InvalidToken, PersistenceNotConfigured, StorageUnavailable.
+            InvalidToken, PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
-        return await self.at_least_once.ack(call)
+        return await self.at_least_once.ack(call, self._lease_owner(call, forwarded_by, request_id))
 
-    async def nack(self, call: NackCall) -> list[bool]:
+    async def nack(
+        self, call: NackCall, *, forwarded_by: str | None = None, request_id: str | None = None
+    ) -> list[bool]:
         """Give leased deliveries back (see :meth:`ack`).
 
         Raises:
-            InvalidToken, PersistenceNotConfigured, StorageUnavailable.
+            InvalidToken, PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
-        return await self.at_least_once.nack(call)
+        return await self.at_least_once.nack(call, self._lease_owner(call, forwarded_by, request_id))
+
+    def _lease_owner(
+        self, call: AckCall | NackCall, forwarded_by: str | None, request_id: str | None
+    ) -> Settle | None:
+        """Where receipts of leases not held here are settled: on the
+        stream's owner, unless that is this node or a peer forwarded the call."""
+        owner = None if forwarded_by is not None else self.cluster.owner(call.stream_id)
+        if owner is None or owner == self.name:
+            return None
+
+        async def settle(sub: AckCall | NackCall) -> list[bool]:
+            trace = self._trace(request_id, "ack" if isinstance(sub, AckCall) else "nack", sub.stream_id, owner)
+            return await self.cluster.forward_settle(sub, owner, trace)
+
+        return settle
 
     async def groups(self, stream_id: str) -> list[GroupInfo]:
         """The consumer groups of a durable stream (read from the database,

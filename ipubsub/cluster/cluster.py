@@ -12,10 +12,21 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..calls import ReceiveCall, Relayed, SendCall
+import msgspec
+
+from ..calls import AckCall, NackCall, ReceiveCall, Relayed, SendCall
 from ..config import Config
-from ..engine import Clock, Engine, Message
+from ..engine import Clock, Engine, Leases, Message
 from ..errors import OwnerUnavailable
+from ..protocol import (
+    ACK_PATH,
+    FORWARDED_HEADER,
+    JSON_CONTENT_TYPE,
+    NACK_PATH,
+    REQUEST_ID_HEADER,
+    AckBody,
+    NackBody,
+)
 from .forwarder import Forwarder
 from .handoff import HandoffManager
 from .membership import Membership, MemberStatus
@@ -24,6 +35,13 @@ from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
 
 __all__ = ["Cluster", "ClusterSnapshot", "MemberSnapshot"]
+
+
+class SettleReply(msgspec.Struct):
+    """The owner's answer to a forwarded ack or nack, as far as it matters
+    here: the receipts it held no lease for."""
+
+    notFound: list[str] | None = None
 
 log = logging.getLogger("ipubsub.cluster")
 
@@ -158,6 +176,11 @@ class Cluster:
         owner = self.membership.ring.owner(stream_id)
         return owner is None or owner == self.name
 
+    def carry_leases(self, leases: Leases) -> None:
+        """Hand-off moves ``leases`` (the node's in-memory leases) with their
+        streams, receipts unchanged.  Call before :meth:`start`."""
+        self.handoff.leases = leases
+
     def served_elsewhere_owned(self, stream_id: str) -> None:
         """A forwarded call for a stream this node does not own was served
         here: let hand-off move whatever it left behind."""
@@ -200,6 +223,48 @@ class Cluster:
         return await self._forward(
             owner, cmd.stream_id, lambda address: self.forwarder.receive(address, cmd, request_id)
         )
+
+    async def forward_settle(self, call: AckCall | NackCall, owner: str, request_id: str | None) -> list[bool]:
+        """Ack or nack in-memory receipts on the stream's owner, which holds
+        their leases; one answer per receipt (False: not held there either,
+        or the owner is this node after all).
+
+        Raises:
+            OwnerUnavailable: the owner (and any new owner) is unreachable,
+                or it refused the call.
+        """
+        if isinstance(call, AckCall):
+            path, body = ACK_PATH, encode(AckBody(call.stream_id, receipts=list(call.receipts)))
+        else:
+            path = NACK_PATH
+            body = encode(NackBody(call.stream_id, receipts=list(call.receipts), delaySeconds=call.delay_seconds))
+        headers = {FORWARDED_HEADER: self.name, "Content-Type": JSON_CONTENT_TYPE}
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        self.forwarder.forwarded_total += 1
+        relayed = await self._forward(
+            owner,
+            call.stream_id,
+            lambda address: self.peers.forward(address, "POST", path, headers=headers, body=body),
+        )
+        if relayed is None:
+            return [False] * len(call.receipts)
+        if relayed.status != 200:
+            raise OwnerUnavailable(
+                f"the owner of stream {call.stream_id!r}, node {owner}, refused to settle its leases "
+                f"(HTTP {relayed.status}: {relayed.body[:200]!r}); retry shortly",
+                retry_after=1,
+                node=owner,
+            )
+        try:
+            missing = set(msgspec.json.decode(relayed.body, type=SettleReply).notFound or ())
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise OwnerUnavailable(
+                f"the owner of stream {call.stream_id!r}, node {owner}, answered an ack it could not decode",
+                retry_after=1,
+                node=owner,
+            ) from None
+        return [receipt not in missing for receipt in call.receipts]
 
     async def _forward(self, owner: str, stream_id: str, call: Callable[[str], Any]) -> Relayed | None:
         for attempt in (1, 2):

@@ -4,7 +4,8 @@ After every ring change (and whenever this node served a stream it does not
 own) a reconcile pass detaches each such stream from the engine (releasing
 its waiters with 424, so they re-poll and land on the new owner) and posts
 its messages, in order, to the new owner, which puts them ahead of anything
-it accepted for that stream since.
+it accepted for that stream since.  Leased messages and the fan-out history
+travel with their stream (:mod:`.carried`): receipts and positions stay valid.
 
 A batch that surely did not arrive (connection refused) goes back into the
 local engine, at the front, and is retried.  A batch whose fate is unknown
@@ -19,15 +20,14 @@ import logging
 from collections import OrderedDict
 from typing import Callable
 
-import msgspec
-
-from ..engine import Engine, Message, new_uuid
+from ..engine import Engine, Leases, new_uuid
 from ..errors import WrongCluster
 from ..protocol import INTERNAL_HANDOFF_PATH
 from ..tasks import cancel_tasks
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
-from .messages import HandedMessage, HandedStream, Handoff, decode, encode
+from .carried import PackedStream, pack_stream, release_history_readers, restore_stream, unpack_stream
+from .messages import HandedStream, Handoff, decode, encode
 
 __all__ = ["HandoffManager"]
 
@@ -73,6 +73,8 @@ class HandoffManager:
         self._unsettled: list[tuple[str, Handoff]] = []  # (target name, batch) of unknown fate
         self._applied: OrderedDict[str, None] = OrderedDict()
         self._lock = asyncio.Lock()
+        # the node's in-memory leases, carried with their streams (set by Cluster.carry_leases)
+        self.leases: Leases | None = None
         self.moved_out_total = 0
         self.moved_in_total = 0
         self.batches_total = 0
@@ -95,7 +97,7 @@ class HandoffManager:
     @property
     def pending(self) -> int:
         """Messages in transfers whose fate is not known yet."""
-        return sum(len(hs.messages) for _, batch in self._unsettled for hs in batch.streams)
+        return sum(len(hs.messages) + len(hs.leases) for _, batch in self._unsettled for hs in batch.streams)
 
     async def drain(self, timeout: float) -> bool:
         """Reconcile until nothing is left to move or ``timeout`` passes;
@@ -117,27 +119,28 @@ class HandoffManager:
             ring = self._ring()
             done = await self._resend_unsettled(ring)
             targets: dict[str, list[str]] = {}
-            for i, stream_id in enumerate(self._engine.stream_ids()):
+            stream_ids = self._engine.stream_ids()
+            if self.leases is not None:  # a stream evicted while its messages are leased
+                known = set(stream_ids)
+                stream_ids += [s for s in self.leases.stream_ids() if s not in known]
+            for i, stream_id in enumerate(stream_ids):
                 owner = ring.owner(stream_id)
                 if owner is not None and owner != self._name:
                     targets.setdefault(owner, []).append(stream_id)
                 if i % 2000 == 1999:
                     await asyncio.sleep(0)  # a million streams must not stall the loop
-            for owner, stream_ids in targets.items():
-                streams: list[HandedStream] = []
-                for stream_id in stream_ids:
-                    detached = self._engine.detach(stream_id, f"stream moved to node {owner}")
-                    if detached is not None and detached[1]:
-                        capacity, msgs = detached
-                        streams.append(
-                            HandedStream(
-                                stream_id,
-                                capacity,
-                                [HandedMessage(m.uuid, msgspec.Raw(m.payload), m.timestamp_us) for m in msgs],
-                            )
-                        )
-                for batch in self._batches(streams):
-                    done &= await self._transfer(owner, ring, batch)
+            for owner, owned in targets.items():
+                packed: list[PackedStream] = []
+                for stream_id in owned:
+                    one = pack_stream(self._engine, self.leases, stream_id, f"stream moved to node {owner}")
+                    if one is not None:
+                        packed.append(one)
+                try:
+                    for batch in self._batches([p.handed for p in packed]):
+                        done &= await self._transfer(owner, ring, batch)
+                finally:
+                    for one in packed:  # history readers read again, wherever the history is now
+                        release_history_readers(self._engine, one, f"stream moved to node {owner}")
             return done
 
     def _batches(self, streams: list[HandedStream]) -> list[Handoff]:
@@ -149,8 +152,11 @@ class HandoffManager:
                 batches.append(Handoff(self._cluster, new_uuid(), self._name, current))
                 current, count, size = [], 0, 0
             current.append(hs)
-            count += len(hs.messages)
+            count += len(hs.messages) + len(hs.leases) + (len(hs.history.entries) if hs.history else 0)
             size += sum(len(m.message) + len(m.uuid) for m in hs.messages)
+            size += sum(len(h.message.message) + len(h.receipt) for h in hs.leases)
+            if hs.history is not None:
+                size += sum(len(e.message.message) + len(e.message.uuid) for e in hs.history.entries)
         if current:
             batches.append(Handoff(self._cluster, new_uuid(), self._name, current))
         return batches
@@ -170,7 +176,7 @@ class HandoffManager:
             log.warning("hand-off to %s refused (HTTP %d): %s", owner, status, body[:200])
             self._take_back(batch)
             return False
-        moved = sum(len(hs.messages) for hs in batch.streams)
+        moved = sum(len(hs.messages) + len(hs.leases) for hs in batch.streams)
         self.moved_out_total += moved
         self.batches_total += 1
         log.info("handed %d messages of %d streams to %s", moved, len(batch.streams), owner)
@@ -189,8 +195,7 @@ class HandoffManager:
 
     def _take_back(self, batch: Handoff) -> None:
         for hs in batch.streams:
-            msgs = [Message(m.uuid, bytes(m.message), m.timestampUs) for m in hs.messages]
-            self._engine.attach(hs.streamId, hs.capacity, msgs)
+            restore_stream(self._engine, self.leases, hs)
 
     async def _loop(self) -> None:
         while True:
@@ -225,9 +230,10 @@ class HandoffManager:
             self._applied.popitem(last=False)
         count = 0
         for hs in batch.streams:
-            msgs = [Message(m.uuid, bytes(m.message), m.timestampUs) for m in hs.messages]
-            self._engine.attach(hs.streamId, hs.capacity, msgs)
-            count += len(msgs)
+            try:
+                count += unpack_stream(self._engine, self.leases, hs)
+            except ValueError as exc:
+                log.error("stream %r handed over by %s: its history is dropped (%s)", hs.streamId, batch.sender, exc)
         self.moved_in_total += count
         ring = self._ring()
         if any(ring.owner(hs.streamId) not in (self._name, None) for hs in batch.streams):

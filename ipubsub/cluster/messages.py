@@ -14,6 +14,9 @@ __all__ = [
     "CancelPoll",
     "CancelPollReply",
     "Gossip",
+    "HandedHistory",
+    "HandedHistoryEntry",
+    "HandedLease",
     "HandedMessage",
     "HandedStream",
     "Handoff",
@@ -50,12 +53,44 @@ class HandedMessage(msgspec.Struct, frozen=True):
     uuid: str
     message: msgspec.Raw
     timestampUs: int
+    deliveries: int = 0  # leased deliveries that ended unacknowledged
+
+
+class HandedLease(msgspec.Struct, frozen=True):
+    """A leased message moving with its stream: same receipt, same delivery,
+    the rest of its lease (:class:`ipubsub.engine.HeldLease`)."""
+
+    receipt: str
+    message: HandedMessage
+    delivery: int
+    maxDeliveries: int
+    remainingSeconds: float
+
+
+class HandedHistoryEntry(msgspec.Struct, frozen=True, array_like=True):
+    offset: int
+    message: HandedMessage
+
+
+class HandedHistory(msgspec.Struct, frozen=True):
+    """A fan-out history moving with its stream, epoch and offsets kept
+    (:class:`ipubsub.engine.history.HistoryState`)."""
+
+    epoch: str
+    size: int
+    ttlSeconds: int
+    top: int
+    createdUs: int
+    entries: list[HandedHistoryEntry]
+    aliases: dict[str, tuple[int, int]] = {}
 
 
 class HandedStream(msgspec.Struct, frozen=True):
     streamId: str
     capacity: int | None
     messages: list[HandedMessage]
+    leases: list[HandedLease] = []
+    history: HandedHistory | None = None
 
 
 class Handoff(msgspec.Struct, frozen=True):

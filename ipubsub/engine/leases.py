@@ -204,6 +204,10 @@ class Leases:
         """Streams that have leases held here."""
         return list(self._streams)
 
+    def holds(self, stream_id: str, receipt: str) -> bool:
+        """Whether this node holds the lease of ``stream_id`` named ``receipt``."""
+        return receipt in self._streams.get(stream_id, ())
+
     def held(self, stream_id: str) -> int:
         """How many leases of ``stream_id`` are held here."""
         return len(self._streams.get(stream_id, ()))

@@ -3,6 +3,6 @@ consumer groups on durable streams, dead letters (see :mod:`.service`)."""
 
 from .groups import ConsumerGroups
 from .receipts import group_receipt, is_group_receipt, parse_group_receipt
-from .service import AtLeastOnce
+from .service import AtLeastOnce, Settle
 
-__all__ = ["AtLeastOnce", "ConsumerGroups", "group_receipt", "is_group_receipt", "parse_group_receipt"]
+__all__ = ["AtLeastOnce", "ConsumerGroups", "group_receipt", "is_group_receipt", "parse_group_receipt", "Settle"]

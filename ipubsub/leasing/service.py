@@ -21,7 +21,9 @@ everything here runs on the node that serves it.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
+
+import msgspec
 
 from ..calls import AckCall, Delivery, NackCall, ReceiveCall
 from ..config import LeasesConfig
@@ -32,7 +34,10 @@ from ..storage.durable import DurableLog
 from .groups import ConsumerGroups
 from .receipts import is_group_receipt
 
-__all__ = ["AtLeastOnce"]
+__all__ = ["AtLeastOnce", "Settle"]
+
+#: settles (acks or nacks) receipts on the stream's owner, one answer per receipt
+Settle = Callable[[AckCall | NackCall], Awaitable[list[bool]]]
 
 log = logging.getLogger("ipubsub.leasing")
 
@@ -112,39 +117,53 @@ class AtLeastOnce:
 
     # -- ack and nack (either kind) --------------------------------------------------------
 
-    async def ack(self, call: AckCall) -> list[bool]:
+    async def ack(self, call: AckCall, owner: Settle | None = None) -> list[bool]:
         """Acknowledge leased deliveries of one stream by receipt; one
-        answer per receipt (False: no such lease is held now).
+        answer per receipt (False: no such lease is held now).  In-memory
+        receipts of leases not held here go to ``owner`` (the stream's owner
+        when it is another node), which answers for them.
 
         Raises:
             InvalidToken: a group receipt is malformed or not this stream's.
             PersistenceNotConfigured: a group receipt on a node without storage.
             StorageUnavailable: the database is down, failed or too slow.
+            OwnerUnavailable: ``owner`` could not be reached.
         """
-        memory, grouped = self._split(call.receipts, call.group)
-        answers = [False] * len(call.receipts)
-        for index in memory:
-            answers[index] = self.leases.ack(call.stream_id, call.receipts[index])
-        if grouped:
-            sub = AckCall(call.stream_id, tuple(call.receipts[i] for i in grouped), call.group, False)
-            for index, ok in zip(grouped, await self._groups().ack(sub)):
-                answers[index] = ok
-        return answers
+        return await self._settle(call, owner)
 
-    async def nack(self, call: NackCall) -> list[bool]:
+    async def nack(self, call: NackCall, owner: Settle | None = None) -> list[bool]:
         """Give leased deliveries back, to be delivered again after
-        ``call.delay_seconds``; answers as :meth:`ack`.
+        ``call.delay_seconds``; answers and ``owner`` as :meth:`ack`.
 
         Raises:
-            InvalidToken, PersistenceNotConfigured, StorageUnavailable: as :meth:`ack`.
+            InvalidToken, PersistenceNotConfigured, StorageUnavailable,
+            OwnerUnavailable: as :meth:`ack`.
         """
+        return await self._settle(call, owner)
+
+    async def _settle(self, call: AckCall | NackCall, owner: Settle | None) -> list[bool]:
         memory, grouped = self._split(call.receipts, call.group)
         answers = [False] * len(call.receipts)
+        remote: list[int] = []
+        leases = self.leases
         for index in memory:
-            answers[index] = self.leases.nack(call.stream_id, call.receipts[index], call.delay_seconds)
+            receipt = call.receipts[index]
+            if owner is not None and not leases.holds(call.stream_id, receipt):
+                remote.append(index)
+            elif isinstance(call, AckCall):
+                answers[index] = leases.ack(call.stream_id, receipt)
+            else:
+                answers[index] = leases.nack(call.stream_id, receipt, call.delay_seconds)
+        if remote:
+            assert owner is not None
+            sub = msgspec.structs.replace(call, receipts=tuple(call.receipts[i] for i in remote), single=False)
+            for index, ok in zip(remote, await owner(sub)):
+                answers[index] = ok
         if grouped:
-            sub = NackCall(call.stream_id, tuple(call.receipts[i] for i in grouped), call.group, False, call.delay_seconds)
-            for index, ok in zip(grouped, await self._groups().nack(sub)):
+            sub = msgspec.structs.replace(call, receipts=tuple(call.receipts[i] for i in grouped), single=False)
+            groups = self._groups()
+            settled = await (groups.ack(sub) if isinstance(sub, AckCall) else groups.nack(sub))
+            for index, ok in zip(grouped, settled):
                 answers[index] = ok
         return answers
 
