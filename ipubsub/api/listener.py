@@ -15,17 +15,27 @@ listening socket calls for each accepted connection:
 
 Later requests on a keep-alive connection are bounded by aiohttp's own
 ``keepalive_timeout`` (the idle timer is not reset by partial bytes).
+
+A request aiohttp cannot parse (a request line or header over
+``http.max_line_size`` / ``max_field_size``, more than ``http.max_headers``
+headers, malformed HTTP) gets a JSON error with a ``code`` like every other
+refusal, is counted in ``ipubsub_refused_total``, and is logged at debug
+level only: aiohttp's own answer is plain text and logs a traceback each
+time, which a flood of bad requests would turn into a flood of logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from ..auth.refusals import Refusals
 from ..protocol import JSON_CONTENT_TYPE
@@ -71,6 +81,47 @@ class _Refuse(asyncio.Protocol):
         self._timer.cancel()
 
 
+# what a request aiohttp could not parse gets: (code, refusal reason, text);
+# the text never echoes the request's bytes
+_TOO_LONG = ("line_too_long", "line_too_long",
+             "a request line or header field is too long (http.max_line_size, http.max_field_size)")
+_TOO_MANY = ("too_many_headers", "too_many_headers", "the request has too many headers (http.max_headers)")
+_MALFORMED = ("bad_request", "bad_http_request", "malformed HTTP request")
+
+
+class _ParseErrorAnswers(RequestHandler):
+    """aiohttp's connection handler, answering a request it could not
+    parse with a counted JSON error (see the module's docstring).
+
+    Connections are made as aiohttp's own handler and then given this
+    class (same layout: no new slots), so aiohttp's ``web.Server`` keeps
+    building them with its own arguments.  ``refusals`` is set on a
+    subclass per gate."""
+
+    __slots__ = ()
+    refusals: ClassVar[Refusals]
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            code, reason, text = _TOO_LONG
+        elif "too many headers" in str(exc.message).lower():
+            code, reason, text = _TOO_MANY
+        else:
+            code, reason, text = _MALFORMED
+        self.refusals.add(reason)
+        log.debug("refused an unparsable request from %s: %s", request.remote, exc)
+        response = web.Response(
+            status=exc.code or 400, content_type=JSON_CONTENT_TYPE,
+            body=json.dumps({"error": text, "code": code}).encode(),
+        )
+        response.force_close()
+        return response
+
+
 class ConnectionGate:
     """Protocol factory in front of aiohttp's ``web.Server``.
 
@@ -84,6 +135,7 @@ class ConnectionGate:
         self._refusals = refusals
         self._server: web.Server | None = None
         self._fresh: dict[Any, asyncio.TimerHandle] = {}
+        self._handler_class = type("ParseErrorAnswers", (_ParseErrorAnswers,), {"__slots__": (), "refusals": refusals})
 
     def attach(self, server: web.Server) -> None:
         self._server = server
@@ -99,6 +151,8 @@ class ConnectionGate:
             self._refusals.add("too_many_connections")
             return _Refuse()
         protocol = server()
+        if type(protocol) is RequestHandler:
+            protocol.__class__ = self._handler_class
         loop = asyncio.get_running_loop()
         self._fresh[protocol] = loop.call_later(self.header_timeout, self._expire, protocol)
         return protocol

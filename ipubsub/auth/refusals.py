@@ -29,6 +29,9 @@ REASONS = (
     "too_many_stream_polls",
     "too_many_streams",
     "invalid_utf8",
+    "line_too_long",
+    "too_many_headers",
+    "bad_http_request",
 )
 
 

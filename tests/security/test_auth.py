@@ -234,3 +234,23 @@ async def test_cluster_secret_brute_force_is_rate_limited(make_client: MakeClien
     # the secret is never taken from a query string
     resp = await client.post("/internal/v1/leave", params={"secret": "the-cluster-secret"}, data=b"{}")
     assert resp.status == 429
+
+
+async def test_batch_send_checks_every_item(client: TestClient) -> None:
+    """sendBatch: each item's stream is checked; a forbidden item fails
+    alone with stream_forbidden and creates nothing, the others are sent."""
+    batch = {"messages": [{"streamId": "user-1", "message": 1}, {"streamId": "other", "message": 2},
+                          {"streamId": "audit", "message": 3}]}
+    resp = await client.post("/api/v1/streams/sendBatch", json=batch, headers=bearer(BACKEND_KEY))
+    body = await resp.json()
+    assert resp.status == 200, body
+    results = body["results"]
+    assert "messageUuid" in results[0] and "messageUuid" in results[2], results
+    assert results[1]["status"] == 403 and results[1]["code"] == "stream_forbidden", results
+    assert client.node.engine.stream_count == 2  # type: ignore[attr-defined]
+    resp = await client.post("/api/v1/streams/sendBatch", json=batch)
+    assert resp.status == 401
+    # a token with a send claim pattern, the same way
+    resp = await client.post("/api/v1/streams/sendBatch", json=batch, headers=bearer(token(send=["user-*", "audit"])))
+    results = (await resp.json())["results"]
+    assert [r.get("code") for r in results] == [None, "stream_forbidden", None], results

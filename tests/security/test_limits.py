@@ -4,6 +4,7 @@ and per stream, streams per node, connections per node; and CORS."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,35 @@ def test_connections_per_node(tmp_path: Path) -> None:
     finally:
         for sock in socks:
             sock.close()
+        node.close()
+
+
+@pytest.mark.slow
+def test_request_line_and_header_limits(tmp_path: Path) -> None:
+    """aiohttp's parser limits, surfaced as http.max_line_size /
+    max_field_size / max_headers: a JSON 400 with a code, counted, no
+    traceback in the log; the next request is served."""
+    node = ServedNode(tmp_path, {"http": {"max_line_size": 256, "max_field_size": 256, "max_headers": 10}})
+    try:
+        cases = [
+            (b"GET /health?" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "line_too_long"),
+            (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 300 + b"\r\n\r\n", "line_too_long"),
+            (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(30)) + b"\r\n",
+             "too_many_headers"),
+            (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "bad_request"),
+        ]
+        for request, code in cases:
+            status, body = raw_request(node.host, node.port, request)
+            assert status == 400, (code, body)
+            assert json.loads(body)["code"] == code, body
+            assert b"bbbb" not in body and b"aaaa" not in body  # the request's bytes are not echoed
+        ok = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, metrics = raw_request(node.host, node.port, ok)
+        assert status == 200
+        for reason, n in (("line_too_long", 2), ("too_many_headers", 1), ("bad_http_request", 1)):
+            assert f'ipubsub_refused_total{{reason="{reason}"}} {n}.0'.encode() in metrics, reason
+        assert "Traceback" not in node.log()
+    finally:
         node.close()
 
 
