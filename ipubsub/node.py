@@ -10,7 +10,7 @@ import os
 import resource
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from aiohttp import web
 
@@ -339,6 +339,23 @@ class Node:
         if cmd.max_messages is not None:
             return await receive_memory_batch(self, cmd, poll_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
+
+    def give_back(self, cmd: ReceiveCall, deliveries: Sequence[Delivery]) -> None:
+        """The answer to ``cmd`` carrying ``deliveries`` never reached its
+        receiver: in-memory messages go back to the front of their stream (or
+        to the next waiting receiver) in their order; leased ones end their
+        lease without counting a delivery, back at the front too.  Durable
+        reads need nothing: the log keeps the rows, and a consumer group's
+        claim expires with its lease."""
+        if cmd.from_db or cmd.group is not None:
+            return
+        stream_id = cmd.stream_id
+        if cmd.lease_seconds is not None:
+            for delivery in deliveries:
+                if delivery.receipt is not None:
+                    self.at_least_once.give_back(stream_id, delivery.receipt)
+            return
+        self.engine.give_back(stream_id, [delivery.message for delivery in deliveries])
 
     async def ack(
         self, call: AckCall, *, forwarded_by: str | None = None, request_id: str | None = None

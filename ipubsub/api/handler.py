@@ -56,7 +56,7 @@ def make_wrapper(metrics: RequestMetrics, max_body: int) -> Callable[[Handler, s
                 response = internal_error_response()
             observe(route, response.status, perf_counter() - started)
             request_id = REQUEST_ID.get()
-            if request_id is not None:
+            if request_id is not None and not response.prepared:  # a written answer set it itself
                 response.headers[REQUEST_ID_HEADER] = request_id
             return response
 

@@ -39,6 +39,7 @@ from .codec import (
     parse_send,
     parse_send_batch,
 )
+from .answer import write_taken
 from .errors import json_response, status_of
 from .history_codec import encode_history
 from .guard import authorize
@@ -110,7 +111,7 @@ class PublicRoutes:
         )
         return web.Response(body=encode_batch_results(results, status_of), content_type=JSON_CONTENT_TYPE)
 
-    async def receive(self, request: web.Request) -> web.Response:
+    async def receive(self, request: web.Request) -> web.StreamResponse:
         cmd = parse_receive(request.query, self._config)
         headers = request.headers
         if cmd.from_history:
@@ -123,10 +124,13 @@ class PublicRoutes:
         )
         if isinstance(result, Relayed):
             return relayed_response(result)
+        deliveries = result if isinstance(result, list) else [result]
         if isinstance(result, list):  # leased deliveries (one, or a batch with maxMessages)
             body = encode_deliveries(result) if cmd.max_messages is not None else encode_delivery(result[0])
-            return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
-        return web.Response(body=encode_delivery(result), content_type=JSON_CONTENT_TYPE)
+        else:
+            body = encode_delivery(result)
+        # written here, not after returning: an answer that cannot be written gives its messages back
+        return await write_taken(request, body, lambda: self._node.give_back(cmd, deliveries))
 
     async def _read_history(self, cmd: ReceiveCall, request: web.Request) -> web.Response:
         headers = request.headers

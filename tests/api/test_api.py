@@ -163,6 +163,23 @@ async def test_disconnected_poller_never_takes_a_message(client: TestClient) -> 
     assert expect(await receive(client, "", "dc"))["message"] == "kept"
 
 
+async def test_a_head_receive_takes_nothing(client: TestClient) -> None:
+    """A HEAD answer has no body: the message it took goes back (issue 9 item 1)."""
+    expect(await send(client, "", {"streamId": "hd", "message": 1, "messageUuid": "h1"}))
+    resp = await client.head(RECEIVE, params={"streamId": "hd", "timeoutSeconds": "0"})
+    assert resp.status == 200
+    assert expect(await receive(client, "", "hd"))["messageUuid"] == "h1"
+
+
+async def test_a_receive_answer_written_by_the_handler_keeps_the_request_id(client: TestClient) -> None:
+    expect(await send(client, "", {"streamId": "rid", "message": 1}))
+    resp = await client.get(RECEIVE, params={"streamId": "rid", "timeoutSeconds": "0"}, headers={"X-Request-Id": "r-42"})
+    assert resp.status == 200
+    assert resp.headers["X-Request-Id"] == "r-42"
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert (await resp.json())["message"] == 1
+
+
 async def test_disconnected_blocked_sender_does_not_enqueue(client: TestClient) -> None:
     expect(await send(client, "", {"streamId": "ds", "message": 1, "inMemoryStreamSize": 1}))
     body = json.dumps({"streamId": "ds", "message": 2, "blockingSendTimeoutSeconds": 30}).encode()
