@@ -1,5 +1,5 @@
-"""The client commands of the ``ipubsub`` command line: ``send``, ``receive``,
-``tail`` and ``cluster`` (and those of :mod:`.lease_commands`), on top of
+"""The client commands of the ``ipubsub`` command line: ``send``,
+``send-batch``, ``receive``, ``tail`` and ``cluster`` (and those of :mod:`.lease_commands`), on top of
 :class:`ipubsub.client.AsyncClient`.
 
 Exit codes: 0 ok; 2 usage (bad arguments, invalid MESSAGE_JSON); 3 nothing
@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 
-from ..client import AsyncClient, RetryPolicy, Unreachable
+from ..client import AsyncClient, BatchItem, RetryPolicy, SendResult, Unreachable
 from ..client.routing import parse_urls
 from ..errors import IPubSubError
 
@@ -46,7 +46,7 @@ Work = Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``send``, ``receive``, ``tail`` and ``cluster`` to the
+    """Add ``send``, ``send-batch``, ``receive``, ``tail`` and ``cluster`` to the
     subcommands of the ``ipubsub`` parser (``add_subparsers()``'s result)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -105,6 +105,23 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                       help="wait up to N s for room in the stream (or for a receiver with --size 0)")
     send.add_argument("--uuid", metavar="U", help="messageUuid (default: a new uuid4)")
 
+    batch = add(
+        "send-batch",
+        "send many messages to a stream in few calls",
+        "Read JSON values from stdin, one per line (blank lines skipped), and send them to STREAM "
+        "in batches of --chunk (sendBatch, one call per chunk, order kept). Prints one JSON line per "
+        "message: the server's answer, or the error of that message alone. Exits 4 if any failed.",
+        "  seq 1 1000 | ipubsub send-batch numbers\n"
+        "  jq -c '.[]' events.json | ipubsub send-batch audit --persist --ttl 86400",
+        _send_batch,
+    )
+    batch.add_argument("stream", metavar="STREAM", help="stream id")
+    batch.add_argument("--persist", action="store_true", help="also write them to the durable log (writeToDB)")
+    batch.add_argument("--ttl", type=_positive_int, metavar="N", help="seconds a persisted message is kept")
+    batch.add_argument("--size", type=_positive_int, metavar="N", help="in-memory stream size (server default 100)")
+    batch.add_argument("--chunk", type=_positive_int, default=1000, metavar="N",
+                       help="messages per call (default: 1000, the server's limits.max_batch_messages)")
+
     receive = add(
         "receive",
         "take the next message of a stream",
@@ -117,6 +134,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     receive.add_argument("stream", metavar="STREAM", help="stream id")
     receive.add_argument("--timeout", type=_non_negative_int, default=30, metavar="N",
                          help="seconds to wait for a message (default: 30)")
+    receive.add_argument("--max", dest="max_messages", type=_positive_int, metavar="N",
+                         help="take up to N messages in one poll (those available with the first), "
+                         "one JSON line each")
     receive.add_argument("--lease", type=_non_negative, metavar="SECONDS",
                          help="lease the message instead of taking it: the line carries a receipt for "
                          "`ipubsub ack`/`nack`; unacknowledged, it is delivered again after SECONDS")
@@ -134,6 +154,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     tail.add_argument("stream", metavar="STREAM", help="stream id")
     tail.add_argument("--from", dest="token", metavar="TOKEN",
                       help="resume after this dbResumeToken (default: the oldest message kept)")
+    tail.add_argument("--batch", type=_positive_int, default=100, metavar="N",
+                      help="messages read per call (default: 100)")
 
     add_lease_commands(add)
 
@@ -165,7 +187,41 @@ async def _send(client: AsyncClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _send_batch(client: AsyncClient, args: argparse.Namespace) -> int:
+    items = []
+    for number, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                message = msgspec.json.decode(line)
+            except msgspec.DecodeError as exc:
+                print(f"ipubsub: line {number} is not valid JSON ({exc}): {line[:80]!r}", file=sys.stderr)
+                return EXIT_USAGE
+            items.append(BatchItem(args.stream, message, size=args.size, persist=args.persist, ttl=args.ttl))
+    if not items:
+        print("ipubsub: nothing to send (stdin held no JSON lines)", file=sys.stderr)
+        return EXIT_USAGE
+    failed = 0
+    for result in await client.send_batch(items, chunk=args.chunk):
+        if isinstance(result, SendResult):
+            _print_json(result.to_dict())
+        else:
+            failed += 1
+            _print_json({"error": result.message, "code": result.code})
+    if failed:
+        print(f"ipubsub: {failed} of {len(items)} messages were not accepted", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
 async def _receive(client: AsyncClient, args: argparse.Namespace) -> int:
+    if args.max_messages is not None:
+        got = await client.receive(args.stream, args.timeout, lease=args.lease or None, max_messages=args.max_messages)
+        for each in got:
+            _print_json(each.to_dict())
+        if not got:
+            print(f"ipubsub: nothing arrived on stream {args.stream!r} within {args.timeout} s", file=sys.stderr)
+            return EXIT_NOTHING
+        return EXIT_OK
     message = await client.receive(args.stream, args.timeout, lease=args.lease or None)
     if message is None:
         print(f"ipubsub: nothing arrived on stream {args.stream!r} within {args.timeout} s", file=sys.stderr)
@@ -175,7 +231,7 @@ async def _receive(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def _tail(client: AsyncClient, args: argparse.Namespace) -> int:
-    async for message in client.replay(args.stream, args.token):
+    async for message in client.replay(args.stream, args.token, batch=args.batch):
         _print_json(message.to_dict())
     return EXIT_OK
 

@@ -17,6 +17,7 @@ holding ``auth.jwt.secret`` mints browser tokens with :func:`mint_token`.
 from typing import Any
 
 from .aio import AsyncClient
+from .batches import BatchItem
 from .consumer import Consumer
 from .history import Follower, HistoryBatch, HistoryMessage
 from .iterators import Replay, Subscription
@@ -39,6 +40,7 @@ def mint_token(secret: str, *, receive: list[str], send: list[str] | None = None
 
 __all__ = [
     "AsyncClient",
+    "BatchItem",
     "Client",
     "ClientStats",
     "ClusterView",

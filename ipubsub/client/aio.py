@@ -7,13 +7,14 @@ import logging
 import ssl as ssl_module
 import uuid as uuid_module
 from types import TracebackType
-from typing import Any, Iterable, Self
+from typing import Any, Iterable, Self, overload
 
 import aiohttp
 import msgspec
 
-from ..errors import GroupNotFound, LeaseNotFound, ReceiveTimeout, StreamReleased, Unavailable, error_from_response
+from ..errors import GroupNotFound, IPubSubError, LeaseNotFound, ReceiveTimeout, StreamReleased, Unavailable, error_from_response
 from ..protocol import AUTHORIZATION_HEADER, JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
+from .batches import DEFAULT_CHUNK, BatchItem, receive_batch, send_batch
 from .consumer import Consumer
 from .history import Follower, HistoryBatch, history_query, parse_history
 from .iterators import Replay, Subscription, positive
@@ -199,11 +200,49 @@ class AsyncClient:
         answer = await self._call("POST", SEND_PATH, stream=stream, body=body, wait=wait)
         return parse_sent(answer)
 
+    async def send_batch(
+        self, items: Iterable[BatchItem | tuple[str, Any]], *, chunk: int = DEFAULT_CHUNK
+    ) -> list[SendResult | IPubSubError]:
+        """Send many messages in few calls: ``items`` are :class:`BatchItem`
+        (or ``(stream, message)`` pairs), for any streams, in memory or
+        persisted.  One result per item, in order: its :class:`SendResult`,
+        or the error of that item alone (nothing is raised for one item).
+        Items go to their streams' owners, one ``sendBatch`` call per owner
+        and ``chunk`` items; each stream keeps its order.  A persisted
+        item's uuid makes a retried batch store it once.
+
+        Raises:
+            TypeError: a message cannot be encoded as JSON (nothing was sent).
+        """
+        return await send_batch(self, items, chunk)
+
+    @overload
     async def receive(
-        self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None
-    ) -> ReceivedMessage | None:
+        self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None,
+        max_messages: None = None,
+    ) -> ReceivedMessage | None: ...
+
+    @overload
+    async def receive(
+        self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None,
+        max_messages: int,
+    ) -> list[ReceivedMessage]: ...
+
+    async def receive(
+        self,
+        stream: str,
+        timeout: float = 30,
+        *,
+        lease: float | None = None,
+        max_deliveries: int | None = None,
+        max_messages: int | None = None,
+    ) -> ReceivedMessage | list[ReceivedMessage] | None:
         """Take the next in-memory message of ``stream``, waiting up to
         ``timeout`` seconds (rounded up to whole seconds).
+
+        With ``max_messages`` it answers a list instead: the first message
+        to arrive and those available with it, up to ``max_messages`` in
+        one poll, oldest first (empty if none arrived in time).
 
         With ``lease`` (seconds) the message is leased, not taken for good:
         it comes back as a :class:`LeasedMessage` and stays invisible to
@@ -221,8 +260,14 @@ class AsyncClient:
             Unreachable: no node could be reached within the retries.
         """
         if lease is not None:
-            leased = await self._leased(stream, timeout, lease=lease, max_deliveries=max_deliveries)
+            leased = await self._leased(
+                stream, timeout, lease=lease, max_deliveries=max_deliveries, max_messages=max_messages
+            )
+            if max_messages is not None:
+                return list(leased)
             return leased[0] if leased else None
+        if max_messages is not None:
+            return await receive_batch(self, stream, timeout, max_messages)
         return await self._poll(stream, timeout, from_db=False, token=None)
 
     async def receive_leased(
@@ -365,10 +410,24 @@ class AsyncClient:
             raise ValueError("an in-memory consume needs lease= (seconds)")
         return Consumer(self, stream, group, consumer, lease, max_messages, positive(timeout), max_deliveries)
 
-    async def read(self, stream: str, token: str | None = None, timeout: float = 30) -> ReceivedMessage | None:
+    @overload
+    async def read(
+        self, stream: str, token: str | None = None, timeout: float = 30, *, max_messages: None = None
+    ) -> ReceivedMessage | None: ...
+
+    @overload
+    async def read(
+        self, stream: str, token: str | None = None, timeout: float = 30, *, max_messages: int
+    ) -> list[ReceivedMessage]: ...
+
+    async def read(
+        self, stream: str, token: str | None = None, timeout: float = 30, *, max_messages: int | None = None
+    ) -> ReceivedMessage | list[ReceivedMessage] | None:
         """Read the next message of the durable log of ``stream`` after
         ``token`` (``None``: the oldest alive), waiting up to ``timeout``
-        seconds (rounded up) for one; removes nothing.
+        seconds (rounded up) for one; removes nothing.  With
+        ``max_messages``: a list of up to that many, read with one range
+        read (empty if none arrived in time); each carries its token.
 
         Returns:
             The message with the ``token`` that continues after it, or
@@ -380,19 +439,28 @@ class AsyncClient:
             StorageUnavailable: still 503 when the retries ran out.
             Unreachable: no node could be reached within the retries.
         """
+        if max_messages is not None:
+            return await receive_batch(self, stream, timeout, max_messages, from_db=True, token=token)
         return await self._poll(stream, timeout, from_db=True, token=token)
 
-    def subscribe(self, stream: str, timeout: float = 30) -> Subscription:
+    def subscribe(self, stream: str, timeout: float = 30, *, batch: int = 1) -> Subscription:
         """An async iterator over the in-memory messages of ``stream``; it
         long-polls for up to ``timeout`` seconds at a time and polls again
         after every 424.  Each message goes to one receiver only.
 
-        Raises:
-            ValueError: ``timeout`` is not positive.
-        """
-        return Subscription(self, stream, positive(timeout))
+        ``batch`` > 1 takes up to that many messages per poll
+        (``maxMessages``): far fewer requests under load, but the messages
+        taken and not yet yielded when you stop iterating are gone from the
+        stream (they were delivered to this subscription).
 
-    def replay(self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True) -> Replay:
+        Raises:
+            ValueError: ``timeout`` is not positive, or ``batch`` < 1.
+        """
+        return Subscription(self, stream, positive(timeout), batch)
+
+    def replay(
+        self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True, batch: int = 100
+    ) -> Replay:
         """An async iterator over the durable log of ``stream``, starting
         after ``token`` (``None``: the oldest message still alive).
 
@@ -401,12 +469,14 @@ class AsyncClient:
         later ``replay`` continue exactly there.  With ``follow`` (the
         default) it never ends: at the end of the log it long-polls (up to
         ``timeout`` seconds at a time) for new messages; without, it stops
-        at the first poll that finds nothing.
+        at the first poll that finds nothing.  It reads up to ``batch``
+        messages per call (one range read on the server); reading removes
+        nothing, so stopping mid-batch loses nothing.
 
         Raises:
-            ValueError: ``timeout`` is not positive.
+            ValueError: ``timeout`` is not positive, or ``batch`` < 1.
         """
-        return Replay(self, stream, token, positive(timeout), follow)
+        return Replay(self, stream, token, positive(timeout), follow, batch)
 
     async def read_history(
         self,

@@ -3,6 +3,7 @@ return: they long-poll again and again, and a replay keeps its resume token."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Self
 
 from .wire import ReceivedMessage
@@ -16,10 +17,14 @@ __all__ = ["Replay", "Subscription", "positive"]
 class _Polls:
     """What both iterators share: a client, a stream, a poll timeout."""
 
-    def __init__(self, client: AsyncClient, stream: str, timeout: float) -> None:
+    def __init__(self, client: AsyncClient, stream: str, timeout: float, batch: int = 1) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         self.stream = stream
         self.timeout = timeout
+        self.batch = batch
         self._client = client
+        self._ready: deque[ReceivedMessage] = deque()  # taken in one batch, not yielded yet
 
     def __aiter__(self) -> Self:
         return self
@@ -36,8 +41,14 @@ class Subscription(_Polls):
             StopAsyncIteration: the client was closed.
             Unavailable, Unreachable: a poll failed after its retries.
         """
-        while not self._client.closed:
-            message = await self._client.receive(self.stream, self.timeout)
+        client = self._client
+        while not client.closed:
+            if self._ready:
+                return self._ready.popleft()
+            if self.batch > 1:
+                self._ready.extend(await client.receive(self.stream, self.timeout, max_messages=self.batch))
+                continue
+            message = await client.receive(self.stream, self.timeout)
             if message is not None:
                 return message
         raise StopAsyncIteration
@@ -52,8 +63,10 @@ class Replay(_Polls):
             token before the first); pass it to ``replay`` to continue.
     """
 
-    def __init__(self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool) -> None:
-        super().__init__(client, stream, timeout)
+    def __init__(
+        self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool, batch: int = 100
+    ) -> None:
+        super().__init__(client, stream, timeout, batch)
         self.token = token
         self.follow = follow
 
@@ -67,9 +80,12 @@ class Replay(_Polls):
             PersistenceNotConfigured: the server has no storage.
             Unavailable, Unreachable: a poll failed after its retries.
         """
-        while not self._client.closed:
-            message = await self._client.read(self.stream, self.token, self.timeout)
-            if message is not None:
+        client = self._client
+        while not client.closed:
+            if not self._ready:
+                self._ready.extend(await client.read(self.stream, self.token, self.timeout, max_messages=self.batch))
+            if self._ready:
+                message = self._ready.popleft()
                 self.token = message.token or self.token
                 return message
             if not self.follow:

@@ -87,6 +87,7 @@ class Client:
                 self._loop.close()
 
     send = _blocking(AsyncClient.send)
+    send_batch = _blocking(AsyncClient.send_batch)
     read = _blocking(AsyncClient.read)
     cluster = _blocking(AsyncClient.cluster)
     refresh = _blocking(AsyncClient.refresh)
@@ -98,12 +99,22 @@ class Client:
     read_history = _blocking(AsyncClient.read_history)
 
     def receive(
-        self, stream: str, timeout: float = 30, *, lease: float | None = None, max_deliveries: int | None = None
-    ) -> ReceivedMessage | None:
-        """Blocking :meth:`AsyncClient.receive`; a leased message's
-        ``ack()``/``nack()`` block too."""
-        message = self._run(self._async.receive(stream, timeout, lease=lease, max_deliveries=max_deliveries))
-        return self._blocking_leases([message])[0] if isinstance(message, LeasedMessage) else message
+        self,
+        stream: str,
+        timeout: float = 30,
+        *,
+        lease: float | None = None,
+        max_deliveries: int | None = None,
+        max_messages: int | None = None,
+    ) -> ReceivedMessage | list[ReceivedMessage] | None:
+        """Blocking :meth:`AsyncClient.receive` (a list with
+        ``max_messages``); a leased message's ``ack()``/``nack()`` block too."""
+        got: ReceivedMessage | list[ReceivedMessage] | None = self._run(
+            self._async.receive(stream, timeout, lease=lease, max_deliveries=max_deliveries, max_messages=max_messages)
+        )
+        if isinstance(got, list):
+            return [self._blocking_leases([m])[0] if isinstance(m, LeasedMessage) else m for m in got]
+        return self._blocking_leases([got])[0] if isinstance(got, LeasedMessage) else got
 
     def receive_leased(self, stream: str, **options: Any) -> list[LeasedMessage]:
         """Blocking :meth:`AsyncClient.receive_leased`."""
@@ -124,14 +135,16 @@ class Client:
     def _settle(self, message: LeasedMessage, action: str, delay: float) -> bool:
         return self._run(self._async._settle_receipt(message.stream, message.receipt, action, delay))
 
-    def subscribe(self, stream: str, timeout: float = 30) -> SyncSubscription:
+    def subscribe(self, stream: str, timeout: float = 30, *, batch: int = 1) -> SyncSubscription:
         """An iterator over in-memory messages (see :meth:`AsyncClient.subscribe`)."""
-        return SyncSubscription(self, self._async.subscribe(stream, timeout))
+        return SyncSubscription(self, self._async.subscribe(stream, timeout, batch=batch))
 
-    def replay(self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True) -> SyncReplay:
+    def replay(
+        self, stream: str, token: str | None = None, timeout: float = 30, *, follow: bool = True, batch: int = 100
+    ) -> SyncReplay:
         """An iterator over the durable log with a ``token`` to resume from
         (see :meth:`AsyncClient.replay`)."""
-        return SyncReplay(self, self._async.replay(stream, token, timeout, follow=follow))
+        return SyncReplay(self, self._async.replay(stream, token, timeout, follow=follow, batch=batch))
 
     def follow(self, stream: str, position: str | None = None, **options: Any) -> SyncFollower:
         """An iterator over a stream's history with a ``position`` to follow

@@ -41,19 +41,33 @@ def start(*args: str) -> subprocess.Popen[str]:
     )
 
 
+_PENDING: dict[int, bytes] = {}  # per process: output read but not split into lines yet
+
+
 def read_lines(proc: subprocess.Popen[str], n: int, timeout: float = 60) -> list[dict[str, Any]]:
     """The next ``n`` JSON lines of ``proc``'s output (bounded: the bound
-    includes the interpreter's start-up, so it only guards against a hang)."""
+    includes the interpreter's start-up, so it only guards against a hang).
+    Reads the pipe itself: several lines may arrive in one chunk (a batch),
+    which a buffered ``readline`` would hide from ``select``."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    while len(lines) < n:
-        left = deadline - time.monotonic()
-        assert left > 0, f"only {len(lines)} of {n} lines in {timeout}s"
-        if select.select([proc.stdout], [], [], left)[0]:
-            line = proc.stdout.readline()
-            assert line, f"stdout closed; stderr: {proc.stderr.read() if proc.stderr else ''}"
-            lines.append(json.loads(line))
+    pending = _PENDING.pop(proc.pid, b"")
+    try:
+        while len(lines) < n:
+            if b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                lines.append(json.loads(line))
+                continue
+            left = deadline - time.monotonic()
+            assert left > 0, f"only {len(lines)} of {n} lines in {timeout}s"
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"stdout closed; stderr: {proc.stderr.read() if proc.stderr else ''}"
+                pending += chunk
+    finally:
+        _PENDING[proc.pid] = pending
     return lines
 
 
@@ -66,7 +80,7 @@ def interrupt(proc: subprocess.Popen[str]) -> int:
         proc.kill()
 
 
-@pytest.mark.parametrize("command", ["send", "receive", "tail", "cluster"])
+@pytest.mark.parametrize("command", ["send", "send-batch", "receive", "tail", "cluster"])
 def test_every_command_has_help_with_examples(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0
@@ -153,6 +167,28 @@ def test_tail_prints_json_lines_and_resumes_from_a_token(persistence: str, strea
         assert [line["message"] for line in read_lines(resumed, 2)] == [{"n": 2}, {"n": 3}]
     finally:
         assert interrupt(resumed) == 0
+
+
+def test_send_batch_reads_lines_and_receive_max_takes_many(node: NodeProcess, tiny_node: NodeProcess, stream: str) -> None:
+    values = [json.dumps({"n": n}) for n in range(25)]
+    result = cli("send-batch", stream, "--chunk", "10", "--url", node.url, stdin="\n".join(values[:12]) + "\n\n" +
+                 "\n".join(values[12:]) + "\n")
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(answers) == 25 and all(a["messageUuid"] for a in answers)
+    got = cli("receive", stream, "--max", "20", "--timeout", "1", "--url", node.url)
+    assert got.returncode == 0, got.stderr
+    lines = [json.loads(line) for line in got.stdout.splitlines()]
+    assert [line["message"]["n"] for line in lines] == list(range(20))
+    assert [line["messageUuid"] for line in lines] == [a["messageUuid"] for a in answers[:20]]
+    rest = cli("receive", stream, "--max", "20", "--timeout", "1", "--url", node.url)
+    assert [json.loads(line)["message"]["n"] for line in rest.stdout.splitlines()] == list(range(20, 25))
+    assert cli("receive", stream, "--max", "5", "--timeout", "0", "--url", node.url).returncode == 3
+    bad = cli("send-batch", stream, "--url", node.url, stdin='{"n": 1}\nnot json\n')
+    assert bad.returncode == 2 and "line 2 is not valid JSON" in bad.stderr
+    refused = cli("send-batch", stream, "--persist", "--url", tiny_node.url, stdin="1\n")  # no storage there
+    assert refused.returncode == 4 and "1 of 1 messages were not accepted" in refused.stderr
+    assert json.loads(refused.stdout.splitlines()[0])["code"] == "persistence_not_configured"
 
 
 def test_tail_on_a_node_without_storage_exits_4(tiny_node: NodeProcess) -> None:
