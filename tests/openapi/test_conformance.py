@@ -600,3 +600,35 @@ async def test_head_is_served_where_allow_advertises_it(api: Api) -> None:
         head = await api.client.head(path)
         assert head.status == 200, f"HEAD {path} answered {head.status} though Allow says {sorted(allowed)}"
         assert await head.read() == b""
+
+
+SEND_BATCH = "/api/v1/streams/sendBatch"
+
+
+@covers(("POST", SEND_BATCH, 200), ("POST", SEND_BATCH, 400), ("POST", SEND_BATCH, 413), ("GET", RECEIVE, 200))
+async def test_batches_send_and_receive(make_api: MakeApi, tmp_path: Path) -> None:
+    api = await make_api({
+        "limits": {"max_message_bytes": 1024, "max_batch_bytes": 8192, "max_batch_messages": 20},
+        "storage": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "batch.db")}},
+    })
+    assert await api.node.durable.wait_up(10)
+    items = [
+        {"streamId": "b", "message": {"n": 1}},
+        {"streamId": "", "message": 2},
+        {"streamId": "b", "message": 3, "blockingSendTimeoutSeconds": 1},
+        {"streamId": "log", "message": "x", "writeToDB": True, "messageUuid": "l1"},
+        {"streamId": "b", "message": "y" * 1100},
+        {"streamId": "b", "message": {"n": 4}},
+    ]
+    _, answer = await api.call("POST", SEND_BATCH, 200, json_body={"messages": items})
+    codes = [r.get("code") for r in answer["results"]]
+    assert codes == [None, "bad_request", "not_supported_in_batch", None, "message_too_large", None]
+    got = await api.receive(streamId="b", timeoutSeconds=0, maxMessages=10)
+    assert [m["message"] for m in got["messages"]] == [{"n": 1}, {"n": 4}] and "dbResumeToken" not in got
+    log = await api.receive(streamId="log", readFromDB="true", timeoutSeconds=0, maxMessages=10)
+    assert log["dbResumeToken"] == answer["results"][3]["dbResumeToken"] == log["messages"][0]["dbResumeToken"]
+    for body in ({"messages": []}, {"messages": [{"streamId": "b", "message": 1}] * 21}, {"messages": "no"}, [1]):
+        _, error = await api.call("POST", SEND_BATCH, 400, json_body=body)
+        assert error["code"] == "bad_request"
+    _, error = await api.call("POST", SEND_BATCH, 413, json_body={"messages": [{"streamId": "b", "message": "z" * 900}] * 10})
+    assert error["code"] == "message_too_large" and error["limit"] == 8192
