@@ -4,6 +4,9 @@ dead-lettering, and consumer groups on a durable stream (SQLite)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from ipubsub.protocol import ACK_PATH, GROUPS_PATH, NACK_PATH
 from tests.conftest import MakeClient
-from tests.support.http import ack, call, expect, nack, receive, send
+from tests.support.http import ack, call, expect, nack, open_raw, receive, send
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -222,3 +226,37 @@ async def test_deleting_a_group(durable: TestClient) -> None:
     expect(await call(durable, "DELETE", GROUPS_PATH, params={"streamId": "log"}), 400)
     # created again on first use: from the oldest message
     assert expect(await receive(durable, "", "log", readFromDB=True, group="g", consumer="a"))["deliveryCount"] == 1
+
+
+async def test_a_poller_gone_while_waiting_takes_nothing_and_counts_no_delivery(client: TestClient) -> None:
+    address = f"{client.server.host}:{client.server.port}"
+    _, writer = await open_raw(address, "GET", "/api/v1/streams/receive?streamId=jobs&timeoutSeconds=30&leaseSeconds=60")
+    node = client.node  # type: ignore[attr-defined]
+    await wait_until(lambda: node.engine.stats.waiting_receivers == 1, what="the poll waits")
+    writer.close()
+    await wait_until(lambda: node.engine.stats.waiting_receivers == 0, what="the poll is gone")
+    await put(client, "jobs", 1)
+    got = expect(await receive(client, "", "jobs", leaseSeconds=60))
+    assert (got["messageUuid"], got["deliveryCount"]) == ("m1", 1)
+
+
+async def test_a_leased_answer_that_cannot_be_written_gives_its_messages_back_uncounted(client: TestClient) -> None:
+    big = "x" * 600_000
+    for n in range(20):  # 12 MB: more than the socket buffers take, so the answer's write waits
+        expect(await send(client, "", {"streamId": "jobs", "message": big, "messageUuid": f"m{n}"}))
+    node = client.node  # type: ignore[attr-defined]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.server.host, client.server.port))
+    query = "streamId=jobs&timeoutSeconds=0&leaseSeconds=60&maxMessages=100"
+    sock.send(f"GET /api/v1/streams/receive?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    leases = node.at_least_once.leases
+    await wait_until(lambda: leases.stats.held == 20, what="20 messages leased")
+    await asyncio.sleep(0.2)  # the answer is being written; the client reads nothing
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # reset: the rest of the answer cannot be written
+    await wait_until(lambda: leases.stats.held == 0, 10, "the leases given back")
+    assert leases.stats.given_back_total == 20 and leases.stats.expired_total == 0
+    got = expect(await receive(client, "", "jobs", leaseSeconds=60, maxMessages=100))
+    assert [(m["messageUuid"], m["deliveryCount"]) for m in got["messages"]] == [(f"m{n}", 1) for n in range(20)]
