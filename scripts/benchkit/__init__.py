@@ -17,7 +17,10 @@ Modes (``scripts/bench.py MODE --help`` for the options of each):
                 3 nodes, next to one node alone: total CPU per message
   client        ipubsub.client.AsyncClient (calls each stream's owner) versus a
                 plain aiohttp session sending everything to one node
-  persist       persisted sends at W concurrent writers, then a replay
+  persist       persisted sends at W concurrent writers (single sends or
+                sendBatch calls of N), then a replay
+  replay        a durable log read from the start through tokens: single
+                reads next to maxMessages=N batches, interleaved rounds
   fanout        one sender, R readers each getting every message: an ipubsub
                 history, the durable log on SQLite, Redis lists (RPUSH/BLPOP)
 
@@ -53,6 +56,7 @@ Adding a mode (e.g. ``sse``):
      ``launch.redis()``.
   4. Run it for a fraction of a second in ``tests/e2e/test_bench_smoke.py``
      and add it to ``scripts/bench-all.sh``.
-A new option of an existing target (e.g. ipubsub batches): ``pipe.KINDS``
-says what each target can do (``batch=True``), its ``measure`` drives it.
+A new option of an existing target: ``pipe.KINDS`` says what each target
+can do (``batch=True``: ipubsub's sendBatch / maxMessages, Redis RPUSH of N /
+BLMPOP COUNT N), its ``measure`` drives it.
 """

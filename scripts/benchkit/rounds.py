@@ -19,7 +19,7 @@ __all__ = ["Measure", "interleave", "summarise"]
 
 Measure = Callable[[], Awaitable[Row]]
 MEDIANS = ("msg_per_s", "cpu_us_per_msg", "server_cpu_util", "client_cpu_util", "latency_p50_ms", "latency_p99_ms",
-           "send_rtt_p50_ms", "send_rtt_p99_ms")
+           "send_rtt_p50_ms", "send_rtt_p99_ms", "replay_msg_per_s")
 
 
 def _median(values: list[float]) -> float | None:

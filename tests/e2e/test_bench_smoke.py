@@ -110,6 +110,31 @@ def test_pipe_against_redis_single_and_batched(spawn_dir: Path) -> None:
 
 
 @needs_redis
+def test_pipe_batches_of_ipubsub_and_redis_in_one_run(spawn_dir: Path) -> None:
+    rows = bench("pipe", "--spawn", "--target", "ipubsub", "--target", "ipubsub:batch=10", "--target",
+                 "redis:batch=10", "--ratio-to", "redis-batch10", "--pairs", "4", *TINY, workdir=spawn_dir)
+    single, batched, redis = (r for r in rows if not r.get("summary"))
+    assert (single["batch"], batched["label"], batched["batch"]) == (1, "ipubsub-batch10", 10)
+    for row in (single, batched, redis):
+        assert row["msg_per_s"] > 0 and row["errors"] == 0 and row["cpu_us_per_msg"] > 0, row
+    assert batched["msg_per_s"] > batched["requests_per_s"]  # several messages per call
+    assert summary(rows, "ipubsub-batch10")["ratio_to_redis-batch10"] > 0
+
+
+def test_persist_and_replay_batches_spawned(spawn_dir: Path) -> None:
+    rows = bench("persist", "--spawn", "--storage", "sqlite", "--writers", "2", "--batch", "1", "20",
+                 "--duration", "0.5", workdir=spawn_dir)
+    assert [r["batch"] for r in rows] == [1, 20]
+    assert all(r["persisted_msg_per_s"] > 0 and r["errors"] == 0 and r["replayed"] > 0 for r in rows)
+    rows = bench("replay", "--spawn", "--storage", "sqlite", "--messages", "2500", "--batch", "1", "1000",
+                 "--single-limit", "200", "--rounds", "1", workdir=spawn_dir)
+    fill, single, batched = (r for r in rows if not r.get("summary"))
+    assert fill["written"] == 2500 and single["replayed"] == 200 and batched["replayed"] == 2500
+    assert batched["reads"] == 3 and batched["cpu_us_per_msg"] > 0
+    assert summary(rows, "sqlite-batch1000")["ratio_to_sqlite-batch1"] > 0
+
+
+@needs_redis
 def test_fanout_spawns_history_durable_and_redis_per_reader_count(spawn_dir: Path) -> None:
     rows = bench("fanout", "--spawn", "--readers", "3", "5", "--batch", "20", "--lead", "50", "--ratio-to", "redis",
                  *TINY, workdir=spawn_dir)
@@ -210,7 +235,7 @@ def test_a_stopped_harness_takes_its_servers_with_it(spawn_dir: Path, sig: signa
 
 @pytest.mark.parametrize("args, says", [
     (["pipe", "--target", "bogus"], "unknown target 'bogus'"),
-    (["pipe", "--target", "ipubsub:batch=10"], "no batch call yet"),
+    (["pipe", "--target", "trivial:batch=10"], "no batch call yet"),
     (["pipe", "--target", "ipubsub:colour=red"], "unknown target option 'colour'"),
     (["pipe", "--target", "ipubsub", "--target", "redis"], "need --spawn"),
     (["cluster", "--spawn", "1"], "at least 2 nodes"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import client, cluster, fanout, group, memory, persist, pipe
+from . import client, cluster, fanout, group, memory, persist, pipe, replay
 
 __all__ = ["add_parsers"]
 
-FAMILIES = [pipe, memory, cluster, client, persist, fanout, group]
+FAMILIES = [pipe, memory, cluster, client, persist, replay, fanout, group]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

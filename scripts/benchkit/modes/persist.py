@@ -2,6 +2,11 @@
 answered after the commit) to one stream or spread over S streams; then one
 reader replays the first stream from the start through tokens, one long poll
 per message.  ``--spawn --storage B`` starts a node on backend B.
+
+``--batch N [M ...]``: each writer sends ``sendBatch`` calls of N durable
+messages (1: the single send), and the replay reads ``maxMessages=N``
+(``--replay-batch`` to set it apart); several values run one after the other
+against the same node, so the single and batch figures share a run.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import RECEIVE_PATH, SEND_BATCH_PATH, SEND_PATH
 
 from ..conn import Endpoint
 from ..options import add_mode, pid_list
@@ -24,9 +29,10 @@ from ..window import Row, Window, percentile
 
 
 async def persist(entry: Endpoint, pids: Sequence[int], writers: int, duration: float, replay_limit: int,
-                  streams: int = 1) -> Row:
-    """Persisted sends for ``duration`` s, then a replay of the first stream."""
-    stream = f"persist-{uuid.uuid4().hex[:8]}-{writers}"
+                  streams: int = 1, batch: int = 1, replay_batch: int = 1) -> Row:
+    """Persisted sends (``batch`` per call) for ``duration`` s, then a replay
+    of the first stream (``replay_batch`` per read)."""
+    stream = f"persist-{uuid.uuid4().hex[:8]}-{writers}-{batch}"
     names = [stream] if streams <= 1 else [f"{stream}-{i}" for i in range(streams)]
     count = first_stream_count = errors = 0
     lat: list[float] = []
@@ -36,21 +42,28 @@ async def persist(entry: Endpoint, pids: Sequence[int], writers: int, duration: 
         nonlocal count, errors, first_stream_count
         conn = await Connection.open(entry)
         n = 0
+        first = k % len(names) == 0
         try:
             while not flags.stop:
-                body = json.dumps(
-                    {"streamId": names[k % len(names)], "messageUuid": f"{k}-{n}", "message": {"k": k, "n": n},
-                     "writeToDB": True, "dbTTLSeconds": 3600}
-                ).encode()
-                n += 1
-                t0 = time.perf_counter()
-                status, _ = await conn.request(post_request(entry.netloc, SEND_PATH, body))
-                lat.append((time.perf_counter() - t0) * 1000)
-                if status == 200:
-                    count += 1
-                    first_stream_count += k % len(names) == 0
+                items = []
+                for _ in range(batch):
+                    items.append({"streamId": names[k % len(names)], "messageUuid": f"{k}-{n}",
+                                  "message": {"k": k, "n": n}, "writeToDB": True, "dbTTLSeconds": 3600})
+                    n += 1
+                if batch == 1:
+                    request = post_request(entry.netloc, SEND_PATH, json.dumps(items[0]).encode())
                 else:
-                    errors += 1
+                    request = post_request(entry.netloc, SEND_BATCH_PATH, json.dumps({"messages": items}).encode())
+                t0 = time.perf_counter()
+                status, answer = await conn.request(request)
+                lat.append((time.perf_counter() - t0) * 1000)
+                if status != 200:
+                    errors += batch
+                    continue
+                ok = batch if batch == 1 else sum("messageUuid" in r for r in json.loads(answer)["results"])
+                count += ok
+                errors += batch - ok
+                first_stream_count += ok if first else 0
         finally:
             conn.close()
 
@@ -73,19 +86,24 @@ async def persist(entry: Endpoint, pids: Sequence[int], writers: int, duration: 
     try:
         while read < min(first_stream_count, replay_limit):
             query = {"streamId": names[0], "readFromDB": "true", "timeoutSeconds": "0"}
+            if replay_batch != 1:
+                query["maxMessages"] = str(replay_batch)
             if token:
                 query["dbResumeToken"] = token
             status, body = await conn.request(get_request(entry.netloc, RECEIVE_PATH, query))
             if status != 200:
                 break
-            token = json.loads(body)["dbResumeToken"]
-            read += 1
+            answer = json.loads(body)
+            token = answer["dbResumeToken"]
+            read += 1 if replay_batch == 1 else len(answer["messages"])
     finally:
         conn.close()
     replay_seconds = time.perf_counter() - t1
     out: Row = {
         "writers": writers,
         "streams": len(names),
+        "batch": batch,
+        "replay_batch": replay_batch,
         "persisted_msg_per_s": round(count / write_seconds),
         "send_p50_ms": round(percentile(lat, 50), 2),
         "send_p99_ms": round(percentile(lat, 99), 2),
@@ -105,8 +123,11 @@ async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
     else:
         entry, pids = Endpoint.parse(args.url), args.pid
     for writers in args.writers:
-        row = await persist(entry, pids, writers, args.duration, args.replay_limit, args.streams)
-        yield {"label": args.label or args.storage, **row}
+        for batch in args.batch:
+            replay_batch = args.replay_batch or batch
+            row = await persist(entry, pids, writers, args.duration, args.replay_limit, args.streams, batch,
+                                replay_batch)
+            yield {"label": args.label or args.storage, **row}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -120,4 +141,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=1, help="spread the writers over this many streams")
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--replay-limit", type=int, default=20000)
+    p.add_argument("--batch", type=int, nargs="+", default=[1],
+                   help="messages per send call (sendBatch above 1) and per replay read; several: one run each")
+    p.add_argument("--replay-batch", type=int, default=0, help="maxMessages of the replay (default: --batch)")
     p.add_argument("--label", default="")

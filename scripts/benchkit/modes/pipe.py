@@ -9,7 +9,8 @@ msg/s, send-to-receive latency, send round trip and server CPU per message.
 Targets (``--target NAME[:key=value...]``, repeatable):
 
 =========  ==================================================================
-ipubsub    an ipubsub node (``--spawn``: one node, storage none)
+ipubsub    an ipubsub node (``--spawn``: one node, storage none); with
+           ``batch=N``: ``sendBatch`` of N messages / ``receive?maxMessages=N``
 trivial    ``baseline_server.py``: constant answers, the aiohttp ceiling; a
            "message" is one send request plus one receive request
 naive      ``baseline_server.py --naive-queue``: the simplest real matcher
@@ -37,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import RECEIVE_PATH, SEND_BATCH_PATH, SEND_PATH
 
 from ..conn import Endpoint
 from ..options import add_mode, add_rounds, add_window, pid_list
@@ -89,13 +90,14 @@ async def http_pipe(
     client behind a load balancer); ``streams`` names the streams to use
     (default: fresh ones).  Server CPU is summed over ``pids``.
     """
-    if load.batch != 1:
-        raise SystemExit("pipe: ipubsub has no batch call yet (issue 11 adds sendBatch / maxMessages)")
+    if load.batch != 1 and trivial:
+        raise SystemExit("pipe: the trivial baseline has no batch call")
+    batch = load.batch
     run = uuid.uuid4().hex[:8]
     names = list(streams or [f"bench-{run}-{i}" for i in range(load.pairs)])
     tally, flags = Tally(), Window()
     credits = {s: Credits(load.window) for s in names}
-    size = max(16, load.window)
+    size = max(16, load.window * batch)
     auth = f"Authorization: Bearer {load.api_key}\r\n" if load.api_key else ""
 
     async def sender(stream: str) -> None:
@@ -106,10 +108,14 @@ async def http_pipe(
                 if not trivial:
                     await credit.take()
                 conn, netloc = conns[0] if len(conns) == 1 else random.choice(conns)
-                body = b'{"streamId":"%s","message":{"t":%d},"inMemoryStreamSize":%d}' % (
+                item = b'{"streamId":"%s","message":{"t":%d},"inMemoryStreamSize":%d}' % (
                     stream.encode(), time.time_ns(), size)
                 t0 = time.perf_counter()
-                status, _ = await conn.request(post_request(netloc, SEND_PATH, body, auth))
+                if batch == 1:
+                    status, _ = await conn.request(post_request(netloc, SEND_PATH, item, auth))
+                else:
+                    body = b'{"messages":[' + b",".join([item] * batch) + b"]}"
+                    status, _ = await conn.request(post_request(netloc, SEND_BATCH_PATH, body, auth))
                 if flags.measuring:
                     tally.sends += 1
                     tally.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
@@ -120,21 +126,33 @@ async def http_pipe(
 
     async def receiver(stream: str) -> None:
         query = {"streamId": stream, "timeoutSeconds": "2"}
+        if batch != 1:
+            query["maxMessages"] = str(batch)
         conns = [(await Connection.open(e), get_request(e.netloc, RECEIVE_PATH, query, auth)) for e in entries]
         credit = credits[stream]
+        taken = 0  # messages of the current batch received so far
         try:
             while not flags.stop:
                 conn, req = conns[0] if len(conns) == 1 else random.choice(conns)
                 status, body = await conn.request(req)
+                stamps: list[int] = []
                 if status == 200 and not trivial:
-                    credit.give()
+                    if batch == 1:
+                        stamps = [json.loads(body)["message"]["t"]]
+                        credit.give()
+                    else:
+                        stamps = [m["message"]["t"] for m in json.loads(body)["messages"]]
+                        taken += len(stamps)
+                        if taken >= batch:
+                            credit.give(taken // batch)
+                            taken %= batch
                 if not flags.measuring:
                     continue
                 tally.receives += 1
                 if status == 200:
-                    tally.delivered += 1
-                    if not trivial:
-                        tally.latencies_ms.append((time.time_ns() - json.loads(body)["message"]["t"]) / 1e6)
+                    tally.delivered += len(stamps) if not trivial else 1
+                    now = time.time_ns()
+                    tally.latencies_ms += [(now - t) / 1e6 for t in stamps]
                 elif status != 424:
                     tally.errors += 1
         finally:
@@ -175,7 +193,7 @@ async def _measure_redis(endpoint: Endpoint, pids: list[int], load: PipeLoad, la
 
 
 KINDS: dict[str, Kind] = {
-    "ipubsub": Kind(lambda launch: launch.ipubsub(1), _measure_http, "http://127.0.0.1:8080"),
+    "ipubsub": Kind(lambda launch: launch.ipubsub(1), _measure_http, "http://127.0.0.1:8080", batch=True),
     "trivial": Kind(lambda launch: _one(launch.baseline("trivial")), _measure_trivial, "http://127.0.0.1:18090"),
     "naive": Kind(lambda launch: _one(launch.baseline("naive")), _measure_http, "http://127.0.0.1:18090"),
     "redis": Kind(lambda launch: _one(launch.redis()), _measure_redis, "redis://127.0.0.1:6379", batch=True),
