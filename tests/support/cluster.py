@@ -115,7 +115,9 @@ class ClusterHarness:
         views: list[list[str] | None] = []
 
         async def agreed() -> bool:
-            views[:] = [await asyncio.to_thread(self.ring_members, u) for u in urls]
+            # all nodes at once: asked one after the other on a loaded machine, the
+            # round's own latency (up to 2 s per node) was counted against the bound
+            views[:] = await asyncio.gather(*(asyncio.to_thread(self.ring_members, u) for u in urls))
             return all(v == want for v in views)
 
         await wait_until(agreed, timeout, f"rings converged to {want}", interval=0.05, show=lambda: views)
