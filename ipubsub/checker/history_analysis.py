@@ -18,14 +18,16 @@ acknowledged:
   another payload.
 
 Besides, ``other`` counts every ``gap: epoch`` a reader was told during a
-planned ring change (a join, a graceful leave, a SIGTERM and restart): the
-history moves with its epoch and offsets then, so positions stay valid.
-Only a SIGKILL, a lone node's restart, a pause or a partition may end an
-epoch.
+planned ring change (a join, a graceful leave, a SIGTERM and restart of a
+node with peers): the history moves with its epoch and offsets then, so
+positions stay valid.  Only a SIGKILL, a lone node's restart, a pause or a
+partition may end an epoch: a gap told after one of them began, since the
+reader's last message, is allowed.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +57,19 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
         if t["src"] == "history":
             readers_of[t["st"]].add(t["r"])
     gaps: dict[str, list[float]] = defaultdict(list)  # reader -> when answers reported a gap
+    ending = _epoch_endings(a)
+    read_at: dict[str, list[float]] = defaultdict(list)  # reader -> when its reads got messages, in order
+    for t in reads:
+        read_at[t["r"]].append(t["t1"])
+    for times in read_at.values():
+        times.sort()
     for g in a.gaps:
         gaps[g["r"]].append(g["t0"])
         kind = a.timeline.kind(a.timeline.fault_at(g["t0"]))
-        if g.get("gap") == "epoch" and kind in PLANNED:
+        times = read_at[g["r"]]
+        i = bisect.bisect_right(times, g["t0"])
+        since = times[i - 1] if i else 0.0  # the reader's last message before the gap
+        if g.get("gap") == "epoch" and kind in PLANNED and not any(since - 0.5 <= t <= g["t1"] for t in ending):
             row.other += 1
             row.example(f"{g['r']} was told at {g['t1']:.2f}s (via {g['via']}) that {g['st']}'s history was "
                         f"recreated, during a planned {kind}: positions must stay valid across it")
@@ -105,6 +116,20 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
         row.notes.append(f"{len(told)} not read by a reader that was told of a gap after they were sent "
                          "(recovered: false — allowed)")
     return [row]
+
+
+def _epoch_endings(a: Analysis) -> list[float]:
+    """When faults that may end a history's epoch began: a SIGKILL, a pause,
+    a partition, a lone node's restart (``solo``, or a SIGTERM of a node
+    that was alone in its ring)."""
+    out = []
+    for fault in a.faults.values():
+        begin = fault.get("begin", {})
+        kind, node = fault.get("kind"), fault.get("node")
+        alone = begin.get("views", {}).get(node) == [node]
+        if "t" in begin and (kind in ("kill", "pause", "partition", "solo") or (kind == "term" and alone)):
+            out.append(begin["t"])
+    return out
 
 
 def _order(a: Analysis, row: Row, reader: str, seq: list[dict[str, Any]], gaps: list[float]) -> int:

@@ -326,3 +326,25 @@ def test_an_epoch_gap_during_a_planned_change_is_a_broken_promise() -> None:
                      "gap": "epoch"})  # a kill may end an epoch
     row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
     assert row.other == 1 and row.broken
+
+
+def test_an_epoch_gap_after_a_lone_restart_is_allowed_even_next_to_a_planned_change() -> None:
+    h = H()
+    h.send("hw", 1, "hs", "history")
+    _read(h, "a", "hw", 1, "e1-1", 1.5)
+    h.fault(1, "term", "n1", {"n1": ["n1"]})  # alone in its ring: a lone restart, the history starts anew
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.t - 0.5, "t1": h.t - 0.4, "via": "n1",
+                     "gap": "epoch"})
+    h.fault(2, "solo", "n1", {"n1": ["n1", "n2"]})
+    h.t += 2.0  # told late, once the lone node serves again: counted against the next fault, a join
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.t, "t1": h.t + 0.1, "via": "n1", "gap": "epoch"})
+    h.fault(3, "join", "n3", {"n1": ["n1", "n2"]})
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.other == 0 and not row.broken
+    h.send("hw", 2, "hs", "history")
+    _read(h, "a", "hw", 2, "e2-1", h.tick())  # read on since the gaps
+    h.fault(4, "term", "n2", {"n1": ["n1", "n2", "n3"], "n2": ["n1", "n2", "n3"]})  # with peers: planned
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.t - 0.5, "t1": h.t - 0.4, "via": "n1",
+                     "gap": "epoch"})
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.other == 1 and row.broken
