@@ -38,6 +38,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from ..auth.refusals import Refusals
+from ..memory import MemoryReturner
 from ..protocol import JSON_CONTENT_TYPE
 
 __all__ = ["ConnectionGate", "GatedSite"]
@@ -178,7 +179,9 @@ class ConnectionGate:
 
 class GatedSite(web.BaseSite):
     """A site on an already bound socket whose connections go through a
-    :class:`ConnectionGate` (and TLS when ``ssl_context`` is given)."""
+    :class:`ConnectionGate` (and TLS when ``ssl_context`` is given); after a
+    surge of connections its :class:`~ipubsub.memory.MemoryReturner` gives
+    the freed heap back to the operating system."""
 
     def __init__(
         self,
@@ -192,6 +195,7 @@ class GatedSite(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._sock = sock
         self._gate = gate
+        self.memory = MemoryReturner(lambda: gate.open_connections)
 
     @property
     def name(self) -> str:
@@ -208,7 +212,9 @@ class GatedSite(web.BaseSite):
         self._server = await loop.create_server(
             self._gate, sock=self._sock, backlog=self._backlog, ssl=self._ssl_context
         )
+        self.memory.start()
 
     async def stop(self) -> None:
+        await self.memory.close()
         self._gate.close()
         await super().stop()
