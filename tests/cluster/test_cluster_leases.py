@@ -163,3 +163,23 @@ async def test_history_positions_stay_valid_after_a_graceful_leave_and_a_join(
         back = await read(http, survivors[(i + 1) % 2], stream, marks[stream], timeout=5)
         assert back["recovered"] is True, (stream, back)
         assert [m["message"] for m in back["messages"]] == [3, 4, 5, 6], stream
+
+
+async def test_a_history_position_after_an_owner_restart_is_told_not_recovered(
+    procs: ProcessPool, http: aiohttp.ClientSession
+) -> None:
+    c = ClusterHarness(procs, 1).start()
+    url = c.urls()[0]
+    for i in range(3):
+        expect(await send(http, url, {"streamId": "room", "message": i, "historySize": 10}))
+    before = await read(http, url, "room", None)
+    mark = before["messages"][1]["position"]
+    url = c.restart(0).url  # the history dies with the process: a new epoch
+    for i in range(3, 5):
+        expect(await send(http, url, {"streamId": "room", "message": i, "historySize": 10}))
+    lost = await read(http, url, "room", mark)
+    assert lost["recovered"] is False and lost["gap"] == "epoch" and lost["messages"] == []
+    status, body = await receive(http, url, "room", 0, fromHistory=True, position=mark, strictRecovery=True)
+    assert status == 409 and body["code"] == "history_gap" and body["position"] == lost["position"]
+    on = await read(http, url, "room", lost["position"])  # go on, accepting the gap
+    assert [m["message"] for m in on["messages"]] == [3, 4]

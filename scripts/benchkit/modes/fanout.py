@@ -6,7 +6,10 @@ not be recovered).
 
 The sender (``--senders`` connections) stays at most ``--lead`` messages
 ahead of the slowest reader, so every reader reads every message and the
-rate is the highest all R readers sustain.
+rate is the highest all R readers sustain.  ``--send-batch N`` sends N
+messages per request (``sendBatch``; Redis: one ``RPUSH`` of N values per
+list), so that a sender on a busy machine keeps ahead of the readers and
+their reads come back full (up to ``batch``).
 
 In the rows a "message" is one delivered copy: ``msg_per_s`` counts copies
 delivered per second across all readers, ``cpu_us_per_msg`` is server CPU
@@ -42,7 +45,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-from ipubsub.protocol import RECEIVE_PATH, SEND_PATH
+from ipubsub.protocol import RECEIVE_PATH, SEND_BATCH_PATH, SEND_PATH
 
 from ..conn import Endpoint
 from ..options import add_mode, add_rounds, add_window, pid_list
@@ -66,6 +69,7 @@ class FanoutLoad:
     batch: int = 500  # messages per read
     lead: int = 5000  # the sender is at most this many messages ahead of the slowest reader
     senders: int = 4  # concurrent send connections
+    send_batch: int = 1  # messages per send request (> 1: sendBatch; Redis: one RPUSH of them per list)
 
 
 class Lead:
@@ -114,13 +118,19 @@ async def fanout_http(entry: Endpoint, pids: Sequence[int], load: FanoutLoad, *,
     async def sender() -> None:
         conn = await Connection.open(entry)
         try:
+            n = load.send_batch
             while not flags.stop:
-                await lead.take(1, flags)
+                await lead.take(n, flags)
                 body = b'{"streamId":"%s","message":{"t":%d}%s}' % (stream.encode(), time.time_ns(), extra)
+                if n == 1:
+                    request = post_request(entry.netloc, SEND_PATH, body)
+                else:
+                    batch = b'{"messages":[%s]}' % b",".join([body] * n)
+                    request = post_request(entry.netloc, SEND_BATCH_PATH, batch)
                 t0 = time.perf_counter()
-                status, _ = await conn.request(post_request(entry.netloc, SEND_PATH, body))
+                status, _ = await conn.request(request)
                 if flags.measuring:
-                    tally.sends += 1
+                    tally.sends += n
                     tally.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
                     tally.errors += status != 200
         finally:
@@ -166,20 +176,21 @@ async def fanout_redis(endpoint: Endpoint, pids: Sequence[int], load: FanoutLoad
     (or BLMPOP COUNT batch) by each reader.  The lists are deleted at the end."""
     run = uuid.uuid4().hex[:8].encode()
     keys = [b"ipubsub-fanout:%s:%d" % (run, i) for i in range(load.readers)]
-    heads = [command_head(3, b"RPUSH", key) for key in keys]
+    heads = [command_head(2 + load.send_batch, b"RPUSH", key) for key in keys]
     tally, flags = Tally(), Window()
     lead = Lead(load.readers, load.lead)
 
     async def sender() -> None:
         conn = await RespPipeline.open(endpoint)
         try:
+            n = load.send_batch
             while not flags.stop:
-                await lead.take(1, flags)
-                value = bulk(b'{"t":%d}' % time.time_ns())
+                await lead.take(n, flags)
+                value = bulk(b'{"t":%d}' % time.time_ns()) * n
                 t0 = time.perf_counter()
                 await conn.request_many(b"".join(head + value for head in heads), len(heads))
                 if flags.measuring:
-                    tally.sends += 1
+                    tally.sends += n
                     tally.send_rtt_ms.append((time.perf_counter() - t0) * 1000)
         finally:
             conn.close()
@@ -288,7 +299,7 @@ async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
         raise SystemExit("fanout: give --spawn, or --url (and --pid) of a running node")
     specs = args.target or ["history", "durable", "redis"]
     for readers in args.readers:
-        load = FanoutLoad(readers, args.duration, args.warmup, args.batch, args.lead, args.senders)
+        load = FanoutLoad(readers, args.duration, args.warmup, args.batch, args.lead, args.senders, args.send_batch)
         targets = [parse_target(spec, load) for spec in specs]
         if args.url and any(t.kind == "redis" for t in targets):
             raise SystemExit("fanout: the redis target needs --spawn")
@@ -310,6 +321,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lead", type=int, default=5000,
                    help="the sender stays at most this many messages ahead of the slowest reader")
     p.add_argument("--senders", type=int, default=4, help="concurrent send connections")
+    p.add_argument("--send-batch", type=int, default=1,
+                   help="messages per send request: > 1 sends them with sendBatch (Redis: one RPUSH of them per list)")
     p.add_argument("--spawn", action="store_true", help="start each target's server for each measurement")
     p.add_argument("--url", help="an already running ipubsub node (history, or durable if it has storage)")
     p.add_argument("--pid", type=pid_list, action="extend", default=[], help="its process id(s), for CPU time")
