@@ -330,8 +330,20 @@ class Cluster:
 
     def on_requeue(self, body: bytes) -> None:
         req = decode(body, Requeue)
+        if req.receipts:
+            self._give_back_leases(req.streamId, req.receipts)
+            return
         msgs = [Message(m.uuid, bytes(m.message), m.timestampUs) for m in (req.message, *req.more)]
         self._requeue_locally(req.streamId, msgs)
+
+    def _give_back_leases(self, stream_id: str, receipts: list[str]) -> None:
+        """A leased answer forwarded from here never reached its client: end
+        its leases without counting a delivery (a lease no longer held ended
+        already, and its message came back or was acknowledged then)."""
+        leases = self.handoff.leases
+        if leases is not None:
+            for receipt in receipts:
+                leases.give_back(stream_id, receipt)
 
     # -- internals ------------------------------------------------------------------------
 

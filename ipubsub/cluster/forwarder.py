@@ -22,6 +22,7 @@ import msgspec
 
 from ..calls import ReceiveCall, Relayed, SendCall
 from ..engine import Message, new_uuid, parse_timestamp
+from ..leasing.receipts import is_group_receipt
 from ..tasks import cancel_tasks
 from ..protocol import (
     FORWARDED_HEADER,
@@ -178,33 +179,39 @@ class Forwarder:
         if reply.status != 200:
             return
         try:
-            msgs = _returned_messages(reply.body)
+            msgs, receipts = _returned_messages(reply.body)
         except (msgspec.DecodeError, ValueError):
             log.error("could not decode a message returned to a cancelled poll on %s", stream_id)
             return
         if not msgs:
             return
         handed = [HandedMessage(m.uuid, msgspec.Raw(m.payload), m.timestamp_us) for m in msgs]
-        back = Requeue(stream_id, handed[0], handed[1:])
+        back = Requeue(stream_id, handed[0], handed[1:], receipts)
         try:
             status, _ = await self._peers.call(address, INTERNAL_REQUEUE_PATH, encode(back), timeout=5.0)
         except PeerUnreachable:
             status = 0
-        if status != 200:
+        if status != 200 and receipts:  # the owner's leases end by themselves and bring them back
+            log.warning("owner %s did not take back %d leased message(s); their leases will expire", address, len(msgs))
+        elif status != 200:
             log.warning("owner %s did not take back %d message(s) from %s; keeping them here", address, len(msgs), msgs[0].uuid)
             self._requeue_locally(stream_id, msgs)
 
 
-def _returned_messages(body: bytes) -> list[Message]:
-    """The messages of a poll answer nobody will read: one message, or a
-    batch answer's (``maxMessages``), in order.
+def _returned_messages(body: bytes) -> tuple[list[Message], list[str]]:
+    """The in-memory messages of a poll answer nobody will read (one
+    message, or a batch answer's, in order) and, for a leased answer, their
+    receipts.  A durable read's or a consumer group's answer has nothing to
+    give back: the log keeps its rows, a group's lease expires in the database.
 
     Raises:
         msgspec.DecodeError, ValueError: not a receive answer.
     """
     try:
-        got = msgspec.json.decode(body, type=ReceiveReply)
+        replies = [msgspec.json.decode(body, type=ReceiveReply)]
     except msgspec.ValidationError:  # not one message: a batch answer
-        batch = msgspec.json.decode(body, type=ReceiveBatchReply)
-        return [Message(m.messageUuid, bytes(m.message), parse_timestamp(m.timestamp)) for m in batch.messages]
-    return [Message(got.messageUuid, bytes(got.message), parse_timestamp(got.timestamp))]
+        replies = msgspec.json.decode(body, type=ReceiveBatchReply).messages
+    if any(r.dbResumeToken is not None or is_group_receipt(r.receipt or "") for r in replies):
+        return [], []
+    msgs = [Message(r.messageUuid, bytes(r.message), parse_timestamp(r.timestamp)) for r in replies]
+    return msgs, [r.receipt for r in replies if r.receipt is not None]

@@ -113,11 +113,15 @@ class CancelPollReply(msgspec.Struct, frozen=True):
 
 class Requeue(msgspec.Struct, frozen=True):
     """A message a forwarding node could not deliver, given back to the owner
-    (``more``: the rest of a batch answer, in order after ``message``)."""
+    (``more``: the rest of a batch answer, in order after ``message``).
+    ``receipts``: the answer was leased; the owner ends these leases without
+    counting a delivery (their messages come back from the leases, not from
+    this requeue)."""
 
     streamId: str
     message: HandedMessage
     more: list[HandedMessage] = []
+    receipts: list[str] = []
 
 
 encode = msgspec.json.Encoder().encode

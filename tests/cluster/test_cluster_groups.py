@@ -21,7 +21,7 @@ import pytest
 from ipubsub.client import AsyncClient, RetryPolicy
 from tests.storage.conftest import POSTGRES_DSN, drop_tables, require
 from tests.support.cluster import FAST, ClusterHarness
-from tests.support.http import call, expect, send
+from tests.support.http import call, expect, open_raw, receive, send
 from tests.support.procs import ProcessPool
 from tests.support.wait import wait_until
 
@@ -172,3 +172,19 @@ async def test_the_owner_sigkilled_mid_run_leaves_the_group_to_the_next_owner(
     for uuid, seen in Counter(uuid for _, uuid, _ in ledger.delivered).items():
         counts = [count for _, u, count in ledger.delivered if u == uuid]
         assert len(set(counts)) == seen, (uuid, counts)
+
+
+async def test_a_forwarded_durable_poll_whose_client_left_puts_nothing_into_memory(
+    procs: ProcessPool, http: aiohttp.ClientSession, table: str
+) -> None:
+    c = await cluster(procs, table, 2)
+    owner, via = c.url_of("n1"), c.url_of("n2")
+    stream = next(s for s in (f"log-{i}" for i in range(500)) if c.owner(s) == "n1")
+    for query in ("readFromDB=true", f"readFromDB=true&group={GROUP}&consumer=c"):
+        _, writer = await open_raw(via, "GET", f"/api/v1/streams/receive?streamId={stream}&timeoutSeconds=20&{query}")
+        await asyncio.sleep(0.5)  # the forwarded read waits on the owner
+        writer.transport.abort()
+        expect(await send(http, owner, {"streamId": stream, "message": query, "writeToDB": True}))
+        await asyncio.sleep(1)  # the forwarding node has the owner's answer that nobody reads
+        # the durable row stays in the log; nothing appears in the in-memory queue of the stream
+        expect(await receive(http, owner, stream, 1), 424)

@@ -6,6 +6,7 @@ their epoch and offsets."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import Any
 
@@ -13,8 +14,9 @@ import aiohttp
 import pytest
 
 from tests.support.cluster import FAST, ClusterHarness
-from tests.support.http import ack, call, expect, health, nack, receive, send
+from tests.support.http import ack, call, expect, health, nack, open_raw, receive, send
 from tests.support.procs import ProcessPool
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -183,3 +185,28 @@ async def test_a_history_position_after_an_owner_restart_is_told_not_recovered(
     assert status == 409 and body["code"] == "history_gap" and body["position"] == lost["position"]
     on = await read(http, url, "room", lost["position"])  # go on, accepting the gap
     assert [m["message"] for m in on["messages"]] == [3, 4]
+
+
+async def test_a_forwarded_leased_poll_whose_client_left_gives_its_lease_back_without_a_copy(
+    procs: ProcessPool, http: aiohttp.ClientSession
+) -> None:
+    c = ClusterHarness(procs, 2, cluster=dict(FAST)).start()
+    await c.wait_ring(["n1", "n2"])
+    owner, via = c.url_of("n1"), c.url_of("n2")
+    (stream,) = owned_by(c, "n1", "gone")
+    path = f"/api/v1/streams/receive?streamId={stream}&timeoutSeconds=30&leaseSeconds=2"
+    for i in range(5):
+        _, writer = await open_raw(via, "GET", path)
+        await wait_until(lambda: waiting(http, owner, 1), 10, "the forwarded poll waits on the owner")
+        writer.transport.abort()  # the client leaves just as its message arrives
+        await put(http, owner, stream, f"m{i}")
+        got = await leased(http, owner, stream, timeout=5)
+        assert (got["messageUuid"], got["deliveryCount"]) == (f"m{i}", 1), got
+        expect(await ack(http, owner, stream, got["receipt"]))
+        await wait_until(lambda: waiting(http, owner, 0), 10, "the owner forgot the poll")
+    await asyncio.sleep(3)  # every 2 s lease of an abandoned poll has ended by now
+    expect(await receive(http, owner, stream, 1), 424)  # no second copy of any message
+
+
+async def waiting(http: aiohttp.ClientSession, url: str, count: int) -> bool:
+    return (await health(http, url))["waitingReceivers"] == count

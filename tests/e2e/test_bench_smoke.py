@@ -150,6 +150,10 @@ def test_fanout_attached_to_a_node(procs: ProcessPool) -> None:
     node = procs.node(node_config()).start()
     [row] = bench("fanout", "--url", node.url, "--pid", str(node.pid), "--target", "history", "--readers", "4", *TINY)
     assert row["label"] == "history-R4" and row["msg_per_s"] > 0 and row["errors"] == 0 and row["servers"] == 1
+    # sends of 20 messages each (sendBatch): the sender keeps ahead and reads come back with many messages
+    [row] = bench("fanout", "--url", node.url, "--pid", str(node.pid), "--target", "history", "--readers", "4",
+                  "--send-batch", "20", *TINY)
+    assert row["errors"] == 0 and row["sent_per_s"] > 0 and row["msg_per_s"] > row["requests_per_s"]
 
 
 def test_memory_and_persist_modes_spawned(spawn_dir: Path) -> None:
