@@ -57,7 +57,7 @@ fi
 
 if want fanout; then
   echo "== fanout: one sender, R readers: history, durable log on SQLite, Redis lists ($ROUNDS rounds)" >&2
-  bench fanout --spawn --readers 10 100 1000 --rounds "$ROUNDS" --duration 8 --ratio-to redis | tee "$OUT/fanout.jsonl"
+  bench fanout --spawn --readers 10 100 1000 --rounds "$ROUNDS" --duration 8 --send-batch 100 --ratio-to redis | tee "$OUT/fanout.jsonl"
 fi
 
 if want group; then
