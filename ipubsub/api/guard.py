@@ -62,13 +62,17 @@ _REFUSAL_REASON = {
 
 def authorize(request: web.Request, permission: Permission, stream_ids: Iterable[str]) -> None:
     """Check that the caller may use ``permission`` on every stream id (a
-    no-op when auth is off).
+    no-op when auth is off), and that its token has not expired since the
+    request came in (a WebSocket outliving its token may open nothing more).
 
     Raises:
         StreamForbidden: one of them is not allowed (nothing was done).
+        CredentialsExpired: the token expired (nothing was done).
     """
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is not None:
+        if principal.expires < time.time():
+            raise CredentialsExpired(f"{principal.name} has expired; reconnect with a fresh token")
         principal.require(permission, stream_ids)
 
 

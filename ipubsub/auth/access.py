@@ -12,6 +12,7 @@ never opens one.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -120,9 +121,14 @@ def route_access(path: str, access: Access | None) -> Access:
 
 
 class Principal:
-    """An authenticated caller: an API key or a token's subject."""
+    """An authenticated caller: an API key or a token's subject.
 
-    __slots__ = ("name", "send", "receive", "admin", "bucket")
+    ``expires`` is when a token's credentials end (Unix time, leeway
+    included; infinite for an API key): a connection that outlives its
+    token (a WebSocket) is refused further streams after it.
+    """
+
+    __slots__ = ("name", "send", "receive", "admin", "bucket", "expires")
 
     def __init__(
         self,
@@ -131,12 +137,14 @@ class Principal:
         receive: StreamPatterns,
         admin: bool,
         bucket: TokenBucket | None = None,
+        expires: float = math.inf,
     ) -> None:
         self.name = name
         self.send = send
         self.receive = receive
         self.admin = admin
         self.bucket = bucket
+        self.expires = expires
 
     def require(self, permission: Permission, stream_ids: Iterable[str] = ()) -> None:
         """Check that this caller holds ``permission`` on every stream id.

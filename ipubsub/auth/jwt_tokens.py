@@ -99,6 +99,7 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise InvalidCredentials("the token is malformed or its signature is wrong") from None
         principal = self._principal(claims)
+        principal.expires = float(claims["exp"]) + self._leeway
         if self._max_ttl and claims["exp"] - claims["iat"] > self._max_ttl + self._leeway:
             raise InvalidCredentials(f"the token lives longer than auth.jwt.max_ttl_seconds ({self._max_ttl:g} s)")
         if len(self._cache) >= CACHE_SIZE:

@@ -102,3 +102,27 @@ def test_cli_key_and_token(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "ipubsub", "token", "--stream", "x"],
                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     assert missing.returncode == 2 and "auth.jwt.secret" in missing.stderr
+
+
+def test_a_token_principal_expires_for_later_checks() -> None:
+    """authorize() (what handlers call for streams named in bodies and in
+    WebSocket frames) refuses a token that expired after its request came
+    in; an API key's principal never expires."""
+    from ipubsub.api.guard import PRINCIPAL_KEY, authorize
+    from ipubsub.auth import Permission, Principal
+    from ipubsub.errors import CredentialsExpired
+
+    secret = "s" * 40
+    verifier = load_verifier(JwtConfig(secret=secret, leeway_seconds=5))
+    assert verifier is not None
+    exp = int(time.time()) + 60
+    principal = verifier.verify(jwt.encode({"receive": ["a"], "exp": exp}, secret, algorithm="HS256"))
+    assert principal.expires == exp + 5
+    request: dict[object, object] = {PRINCIPAL_KEY: principal}
+    authorize(request, Permission.RECEIVE, ["a"])  # type: ignore[arg-type]
+    principal.expires = time.time() - 1
+    with pytest.raises(CredentialsExpired):
+        authorize(request, Permission.RECEIVE, ["a"])  # type: ignore[arg-type]
+    key = Principal("key k", StreamPatterns(["*"]), StreamPatterns(["*"]), False)
+    authorize({PRINCIPAL_KEY: key}, Permission.SEND, ["x"])  # type: ignore[arg-type]
+    assert key.expires == float("inf")
