@@ -126,3 +126,21 @@ def test_a_token_principal_expires_for_later_checks() -> None:
     key = Principal("key k", StreamPatterns(["*"]), StreamPatterns(["*"]), False)
     authorize({PRINCIPAL_KEY: key}, Permission.SEND, ["x"])  # type: ignore[arg-type]
     assert key.expires == float("inf")
+
+
+def test_clock_skew_leeway_is_configurable() -> None:
+    from ipubsub.errors import CredentialsExpired
+
+    secret = "s" * 40
+    now = int(time.time())
+    late = jwt.encode({"receive": ["a"], "exp": now - 10}, secret, algorithm="HS256")
+    early = jwt.encode({"receive": ["a"], "exp": now + 60, "nbf": now + 10}, secret, algorithm="HS256")
+    lenient = load_verifier(JwtConfig(secret=secret, leeway_seconds=30))
+    strict = load_verifier(JwtConfig(secret=secret, leeway_seconds=0))
+    assert lenient is not None and strict is not None
+    lenient.verify(late)
+    lenient.verify(early)
+    with pytest.raises(CredentialsExpired):
+        strict.verify(late)
+    with pytest.raises(InvalidCredentials):
+        strict.verify(early)
