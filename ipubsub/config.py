@@ -36,6 +36,7 @@ __all__ = [
     "MatchConfig",
     "NodeConfig",
     "StorageConfig",
+    "StreamConfig",
     "env_settings",
     "load_config",
     "parse_address",
@@ -183,6 +184,21 @@ class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("default_history_ttl_seconds must be <= max_history_ttl_seconds")
 
 
+class StreamConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Streaming receive: SSE (``/api/v1/streams/subscribe``) and WebSocket
+    (``/api/v1/ws``) subscribers (see docs/design.md, "Streaming receive")."""
+
+    # an SSE comment / a WebSocket ping after this long without a message
+    heartbeat_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 15
+    # the SSE ``retry:`` hint: how long a browser waits before reconnecting
+    sse_retry_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 1000
+    max_subscribers: PositiveInt = 10_000
+    max_subscribers_per_stream: PositiveInt = 1_000
+    max_subscriptions_per_socket: PositiveInt = 100
+    # durable subscribers read the log this many messages at a time when behind
+    read_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
 class LeasesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """At-least-once delivery: leases on in-memory messages (``leaseSeconds``)
     and consumer groups on durable streams (``group``)."""
@@ -295,6 +311,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
         others = [seed for seed in self.cluster.seeds if seed != self.node.advertise]

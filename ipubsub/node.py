@@ -37,6 +37,7 @@ from .spill import restore_buffers, spill_buffers
 from .storage.base import GroupInfo
 from .storage.durable import DurableLog, StorageStatus
 from .storage.tokens import decode_token, encode_token
+from .subscriptions import Subscriptions
 
 if TYPE_CHECKING:
     from .api.listener import ConnectionGate
@@ -89,6 +90,7 @@ class Node:
         )
         self.dashboard = Dashboard(self)
         self.batches = Batches(self)
+        self.subscriptions = Subscriptions(self)  # SSE and WebSocket subscribers
         self.state = NodeState.NEW
         self._started_monotonic = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -218,6 +220,7 @@ class Node:
         await self.cluster.leave(timeout=min(2.0, grace))  # 2
         if self._site is not None:
             await self._site.stop()  # 3
+        await self.subscriptions.close(timeout=min(2.0, grace))  # streams end: clients reconnect elsewhere
         has_peers = self.cluster.has_peers
         if not has_peers:
             self.at_least_once.leases.return_all()  # nobody to take the leases: back into the buffers

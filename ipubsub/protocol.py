@@ -315,3 +315,24 @@ class HistoryReply(msgspec.Struct, omit_defaults=True):
     position: str | None
     recovered: bool | None = None
     gap: str | None = None
+
+
+# -- streaming receive: Server-Sent Events and WebSocket (docs/design.md) ----------
+
+__all__ += [
+    "EVENT_STREAM_CONTENT_TYPE",
+    "LAST_EVENT_ID_HEADER",
+    "LAST_EVENT_ID_PARAM",
+    "SUBSCRIBE_PATH",
+    "WS_PATH",
+]
+
+#: ``GET``: a ``text/event-stream`` of the stream's messages (SSE)
+SUBSCRIBE_PATH: Final = "/api/v1/streams/subscribe"
+#: ``GET`` + Upgrade: JSON text frames (send, subscribe, credit, unsubscribe)
+WS_PATH: Final = "/api/v1/ws"
+EVENT_STREAM_CONTENT_TYPE: Final = "text/event-stream"
+#: sent by a reconnecting EventSource: the id of the last event it got
+LAST_EVENT_ID_HEADER: Final = "Last-Event-ID"
+#: the same as a query parameter (a first connection that resumes; the header wins)
+LAST_EVENT_ID_PARAM: Final = "lastEventId"

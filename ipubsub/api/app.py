@@ -21,6 +21,7 @@ from .internal import InternalRoutes
 from .lease_routes import LeaseRoutes
 from .openapi import add_openapi_routes
 from .routes import PublicRoutes
+from .streaming import StreamingRoutes
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -77,6 +78,7 @@ def build_app(node: Node) -> web.Application:
 
     PublicRoutes(node).add_to(add)
     LeaseRoutes(node).add_to(add)
+    StreamingRoutes(node).add_to(add)
     add_openapi_routes(add)
     InternalRoutes(node.cluster, node.config.cluster.secret).add_to(add)
     node.dashboard.add_to(add)

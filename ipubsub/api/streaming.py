@@ -1,0 +1,218 @@
+"""Streaming receive over Server-Sent Events: ``GET /api/v1/streams/subscribe``.
+
+The wire format (see docs/design.md, "Streaming receive"):
+
+* first a ``retry:`` hint; then one event per message: ``id:`` (the
+  messageUuid, or for a durable stream the resume token after the message)
+  and ``data:`` (the JSON a receive answers);
+* a ``: keepalive`` comment after ``stream.heartbeat_seconds`` without one;
+* at a chosen end (``maxMessages``, ``timeoutSeconds``) or a forced one
+  (node stopping, stream handed off, an error) a final ``event: end`` whose
+  data says why (``{"reason": ..., "code"?, "error"?}``), then EOF.
+
+Flow control: the next message is taken only once the previous write has
+left the connection's buffer.  A message that cannot be written (the client
+went away) is given back to the front of its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Mapping
+
+from aiohttp import web
+
+from ..auth.access import Access, Permission
+from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
+from ..observability.logs import REQUEST_ID
+from ..protocol import (
+    EVENT_STREAM_CONTENT_TYPE,
+    LAST_EVENT_ID_HEADER,
+    LAST_EVENT_ID_PARAM,
+    REQUEST_ID_HEADER,
+    SUBSCRIBE_PATH,
+    WS_PATH,
+)
+from ..subscriptions import Item, Subscriber
+from .codec import check_stream_id, encode_json, parse_bool
+
+if TYPE_CHECKING:
+    from ..node import Node
+    from .app import AddRoute
+
+__all__ = ["StreamingRoutes", "SubscribeQuery", "parse_subscribe", "sse_event", "wait_writable"]
+
+log = logging.getLogger("ipubsub.api")
+
+_MAX_COUNT = 10**9
+SSE_HEADERS = {
+    "Content-Type": EVENT_STREAM_CONTENT_TYPE + "; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+class SubscribeQuery:
+    """A validated subscribe request."""
+
+    __slots__ = ("stream_id", "from_db", "token", "max_messages", "timeout")
+
+    def __init__(self, stream_id: str, from_db: bool, token: str | None, max_messages: int, timeout: int) -> None:
+        self.stream_id = stream_id
+        self.from_db = from_db
+        self.token = token
+        self.max_messages = max_messages  # 0: no limit
+        self.timeout = timeout  # 0: no end
+
+
+def _count(raw: str | None, field: str) -> int:
+    if raw is None or raw == "":
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > _MAX_COUNT:
+        raise BadRequest(f"{field} must be a whole number from 0 to {_MAX_COUNT}, got {raw[:40]!r}", field=field)
+    return int(raw)
+
+
+def parse_subscribe(query: Mapping[str, str], last_event_id: str | None) -> SubscribeQuery:
+    """Validate a subscribe query.  For a durable stream the resume point is
+    ``Last-Event-ID`` (header, else the ``lastEventId`` parameter) when
+    given, else ``dbResumeToken``: a reconnecting EventSource repeats the
+    original URL, so the id it last saw must win.
+
+    Raises:
+        BadRequest: a parameter is missing, malformed or out of range.
+    """
+    stream_id = check_stream_id(query.get("streamId"))
+    from_db = parse_bool(query.get("readFromDB"), "readFromDB")
+    resume = last_event_id or query.get(LAST_EVENT_ID_PARAM) or None
+    token = (resume or query.get("dbResumeToken") or None) if from_db else None
+    return SubscribeQuery(
+        stream_id, from_db, token, _count(query.get("maxMessages"), "maxMessages"),
+        _count(query.get("timeoutSeconds"), "timeoutSeconds"),
+    )
+
+
+def sse_event(item: Item) -> bytes:
+    """One SSE event: ``id:`` and the data split into lines (a payload may
+    hold line breaks in its JSON whitespace; the browser joins them with LF)."""
+    body = item.body
+    if b"\n" in body or b"\r" in body:
+        lines = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        data = b"".join(b"data: " + line + b"\n" for line in lines)
+    else:
+        data = b"data: " + body + b"\n"
+    event_id = item.event_id
+    if "\n" in event_id or "\r" in event_id or "\x00" in event_id:
+        return data + b"\n"  # an id that cannot travel as an SSE id is left out
+    return b"id: " + event_id.encode() + b"\n" + data + b"\n"
+
+
+def end_event(reason: str, error: IPubSubError | None = None) -> bytes:
+    """The final ``end`` event: why the stream ends."""
+    body: dict[str, object] = {"reason": reason}
+    if error is not None:
+        body.update(error.to_dict())
+    return b"event: end\ndata: " + encode_json(body) + b"\n\n"
+
+
+async def wait_writable(request: web.Request) -> bool:
+    """Wait until what was written to the connection has left its buffer
+    (polling, backing off to 100 ms: only slow readers wait here); False
+    once the connection is closing or gone."""
+    delay = 0.002
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        if not transport.get_write_buffer_size():
+            return True
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class StreamingRoutes:
+    """``/api/v1/streams/subscribe`` (SSE) and ``/api/v1/ws`` (WebSocket)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._subs = node.subscriptions
+        self._retry = node.config.stream.sse_retry_ms
+
+    def add_to(self, add: AddRoute) -> None:
+        from .ws import WebSocketRoute
+
+        add("GET", SUBSCRIBE_PATH, self.subscribe, Access.receive(query="streamId", query_token=True))
+        # streams are named in frames: each subscribe / send is authorized by the handler
+        ws_access = Access(Permission.AUTHENTICATED, body_streams=True, query_token=True)
+        add("GET", WS_PATH, WebSocketRoute(self._node).handle, ws_access)
+
+    async def subscribe(self, request: web.Request) -> web.StreamResponse:
+        q = parse_subscribe(request.query, request.headers.get(LAST_EVENT_ID_HEADER))
+        sub = self._subs.open(q.stream_id, from_db=q.from_db, token=q.token)
+        try:
+            response = web.StreamResponse(headers=SSE_HEADERS)
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            await response.prepare(request)
+            await response.write(b"retry: %d\n\n" % self._retry)
+            reason, error = await self._pump(request, response, sub, q)
+            try:
+                await response.write(end_event(reason, error))
+                await response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+            return response
+        finally:
+            self._subs.close_one(sub)
+
+    async def _pump(
+        self, request: web.Request, response: web.StreamResponse, sub: Subscriber, q: SubscribeQuery
+    ) -> tuple[str, IPubSubError | None]:
+        """Write events until the stream ends; return why."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + q.timeout if q.timeout else None
+        heartbeat = self._subs.heartbeat_seconds
+        sent = 0
+        while True:
+            if q.max_messages and sent >= q.max_messages:
+                return "maxMessages", None
+            if sub.closing:
+                return "shutdown", None
+            wait = heartbeat
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return "timeout", None
+                wait = max(1, min(heartbeat, round(left + 0.49)))
+            if not await wait_writable(request):
+                return "disconnected", None
+            try:
+                item = await sub.next(wait)
+            except ReceiveTimeout:
+                if deadline is not None and loop.time() >= deadline - 0.01:
+                    return "timeout", None
+                try:
+                    await response.write(b": keepalive\n\n")
+                except ConnectionError:
+                    return "disconnected", None
+                continue
+            except StreamReleased as exc:
+                return ("shutdown" if sub.closing or self._subs.closing else "released"), exc
+            except IPubSubError as exc:
+                return "error", exc
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if sub.closing and task is not None and task.uncancel() == 0:
+                    return "shutdown", None  # the node stops: end the stream cleanly
+                raise
+            try:
+                await response.write(sse_event(item))
+            except ConnectionError:
+                sub.give_back(item)
+                return "disconnected", None
+            except BaseException:
+                sub.give_back(item)
+                raise
+            sent += 1
