@@ -18,7 +18,10 @@ went away) is given back to the front of its stream.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 from typing import TYPE_CHECKING, Mapping
 
 from aiohttp import web
@@ -46,6 +49,10 @@ __all__ = ["StreamingRoutes", "SubscribeQuery", "parse_subscribe", "sse_event", 
 log = logging.getLogger("ipubsub.api")
 
 _MAX_COUNT = 10**9
+#: a subscriber takes its next message only while fewer bytes than this wait
+#: unacknowledged in its socket (see :func:`wait_writable`)
+MAX_UNACKED_BYTES = 64 * 1024
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # == SIOCOUTQ on Linux
 SSE_HEADERS = {
     "Content-Type": EVENT_STREAM_CONTENT_TYPE + "; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -116,16 +123,31 @@ def end_event(reason: str, error: IPubSubError | None = None) -> bytes:
     return b"event: end\ndata: " + encode_json(body) + b"\n\n"
 
 
+def _kernel_queued(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to the socket that its peer has not acknowledged yet
+    (Linux ``SIOCOUTQ``; 0 where it is not available)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _OUTQ is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
 async def wait_writable(request: web.Request) -> bool:
-    """Wait until what was written to the connection has left its buffer
-    (polling, backing off to 100 ms: only slow readers wait here); False
-    once the connection is closing or gone."""
+    """Wait until the connection can take another message: what was written
+    has left the process's buffer and at most :data:`MAX_UNACKED_BYTES` wait
+    in the kernel for the peer (a reader that stopped reading stops the
+    queue there, however big the kernel's buffers).  Polls, backing off to
+    100 ms: only slow readers wait here.  False once the connection is
+    closing or gone."""
     delay = 0.002
     while True:
         transport = request.transport
         if transport is None or transport.is_closing():
             return False
-        if not transport.get_write_buffer_size():
+        if not transport.get_write_buffer_size() and _kernel_queued(transport) <= MAX_UNACKED_BYTES:
             return True
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)

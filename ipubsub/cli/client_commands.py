@@ -154,8 +154,10 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     tail.add_argument("stream", metavar="STREAM", help="stream id")
     tail.add_argument("--from", dest="token", metavar="TOKEN",
                       help="resume after this dbResumeToken (default: the oldest message kept)")
+    tail.add_argument("--poll", action="store_true",
+                      help="long-poll the log (readFromDB receives) instead of streaming it over SSE")
     tail.add_argument("--batch", type=_positive_int, default=100, metavar="N",
-                      help="messages read per call (default: 100)")
+                      help="with --poll: messages read per call (default: 100)")
 
     add_lease_commands(add)
 
@@ -231,7 +233,11 @@ async def _receive(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def _tail(client: AsyncClient, args: argparse.Namespace) -> int:
-    async for message in client.replay(args.stream, args.token, batch=args.batch):
+    if args.poll:
+        messages: Any = client.replay(args.stream, args.token, batch=args.batch)
+    else:  # the node pushes them (SSE); after a disconnect it resumes from the last token
+        messages = client.stream(args.stream, durable=True, token=args.token)
+    async for message in messages:
         _print_json(message.to_dict())
     return EXIT_OK
 

@@ -7,7 +7,7 @@ import logging
 import ssl as ssl_module
 import uuid as uuid_module
 from types import TracebackType
-from typing import Any, Iterable, Self, overload
+from typing import Any, Iterable, Literal, Self, overload
 
 import aiohttp
 import msgspec
@@ -20,6 +20,7 @@ from .history import Follower, HistoryBatch, history_query, parse_history
 from .iterators import Replay, Subscription, positive
 from .retry import Attempts, ClientStats, RetryPolicy, Unreachable
 from .routing import Router, parse_urls
+from .streaming import MessageStream
 from .wire import (
     ACK_PATH,
     CLUSTER_PATH,
@@ -477,6 +478,38 @@ class AsyncClient:
             ValueError: ``timeout`` is not positive, or ``batch`` < 1.
         """
         return Replay(self, stream, token, positive(timeout), follow, batch)
+
+    def stream(
+        self,
+        stream: str,
+        *,
+        durable: bool = False,
+        token: str | None = None,
+        transport: Literal["sse", "ws"] = "sse",
+        max_messages: int | None = None,
+        window: int | None = None,
+        idle_timeout: float = 60.0,
+    ) -> MessageStream:
+        """An async iterator over messages the node pushes (Server-Sent
+        Events, or a WebSocket with ``transport="ws"``), reconnecting by
+        itself after a disconnect.
+
+        In-memory (default): the iterator is one more competing receiver;
+        with ``ws`` up to ``window`` (default 1) messages are taken ahead of
+        the loop.  ``durable``: follows the durable log after ``token`` (the
+        oldest kept message when ``None``), and after a reconnect resumes
+        from the token of the last message yielded (``stream.token``): no
+        gap, no duplicate.  ``max_messages`` ends it after that many;
+        ``idle_timeout`` is how long a silent connection (no message, no
+        heartbeat) is trusted.
+
+        Raises:
+            ValueError: an option is out of range.
+        """
+        return MessageStream(
+            self, stream, from_db=durable, token=token, transport=transport, max_messages=max_messages,
+            window=window or (100 if durable else 1), idle_timeout=idle_timeout,
+        )
 
     async def read_history(
         self,
