@@ -237,4 +237,9 @@ class StreamingRoutes:
             except BaseException:
                 sub.give_back(item)
                 raise
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # the loop dropped the bytes without raising (a reset already queued)
+                sub.give_back(item)
+                return "disconnected", None
             sent += 1

@@ -249,6 +249,10 @@ class _Session:
                 except BaseException:
                     sub.give_back(item)
                     raise
+                transport = self._request.transport
+                if transport is None or transport.is_closing():
+                    sub.give_back(item)  # the loop dropped the bytes without raising
+                    return
                 s.credit -= 1
             self._subs.pop(s.id, None)
             extra = error.to_dict() if error is not None else None
