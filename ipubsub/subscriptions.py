@@ -94,8 +94,8 @@ class Subscriber:
         self.wake: Callable[[], None] | None = None  # called when closing is set
 
     async def next(self, timeout: int) -> Item:
-        """The next message, waiting up to ``timeout`` seconds (an integer,
-        at least 1) for it.  While waiting, :attr:`waiting` is set (the
+        """The next message, waiting up to ``timeout`` seconds (a whole
+        number; 0: only one that is there now).  While waiting, :attr:`waiting` is set (the
         node's stop may cancel the wait: a message taken meanwhile goes
         back).
 

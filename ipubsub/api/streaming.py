@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import struct
 import termios
 from typing import TYPE_CHECKING, Mapping
@@ -65,17 +66,19 @@ class SubscribeQuery:
 
     __slots__ = ("stream_id", "from_db", "token", "max_messages", "timeout")
 
-    def __init__(self, stream_id: str, from_db: bool, token: str | None, max_messages: int, timeout: int) -> None:
+    def __init__(
+        self, stream_id: str, from_db: bool, token: str | None, max_messages: int | None, timeout: int | None
+    ) -> None:
         self.stream_id = stream_id
         self.from_db = from_db
         self.token = token
-        self.max_messages = max_messages  # 0: no limit
-        self.timeout = timeout  # 0: no end
+        self.max_messages = max_messages  # None: no limit
+        self.timeout = timeout  # None: no end; 0: deliver what is there, then end
 
 
-def _count(raw: str | None, field: str) -> int:
+def _count(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
-        return 0
+        return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > _MAX_COUNT:
         raise BadRequest(f"{field} must be a whole number from 0 to {_MAX_COUNT}, got {raw[:40]!r}", field=field)
     return int(raw)
@@ -194,20 +197,17 @@ class StreamingRoutes:
     ) -> tuple[str, IPubSubError | None]:
         """Write events until the stream ends; return why."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + q.timeout if q.timeout else None
+        deadline = loop.time() + q.timeout if q.timeout is not None else None
         heartbeat = self._subs.heartbeat_seconds
         sent = 0
         while True:
-            if q.max_messages and sent >= q.max_messages:
+            if q.max_messages is not None and sent >= q.max_messages:
                 return "maxMessages", None
             if sub.closing:
                 return "shutdown", None
             wait = heartbeat
-            if deadline is not None:
-                left = deadline - loop.time()
-                if left <= 0:
-                    return "timeout", None
-                wait = max(1, min(heartbeat, round(left + 0.49)))
+            if deadline is not None:  # timeoutSeconds=0: what is there now, then the end
+                wait = max(0, min(heartbeat, math.ceil(deadline - loop.time() - 0.01)))
             if not await wait_writable(request):
                 return "disconnected", None
             try:
