@@ -106,6 +106,7 @@ class Analysis:
         self.acks: list[dict[str, Any]] = []  # at-least-once consumers' acks
         self.gaps: list[dict[str, Any]] = []  # history reads told recovered: false
         self.inflight: list[dict[str, Any]] = []  # receives that ended in an error
+        self.caught_up: list[dict[str, Any]] = []  # durable reads that found nothing after their token
         self.faults: dict[int, dict[str, Any]] = {}
         self.rings: list[dict[str, Any]] = []
         self.phases: dict[str, dict[str, Any]] = {}
@@ -148,6 +149,8 @@ class Analysis:
                 self.takes.append(e)
             elif e["res"] in ("error", "aborted"):
                 self.inflight.append(e)
+            elif e["res"] == "empty" and e["src"] == "log":
+                self.caught_up.append(e)
         elif kind == "fault":
             self.faults.setdefault(e["number"], {}).update({f"{e['phase']}": e, **e})
         elif kind == "ring":

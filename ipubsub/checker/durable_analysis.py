@@ -36,7 +36,7 @@ def judge_durable(a: Analysis, row_type: type[Row]) -> Row:
     for reader, seq in readers.items():
         last = -1
         seen: set[str] = set()
-        for take in sorted(seq, key=lambda t: t["t0"]):
+        for take in sorted(seq, key=lambda t: (t["t0"], t.get("k", 0))):
             uuid, stream = take["uuid"], take["st"]
             if a.stream_mode.get(stream) != "durable":
                 a.phantom(row, take, "the durable log of an in-memory stream returned a message")
@@ -68,6 +68,8 @@ def judge_durable(a: Analysis, row_type: type[Row]) -> Row:
             row.dup += 1
             row.example(f"{uuid} stored at positions {sorted(where)}")
     seen_by = {r: {t["uuid"] for t in seq} for r, seq in readers.items()}
+    reached = _reached(a, readers)
+    behind = 0
     replayers: dict[str, set[str]] = defaultdict(set)  # stream -> its replay readers
     for take in a.takes + a.inflight:
         if take["src"] == "log" and not take.get("ab") and a.stream_mode.get(take["st"]) == "durable":
@@ -76,7 +78,10 @@ def judge_durable(a: Analysis, row_type: type[Row]) -> Row:
         ack = msg.ack
         assert ack is not None
         missed = [r for r in sorted(replayers[msg.stream]) if uuid not in seen_by.get(r, set())]
-        if missed:
+        at = _position(ack.get("token"), msg.stream)
+        if missed and at is not None and not any(reached[r](at, ack["t1"]) for r in missed):
+            behind += 1  # no reader that missed it went past it: they were still behind when the run ended
+        elif missed:
             row.lost += 1
             row.example(f"{uuid} (acknowledged at {ack['t1']:.2f}s) never read by {', '.join(missed)}")
             a.blame(ack["t1"], "lost")
@@ -90,7 +95,31 @@ def judge_durable(a: Analysis, row_type: type[Row]) -> Row:
         row.notes.append(f"{recovered} sends with no answer were stored (allowed: outcome unknown)")
     if row.other:
         row.notes.append(f"{row.other} token anomalies")
+    if behind:
+        row.notes.append(f"{behind} not read yet by replay readers still behind them when the run ended "
+                         "(not judged: see the drain in the recovery row)")
     return row
+
+
+def _reached(a: Analysis, readers: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per replay reader, whether it went past a position ``p`` stored by
+    time ``t``: it read a later position, or a read after a token before
+    ``p`` that began after ``t`` found nothing (so a message it never read
+    was skipped, not just not reached yet)."""
+    furthest: dict[str, int] = {}
+    for reader, seq in readers.items():
+        positions = [p for p in (_position(t.get("token"), t["st"]) for t in seq) if p is not None]
+        furthest[reader] = max(positions, default=-1)
+    empty: dict[str, list[tuple[float, int]]] = defaultdict(list)  # reader -> (began, after position)
+    for e in a.caught_up:
+        after = _position(e.get("after"), e["st"]) if e.get("after") else -1
+        if after is not None and not e.get("ab"):
+            empty[e["r"]].append((e["t0"], after))
+
+    def judge(reader: str) -> Any:
+        return lambda p, t: furthest.get(reader, -1) > p or any(t0 > t and after < p for t0, after in empty[reader])
+
+    return defaultdict(lambda: (lambda p, t: True), {r: judge(r) for r in set(readers) | set(empty)})
 
 def _writer_order_in_log(acked: dict[str, Msg], positions: dict[str, set[int]], row: Row) -> int:
     count = 0

@@ -5,9 +5,12 @@ message, in order, from its own position — or is told it cannot
 Per reader of a history stream, and per message whose send was
 acknowledged:
 
-* **lost** — the reader never read it, and no answer to it reported a gap
+* **lost** — the reader never read it, read a message sent after it was
+  acknowledged (so it went past it), and no answer to it reported a gap
   after the message was sent (a gap it was told of is allowed and counted
   in ``lost@fault``: the history was recreated, or the message left it).
+  A reader that read nothing sent after it was still behind it when the
+  run ended: counted in a note, not judged.
 * **duplicated** — the reader read it more often than its sends may have
   been accepted.
 * **reordered** — two messages of one writer read in the other order than
@@ -76,6 +79,7 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
             a.blame(g["t0"], "epoch gap")
     lost: set[str] = set()
     told: set[str] = set()
+    behind: set[str] = set()
     dup: set[str] = set()
     for reader, seq in by_reader.items():
         seq.sort(key=lambda t: (t["t0"], t.get("k", 0)))
@@ -97,12 +101,16 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
                 dup.add(uuid)
                 row.dup += 1
                 row.example(f"{reader} read {uuid} {n} times")
+        latest = max((a.msgs[u].attempts[0]["t0"] for u in got), default=float("-inf"))
         for uuid, msg in msgs.items():
             if uuid in got or reader not in readers_of[msg.stream] or uuid in lost:
                 continue
             sent = msg.attempts[0]["t0"]
             if any(when >= sent for when in gaps[reader]):
                 told.add(uuid)
+                continue
+            if latest <= msg.ack["t1"]:  # type: ignore[index]
+                behind.add(uuid)  # it read nothing sent after this one was stored: not there yet
                 continue
             lost.add(uuid)
             row.example(f"{reader} never read {uuid} (acknowledged at {msg.ack['t1']:.2f}s), "  # type: ignore[index]
@@ -115,6 +123,10 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
         row.excused += len(told)
         row.notes.append(f"{len(told)} not read by a reader that was told of a gap after they were sent "
                          "(recovered: false — allowed)")
+    behind -= lost | told
+    if behind:
+        row.notes.append(f"{len(behind)} not read yet by a reader still behind them when the run ended "
+                         "(not judged: see the drain in the recovery row)")
     return [row]
 
 

@@ -175,7 +175,9 @@ class _Run:
         stop the writers and drain."""
         h = self.history
         url = targets()[0][1]
-        leases = "leases" not in self.opts.without and ACK_PATH in await _capabilities(url)
+        capabilities = await _capabilities(url)
+        leases = "leases" not in self.opts.without and ACK_PATH in capabilities
+        batches = "maxMessages" in capabilities
         histories = "histories" not in self.opts.without and await _keeps_histories(url, self.run_id)
         if "leases" not in self.opts.without and not leases:
             self.say("note: these nodes have no at-least-once delivery (leases, consumer groups): not checked")
@@ -186,7 +188,7 @@ class _Run:
         shape = Shape.for_rate(self.opts.rate)
         if "abandoners" in self.opts.without:
             shape = dataclasses.replace(shape, abandoners=0)
-        workload = Workload(self.run_id, shape, h, targets, self.seed, durable, leases, histories)
+        workload = Workload(self.run_id, shape, h, targets, self.seed, durable, leases, histories, batches)
         progress: asyncio.Task[None] | None = None
         try:
             await workload.start()
@@ -199,7 +201,7 @@ class _Run:
             await asyncio.sleep(2.0)  # traffic after the last fault
             await workload.stop_writers(timeout=workload.shape.send_deadline + 20)
             h.write({"ev": "phase", "name": "drain", "t": h.now()})
-            complete = await workload.drain(timeout=60.0)
+            complete = await workload.drain(timeout=max(60.0, self.opts.duration / 5))  # readers catch up
             h.write({"ev": "phase", "name": "drained", "t": h.now(), "complete": complete})
         finally:
             if progress is not None:

@@ -83,11 +83,12 @@ class Workload:
         leases: whether the nodes serve at-least-once delivery (leased
             receives, consumer groups on the durable streams).
         histories: whether the nodes keep fan-out histories.
+        batches: whether durable reads may ask for ``maxMessages``.
     """
 
     def __init__(
         self, run: str, shape: Shape, history: History, nodes: Callable[[], list[tuple[str, str]]],
-        seed: int, durable: bool, leases: bool = False, histories: bool = False,
+        seed: int, durable: bool, leases: bool = False, histories: bool = False, batches: bool = False,
     ) -> None:
         self.run = run
         self.shape = shape
@@ -95,6 +96,7 @@ class Workload:
         self.targets = nodes
         self.seed = seed
         self.caller = Caller()
+        self.batches = batches  # the nodes serve readFromDB with maxMessages
         modes = MEMORY_MODES + (("durable",) if durable else ()) + (("leased",) if leases else ())
         modes += ("history",) if histories else ()
         self.streams = {m: [f"{run}-{m}-{i}" for i in range(shape.streams[m])] for m in modes}
@@ -223,12 +225,15 @@ class Workload:
     # -- readers ------------------------------------------------------------------
 
     def _record_receive(self, reader: str, src: str, mode: str, stream: str, via: str, t0: float, out: Outcome,
-                        after: str | None = None, abandoned: bool = False) -> str | None:
+                        after: str | None = None, abandoned: bool = False, k: int | None = None) -> str | None:
         """Write one receive to the history (``src``: ``mem`` for a take from
-        the in-memory queue, ``log`` for a durable read)."""
+        the in-memory queue, ``log`` for a durable read; ``k``: the message's
+        place in a batch answer)."""
         event: dict[str, Any] = {"ev": "recv", "r": reader, "src": src, "m": mode, "st": stream, "t0": t0,
                                  "t1": self.history.now(), "via": via, "res": out.res, "status": out.status,
                                  "code": out.code}
+        if k is not None:
+            event["k"] = k
         if after is not None:
             event["after"] = after
         if abandoned:
@@ -313,7 +318,9 @@ class Workload:
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
 
     async def _replay(self, reader: str, stream: str, mode: str) -> None:
-        """Follow ``stream``'s durable log from its start with tokens."""
+        """Follow ``stream``'s durable log from its start with tokens: one
+        message per read, or (where the nodes serve it) up to ``maxMessages``
+        in three reads of four."""
         rng = random.Random(f"{self.seed}/{reader}")
         seen = self._seen.setdefault(reader, set())
         outstanding = self._outstanding(mode, stream, seen)
@@ -323,8 +330,20 @@ class Workload:
             params = {"streamId": stream, "readFromDB": "true", "timeoutSeconds": str(POLL_SECONDS)}
             if token is not None:
                 params["dbResumeToken"] = token
+            batch = self.batches and rng.random() < 0.75
+            if batch:
+                params["maxMessages"] = str(rng.randint(2, 100))
             t0 = self.history.now()
             out = await self.caller.receive(url, params, POLL_SECONDS + 8)
+            if batch and out.res == "ok" and out.body is not None and isinstance(out.body.get("messages"), list):
+                got = [m for m in out.body["messages"] if isinstance(m, dict)]
+                for k, m in enumerate(got):
+                    self._record_receive(reader, "log", mode, stream, via, t0, Outcome("ok", 200, "", m),
+                                         after=token or "", k=k)
+                    seen.add(str(m.get("messageUuid")))
+                token = str(out.body.get("dbResumeToken") or token)
+                self._empties[reader] = 0
+                continue
             uuid = self._record_receive(reader, "log", mode, stream, via, t0, out, after=token or "")
             if uuid is not None and out.body is not None:
                 seen.add(uuid)

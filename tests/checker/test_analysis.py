@@ -80,9 +80,26 @@ def test_durable_lost_duplicated_reordered() -> None:
     h.take("dr", "d", "durable", "dw", 2, src="log", pos=2)
     h.take("dr", "d", "durable", "dw", 1, src="log", pos=1)  # went back: reorder
     h.take("dr", "d", "durable", "dw", 2, src="log", pos=2)  # again: dup
-    h.take("dr", "d", "durable", "dw", 3, src="log", pos=3)  # 4 never read: lost
+    h.take("dr", "d", "durable", "dw", 3, src="log", pos=3)
+    h.events.append({"ev": "recv", "r": "dr", "src": "log", "m": "durable", "st": "d", "t0": h.tick(), "t1": h.tick(),
+                     "via": "n1", "res": "empty", "status": 424, "code": "receive_timeout",
+                     "after": encode_token("d", 3)})  # nothing after 3, though 4 was stored: lost
     row = h.judge()["writeToDB"]
     assert (row.lost, row.dup, row.reorder, row.phantom) == (1, 1, 1, 0), row.examples
+
+
+def test_a_durable_message_is_lost_to_a_reader_only_once_it_went_past_it() -> None:
+    h = H()
+    for seq in range(1, 5):
+        h.send("dw", seq, "d", "durable", pos=seq)
+    h.take("dr", "d", "durable", "dw", 1, src="log", pos=1)
+    h.take("dr", "d", "durable", "dw", 3, src="log", pos=3)  # went past 2: lost; 4 not reached yet
+    row = h.judge()["writeToDB"]
+    assert row.lost == 1 and "1 not read yet" in " ".join(row.notes), (row.examples, row.notes)
+    h.events.append({"ev": "recv", "r": "dr", "src": "log", "m": "durable", "st": "d", "t0": 0.5, "t1": 0.6,
+                     "via": "n1", "res": "empty", "status": 424, "code": "receive_timeout",
+                     "after": encode_token("d", 3)})  # found nothing, but before 4 was stored: still behind
+    assert h.judge()["writeToDB"].lost == 1
 
 
 def test_durable_token_of_the_send_must_be_where_readers_find_it() -> None:
@@ -348,3 +365,15 @@ def test_an_epoch_gap_after_a_lone_restart_is_allowed_even_next_to_a_planned_cha
                      "gap": "epoch"})
     row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
     assert row.other == 1 and row.broken
+
+
+def test_a_history_reader_still_behind_at_the_end_has_lost_nothing_yet() -> None:
+    h = H()
+    for seq in (1, 2, 3):
+        h.send("hw", seq, "hs", "history")
+    _read(h, "a", "hw", 1, "e1-1", h.tick())  # then the run ended: 2 and 3 not reached
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.lost == 0 and "2 not read yet" in " ".join(row.notes), row.notes
+    _read(h, "a", "hw", 3, "e1-3", h.tick())  # went past 2
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.lost == 1 and row.broken
