@@ -51,6 +51,7 @@ __all__ = ["Guard", "authorize"]
 log = logging.getLogger("ipubsub.auth")
 
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("ipubsub.principal", Principal)
+REFUSALS_KEY: web.RequestKey[Refusals] = web.RequestKey("ipubsub.refusals", Refusals)
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _REFUSAL_REASON = {
     TooManyAuthFailures: "too_many_auth_failures",
@@ -71,9 +72,15 @@ def authorize(request: web.Request, permission: Permission, stream_ids: Iterable
     """
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is not None:
-        if principal.expires < time.time():
-            raise CredentialsExpired(f"{principal.name} has expired; reconnect with a fresh token")
-        principal.require(permission, stream_ids)
+        try:
+            if principal.expires < time.time():
+                raise CredentialsExpired(f"{principal.name} has expired; reconnect with a fresh token")
+            principal.require(permission, stream_ids)
+        except IPubSubError as exc:
+            refusals = request.get(REFUSALS_KEY)
+            if refusals is not None:
+                refusals.add(_reason(exc))
+            raise
 
 
 def _reason(exc: IPubSubError) -> str:
@@ -166,6 +173,7 @@ class Guard:
                     raise
                 if body_streams:
                     request[PRINCIPAL_KEY] = principal
+                    request[REFUSALS_KEY] = refusals  # authorize() counts what it refuses
             if read_body:
                 length = request.content_length
                 if length is not None and length > max_body:

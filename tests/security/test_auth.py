@@ -97,6 +97,8 @@ async def test_key_without_the_stream_is_403_and_nothing_happens(client: TestCli
     await receive(client, "user-1", 403, "stream_forbidden", key=BACKEND_KEY)  # backend may only send there
     await send(client, "audit", READER_KEY, 403, "stream_forbidden")
     assert client.node.engine.stream_count == 0  # type: ignore[attr-defined]
+    # refused in the guard (a query stream) and by the handler (body streams): all counted
+    assert client.node.refusals["stream_forbidden"] == 3  # type: ignore[attr-defined]
 
 
 async def test_prefix_glob_and_exact_patterns(client: TestClient) -> None:
