@@ -85,12 +85,25 @@ class Batches:
     def _group(
         self, items: Sequence[SendCall | IPubSubError], indexes: list[int], forwarded_by: str | None
     ) -> dict[str | None, list[int]]:
+        """The indexes per remote owner (``None``: served here), each owner
+        looked up once per stream."""
+        if forwarded_by is not None:
+            self._node.calls.counts[("send", "for_peer")] += len(indexes)
+            return {None: indexes} if indexes else {}
         groups: dict[str | None, list[int]] = {}
-        calls = self._node.calls
+        owners: dict[str, str | None] = {}
         for i in indexes:
-            owner = self._owner_of(items[i], forwarded_by)
-            calls.add("send", "for_peer" if forwarded_by is not None else ("local" if owner is None else "forwarded"))
-            groups.setdefault(owner, []).append(i)
+            stream_id = items[i].stream_id  # type: ignore[union-attr]
+            owner = owners.get(stream_id, "")
+            if owner == "":
+                owner = owners[stream_id] = self._owner_of(items[i], None)
+            group = groups.get(owner)
+            if group is None:
+                group = groups[owner] = []
+            group.append(i)
+        counts = self._node.calls.counts
+        for owner, group in groups.items():
+            counts[("send", "local" if owner is None else "forwarded")] += len(group)
         return groups
 
     def _owner_of(self, item: SendCall | IPubSubError, forwarded_by: str | None) -> str | None:
@@ -112,32 +125,47 @@ class Batches:
         """Serve items here: in-memory ones now in order, durable ones in one
         append.  Returns no indexes (nothing here is retried elsewhere)."""
         node = self._node
+        memory: list[int] = []
         durable: list[int] = []
         for i in indexes:
-            cmd = items[i]
-            assert isinstance(cmd, SendCall)
-            if cmd.persist:
-                durable.append(i)
-                continue
-            try:
-                results[i] = self._send_memory(cmd, forwarded_by)
-            except IPubSubError as exc:
-                results[i] = exc
+            (durable if items[i].persist else memory).append(i)  # type: ignore[union-attr]
+        if memory:
+            self._send_memory(items, memory, results)
         if durable:
             await self._persist(items, durable, results)
         if forwarded_by is not None:
-            for i in indexes:
-                node.cluster.served_elsewhere_owned(items[i].stream_id)  # type: ignore[union-attr]
+            for stream_id in {items[i].stream_id for i in indexes}:  # type: ignore[union-attr]
+                node.cluster.served_elsewhere_owned(stream_id)
         return []
 
-    def _send_memory(self, cmd: SendCall, forwarded_by: str | None) -> Sent:
+    def _send_memory(
+        self, items: Sequence[SendCall | IPubSubError], indexes: list[int], results: list[BatchResult]
+    ) -> None:
+        """In-memory items enter their streams in request order, one
+        timestamp for the batch; each fails alone (a new stream over
+        ``limits.max_streams``, a full node)."""
         node = self._node
         if node.state is not NodeState.RUNNING and not len(node.cluster.ring):
-            raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
-        node.limits.check_stream(cmd.stream_id)
-        msg = Message(cmd.uuid or new_uuid(), cmd.payload, node.clock.time_us())
-        node.engine.send_nowait(cmd.stream_id, msg, cmd.size, cmd.history)
-        return Sent(msg.uuid)
+            draining = NodeDraining("this node is shutting down; retry on another node", retry_after=1)
+            for i in indexes:
+                results[i] = draining
+            return
+        now = node.clock.time_us()
+        engine = node.engine
+        send = engine.send_nowait
+        check_stream = node.limits.check_stream
+        for i in indexes:
+            cmd: SendCall = items[i]  # type: ignore[assignment]
+            stream_id = cmd.stream_id
+            try:
+                if stream_id not in engine:
+                    check_stream(stream_id)
+                msg = Message(cmd.uuid or new_uuid(), cmd.payload, now)
+                send(stream_id, msg, cmd.size, cmd.history)
+            except IPubSubError as exc:
+                results[i] = exc
+            else:
+                results[i] = Sent(msg.uuid)
 
     async def _persist(
         self, items: Sequence[SendCall | IPubSubError], indexes: list[int], results: list[BatchResult]

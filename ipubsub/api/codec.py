@@ -545,17 +545,18 @@ def encode_batch_results(
     """The answer of a batch send: per item, its send answer or its error
     (with the HTTP status ``status_of`` gives it); an owner's result of a
     forwarded item (``msgspec.Raw``) passes through unchanged."""
-    out: list[msgspec.Raw] = []
+    out: list[Any] = []  # encoded as they are (the reply's type only documents the shape)
     for result in results:
-        if isinstance(result, msgspec.Raw):
+        if type(result) is Sent:
+            out.append(SendReply(result.uuid, result.token))
+        elif isinstance(result, msgspec.Raw):
             out.append(result)
-        elif isinstance(result, Sent):
-            out.append(msgspec.Raw(_encoder.encode(SendReply(result.uuid, result.token))))
         else:
+            assert isinstance(result, IPubSubError)
             field = result.fields.get("field")
-            out.append(msgspec.Raw(_encoder.encode(
+            out.append(
                 BatchItemError(status_of(result), result.code, result.message, field if isinstance(field, str) else None)
-            )))
+            )
     return _encoder.encode(SendBatchReply(out))
 
 
