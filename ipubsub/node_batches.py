@@ -22,7 +22,8 @@ same transaction), so their order is kept end to end.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Sequence, Union
+import itertools
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import msgspec
 
@@ -33,7 +34,7 @@ from .observability.snapshot import NodeState
 from .protocol import SendBatchReply
 from .storage import NewMessage
 from .storage.durable import MAX_READ_BATCH
-from .storage.tokens import encode_token
+from .storage.tokens import encode_token, encode_tokens
 
 if TYPE_CHECKING:
     from .node import Node
@@ -44,6 +45,17 @@ __all__ = ["BatchResult", "Batches"]
 BatchResult = Union[Sent, IPubSubError, msgspec.Raw]
 
 _decode_reply = msgspec.json.Decoder(SendBatchReply).decode
+
+
+def batch_uuids() -> Iterator[str]:
+    """Ids for the items of one batch that name none: version-4 UUIDs that
+    share one random prefix (74 random bits) and count up from a random
+    48-bit node part — unique like independent UUID4s, at a fraction of the
+    cost of drawing and formatting each."""
+    base = new_uuid()
+    prefix, start = base[:24], int(base[24:], 16)
+    for i in itertools.count():
+        yield f"{prefix}{(start + i) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 class Batches:
@@ -71,6 +83,9 @@ class Batches:
         for attempt in (1, 2):
             groups = self._group(items, todo, forwarded_by)
             local = groups.pop(None, [])
+            if not groups:  # all served here: no task per job
+                await self._serve_here(items, local, results, forwarded_by)
+                break
             jobs = [self._serve_here(items, local, results, forwarded_by)]
             jobs += [self._forward(owner, items, indexes, results, request_id) for owner, indexes in groups.items()]
             failed = await asyncio.gather(*jobs)
@@ -154,13 +169,14 @@ class Batches:
         engine = node.engine
         send = engine.send_nowait
         check_stream = node.limits.check_stream
+        uuids = batch_uuids()
         for i in indexes:
             cmd: SendCall = items[i]  # type: ignore[assignment]
             stream_id = cmd.stream_id
             try:
                 if stream_id not in engine:
                     check_stream(stream_id)
-                msg = Message(cmd.uuid or new_uuid(), cmd.payload, now)
+                msg = Message(cmd.uuid or next(uuids), cmd.payload, now)
                 send(stream_id, msg, cmd.size, cmd.history)
             except IPubSubError as exc:
                 results[i] = exc
@@ -179,11 +195,12 @@ class Batches:
             return
         now = node.clock.time_us()
         stored = []
+        uuids = batch_uuids()
         for i in indexes:
             cmd = items[i]
             assert isinstance(cmd, SendCall)
             stored.append(
-                NewMessage(cmd.stream_id, cmd.uuid or new_uuid(), cmd.payload, now, now + cmd.ttl_seconds * 1_000_000)
+                NewMessage(cmd.stream_id, cmd.uuid or next(uuids), cmd.payload, now, now + cmd.ttl_seconds * 1_000_000)
             )
         try:
             appended = await node.durable.append_batch(stored)
@@ -274,7 +291,5 @@ async def read_log_batch(node: Node, cmd: ReceiveCall, after: int | None) -> lis
     stream_id = cmd.stream_id
     limit = min(cmd.max_messages, MAX_READ_BATCH)
     rows = await node.durable.read_batch(stream_id, after, cmd.timeout, limit)
-    return [
-        Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
-        for row in rows
-    ]
+    tokens = encode_tokens(stream_id, [row.position for row in rows])
+    return [Delivery(Message(row.uuid, row.payload, row.timestamp_us), token) for row, token in zip(rows, tokens)]

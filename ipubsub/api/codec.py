@@ -534,9 +534,23 @@ def _receive_reply(delivery: Delivery) -> ReceiveReply:
 
 def encode_deliveries(deliveries: list[Delivery]) -> bytes:
     """The answer of a batch receive: the messages, oldest first, and for
-    durable reads the token after the last one."""
+    durable reads the token after the last one.
+
+    Plain deliveries (no receipt) are written piece by piece, the same bytes
+    :class:`ReceiveBatchReply` encodes to, without a struct per message (the
+    payload is already JSON; tokens are base64url)."""
     token = deliveries[-1].token if deliveries else None
-    return _encoder.encode(ReceiveBatchReply([_receive_reply(d) for d in deliveries], token))
+    if any(d.receipt is not None for d in deliveries):
+        return _encoder.encode(ReceiveBatchReply([_receive_reply(d) for d in deliveries], token))
+    encode = _encoder.encode
+    parts = []
+    for d in deliveries:
+        msg = d.message
+        head = b'{"messageUuid":%b,"message":%b,"timestamp":"%b"' % (
+            encode(msg.uuid), msg.payload, format_timestamp(msg.timestamp_us).encode())
+        parts.append(head + b"}" if d.token is None else head + b',"dbResumeToken":"%b"}' % d.token.encode())
+    tail = b"]}" if token is None else b'],"dbResumeToken":"%b"}' % token.encode()
+    return b'{"messages":[' + b",".join(parts) + tail
 
 
 def encode_batch_results(
@@ -548,7 +562,7 @@ def encode_batch_results(
     out: list[Any] = []  # encoded as they are (the reply's type only documents the shape)
     for result in results:
         if type(result) is Sent:
-            out.append(SendReply(result.uuid, result.token))
+            out.append(SendReply(result.uuid, result.token) if result.token is not None else {"messageUuid": result.uuid})
         elif isinstance(result, msgspec.Raw):
             out.append(result)
         else:

@@ -17,10 +17,11 @@ import binascii
 import hashlib
 import re
 import struct
+from typing import Iterable
 
 from ..errors import InvalidToken
 
-__all__ = ["decode_receipt", "decode_token", "encode_receipt", "encode_token"]
+__all__ = ["decode_receipt", "decode_token", "encode_receipt", "encode_token", "encode_tokens"]
 
 _VERSION = 1
 _LAYOUT = struct.Struct(">B8sQ")
@@ -57,6 +58,18 @@ def encode_token(stream_id: str, position: int) -> str:
     """The token that resumes ``stream_id`` after ``position``."""
     body = _LAYOUT.pack(_VERSION, _stream_digest(stream_id), position)
     return base64.urlsafe_b64encode(body + _check(body)).rstrip(b"=").decode("ascii")
+
+
+def encode_tokens(stream_id: str, positions: Iterable[int]) -> list[str]:
+    """:func:`encode_token` of each position of one stream (the stream's
+    digest computed once: a batch read's tokens)."""
+    digest = _stream_digest(stream_id)
+    pack = _LAYOUT.pack
+    out = []
+    for position in positions:
+        body = pack(_VERSION, digest, position)
+        out.append(base64.urlsafe_b64encode(body + _check(body)).rstrip(b"=").decode("ascii"))
+    return out
 
 
 def decode_token(token: str, stream_id: str) -> int:
