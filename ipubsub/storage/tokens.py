@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import struct
@@ -30,6 +31,7 @@ _TOKEN_BYTES = _LAYOUT.size + _CHECK_BYTES
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's tokens mostly name few streams
 def _stream_digest(stream_id: str) -> bytes:
     return hashlib.blake2b(stream_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+
+import msgspec
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -76,7 +78,7 @@ async def replay(entry: Endpoint, pids: Sequence[int], stream: str, batch: int, 
             status, body = await conn.request(get_request(entry.netloc, RECEIVE_PATH, query))
             if status != 200:
                 break
-            answer = json.loads(body)
+            answer = msgspec.json.decode(body)  # as ipubsub.client decodes
             token = answer["dbResumeToken"]
             read += 1 if batch == 1 else len(answer["messages"])
             reads += 1
