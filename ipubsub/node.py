@@ -496,7 +496,8 @@ class Node:
     def _report_lost_buffers(self) -> None:
         """Shutdown: log what stays in memory (nowhere to hand it to, or the
         hand-off did not finish) and is lost with this process."""
-        buffered = self.engine.stats.buffered_messages + self.cluster.handoff_pending
+        # leased messages still held here: the hand-off did not take them either
+        buffered = self.engine.stats.buffered_messages + self.cluster.handoff_pending + self.at_least_once.leases.stats.held
         if not buffered:
             return
         streams = sum(1 for stream_id in self.engine.stream_ids() if self.engine.buffered(stream_id))
