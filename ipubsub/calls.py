@@ -130,8 +130,10 @@ class NackCall(msgspec.Struct, frozen=True):
 
 
 class Relayed(msgspec.Struct, frozen=True):
-    """The owner's answer to a forwarded call, passed back unchanged."""
+    """The owner's answer to a forwarded call, passed back unchanged
+    (``owner``: the node that answered)."""
 
     status: int
     body: bytes
     retry_after: str | None = None
+    owner: str = ""

@@ -122,11 +122,24 @@ class ClusterConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     peer_connect_timeout_seconds: PositiveFloat = 1.0
     peer_request_timeout_seconds: PositiveFloat = 3.0
     handoff_retry_seconds: PositiveFloat = 0.5
+    #: where the peer link listens (``HOST:PORT``, port 0: any free port);
+    #: empty: ``node.listen``'s host on a free port
+    link_listen: str = ""
+    #: how peers reach the link (empty: the bound ``link_listen`` address,
+    #: with ``node.advertise``'s host when it listens on a wildcard address)
+    link_advertise: str = ""
+    #: calls in flight on one link (waiting forwarded polls included); more
+    #: are refused at once with 503 ``owner_unavailable``
+    link_max_in_flight: PositiveInt = 20000
     tls: ClusterTlsConfig = msgspec.field(default_factory=ClusterTlsConfig)
 
     def __post_init__(self) -> None:
         for seed in self.seeds:
             parse_address(seed)
+        if self.link_listen:
+            parse_address(self.link_listen, allow_any_port=True)
+        if self.link_advertise:
+            parse_address(self.link_advertise)
         if not self.heartbeat_interval_seconds < self.suspect_after_seconds:
             raise ValueError("suspect_after_seconds must exceed heartbeat_interval_seconds")
         if not self.suspect_after_seconds <= self.dead_after_seconds:

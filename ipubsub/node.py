@@ -19,9 +19,10 @@ from .auth.exposure import log_exposure
 from .auth.refusals import Refusals, RefusalsCollector
 from .calls import AckCall, Delivery, NackCall, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.cluster import Cluster
+from .cluster.forwarder import gives_back
 from .config import Config, parse_address
 from .dashboard import Dashboard
-from .engine import Clock, Engine, HistoryRead, Message, SystemClock, new_uuid, parse_position
+from .engine import Clock, Deliver, Engine, HistoryRead, Message, Parked, SystemClock, new_uuid, parse_position
 from .errors import HistoryGap, IPubSubError, NodeDraining, PersistenceNotConfigured
 from .leasing import AtLeastOnce, Settle
 from .limits import NodeLimits
@@ -72,6 +73,7 @@ class Node:
         self.cluster = Cluster(config, self.engine, self.clock)
         self.tls = TlsContexts(config)
         self.cluster.peers.use_tls(self.tls.peer_client)
+        self.cluster.links.use_tls(self.tls.link_server, self.tls.peer_client)
         store = create_store(config.storage)
         self.durable = DurableLog(store, config.storage, self.clock) if store is not None else None
         # leases, consumer groups and dead letters (at-least-once delivery)
@@ -148,6 +150,9 @@ class Node:
                 log.warning("starting without storage: %s", self.durable.last_error or "still connecting")
             else:
                 await restore_buffers(self.engine, self.durable, self.name)  # before serving anything
+        from .api.forwarded import ForwardedCalls  # the API layer answers forwarded calls
+
+        self.cluster.serve_forwarded_calls(ForwardedCalls(self).handle)
         await self.cluster.start()
         self.dashboard.start()
         self.state = NodeState.RUNNING
@@ -359,6 +364,32 @@ class Node:
                     self.at_least_once.give_back(stream_id, delivery.receipt)
             return
         self.engine.give_back(stream_id, [delivery.message for delivery in deliveries])
+
+    def park_forwarded_receive(self, cmd: ReceiveCall, deliver: Deliver) -> Parked | None:
+        """Serve an in-memory take forwarded by a peer (a plain receive, or
+        a batch with ``maxMessages``) without a task: ``deliver`` gets the
+        message (a list for a batch), ``None`` on timeout, or a
+        :class:`~ipubsub.engine.Released` — see :meth:`Engine.park`.
+
+        Raises:
+            TooManyPolls, TooManyStreamPolls, TooManyStreams: limits.
+        """
+        stream_id = cmd.stream_id
+        self.calls.add("receive", "for_peer")
+        self.cluster.served_elsewhere_owned(stream_id)
+        if cmd.timeout:
+            self.limits.check_poll(stream_id)
+        if cmd.max_messages is None:
+            return self.engine.park(stream_id, cmd.timeout, deliver)
+        return self.engine.park_many(stream_id, cmd.timeout, cmd.max_messages, deliver)
+
+    def give_back_forwarded(self, cmd: ReceiveCall, answer: Relayed) -> None:
+        """A forwarded receive's answer could not be written to its client:
+        the messages it carried go back to the owner that handed them out
+        (in-memory takes only; a durable, leased or history read left
+        them where they were)."""
+        if answer.status == 200 and answer.owner and gives_back(cmd):
+            self.cluster.give_back(answer.owner, cmd.stream_id, answer.body)
 
     async def ack(
         self, call: AckCall, *, forwarded_by: str | None = None, request_id: str | None = None

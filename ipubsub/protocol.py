@@ -25,23 +25,20 @@ __all__ = [
     "FROM_HISTORY_PARAM",
     "HEALTH_PATH",
     "INFO_PATH",
-    "INTERNAL_CANCEL_POLL_PATH",
     "INTERNAL_DASHBOARD_STREAM_PATH",
     "INTERNAL_DASHBOARD_SUMMARY_PATH",
     "INTERNAL_GOSSIP_PATH",
-    "INTERNAL_HANDOFF_PATH",
     "INTERNAL_LEAVE_PATH",
-    "INTERNAL_REQUEUE_PATH",
     "JSON_CONTENT_TYPE",
     "METRICS_PATH",
     "NACK_PATH",
     "OPENAPI_PATH",
     "OWNER_PATH",
-    "POLL_ID_HEADER",
     "POSITION_PARAM",
     "RECEIVE_PATH",
     "REQUEST_ID_HEADER",
     "RETRY_AFTER_HEADER",
+    "RING_HEADER",
     "SECRET_HEADER",
     "SEND_BATCH_PATH",
     "SEND_PATH",
@@ -89,9 +86,6 @@ GROUPS_PATH: Final = "/api/v1/streams/groups"
 
 INTERNAL_GOSSIP_PATH: Final = "/internal/v1/gossip"
 INTERNAL_LEAVE_PATH: Final = "/internal/v1/leave"
-INTERNAL_HANDOFF_PATH: Final = "/internal/v1/handoff"
-INTERNAL_CANCEL_POLL_PATH: Final = "/internal/v1/polls/cancel"
-INTERNAL_REQUEUE_PATH: Final = "/internal/v1/requeue"
 
 # -- the operators' dashboard (only with http.dashboard: true) ----------------------
 
@@ -109,10 +103,13 @@ INTERNAL_DASHBOARD_STREAM_PATH: Final = "/internal/v1/dashboard/stream"
 
 #: a caller's correlation id, echoed on the answer and passed to the owner
 REQUEST_ID_HEADER: Final = "X-Request-Id"
-#: set by a node forwarding a call to the stream's owner
+#: formerly set by a node forwarding a call over HTTP; forwarded calls now
+#: travel on the authenticated peer link and the public API ignores it
 FORWARDED_HEADER: Final = "X-IPubSub-Forwarded-By"
-#: names a forwarded long poll so the forwarding node can cancel it
-POLL_ID_HEADER: Final = "X-IPubSub-Poll-Id"
+#: on every answer: the hash of the answering node's ring (equal on nodes
+#: whose rings hold the same members); a client that routes by owner
+#: refreshes its member list when it changes
+RING_HEADER: Final = "X-IPubSub-Ring"
 #: the cluster secret on internal calls
 SECRET_HEADER: Final = "X-IPubSub-Secret"
 RETRY_AFTER_HEADER: Final = "Retry-After"

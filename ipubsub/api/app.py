@@ -52,7 +52,7 @@ def build_app(node: Node) -> web.Application:
     # aiohttp's own cap fits the largest route (a batch); each route's own
     # limit is the guard's (413 before the body is read)
     app = web.Application(client_max_size=max(limit, config.limits.max_batch_bytes))
-    wrap = make_wrapper(node.request_metrics, limit)
+    wrap = make_wrapper(node.request_metrics, limit, node.cluster.ring_tag)
     failed = config.auth.failed_attempts
     guard = Guard(
         authenticator=Authenticator(config.auth) if config.auth.enabled else None,

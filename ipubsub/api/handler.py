@@ -20,7 +20,7 @@ from aiohttp import web
 from ..errors import IPubSubError
 from ..observability.logs import REQUEST_ID
 from ..observability.metrics import RequestMetrics
-from ..protocol import REQUEST_ID_HEADER
+from ..protocol import REQUEST_ID_HEADER, RING_HEADER
 from .errors import error_response, http_error_response, internal_error_response
 
 __all__ = ["Handler", "make_wrapper"]
@@ -30,8 +30,11 @@ log = logging.getLogger("ipubsub.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_wrapper(metrics: RequestMetrics, max_body: int) -> Callable[[Handler, str], Handler]:
-    """Returns ``wrap(handler, route_label)``."""
+def make_wrapper(
+    metrics: RequestMetrics, max_body: int, ring_tag: Callable[[], str] | None = None
+) -> Callable[[Handler, str], Handler]:
+    """Returns ``wrap(handler, route_label)``.  ``ring_tag`` gives the value
+    of the ring header every answer carries (see ``RING_HEADER``)."""
     observe = metrics.observe
     perf_counter = time.perf_counter
 
@@ -58,6 +61,8 @@ def make_wrapper(metrics: RequestMetrics, max_body: int) -> Callable[[Handler, s
             request_id = REQUEST_ID.get()
             if request_id is not None and not response.prepared:  # a written answer set it itself
                 response.headers[REQUEST_ID_HEADER] = request_id
+            if ring_tag is not None:
+                response.headers[RING_HEADER] = ring_tag()
             return response
 
         return wrapped

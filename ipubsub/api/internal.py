@@ -1,5 +1,7 @@
-"""Internal endpoints nodes call on each other (``/internal/v1/...``):
-membership gossip, leave, hand-off, poll cancellation and requeue.  They
+"""Internal HTTP endpoints nodes call on each other (``/internal/v1/...``):
+membership gossip and leave, kept on HTTP so that heartbeats travel on
+their own connection, never queued behind forwarded calls on the peer link
+(which carries everything else: see :mod:`ipubsub.cluster.link`).  They
 require ``cluster.secret`` when one is configured (401 otherwise)."""
 
 from __future__ import annotations
@@ -11,11 +13,8 @@ from aiohttp import web
 
 from ..errors import BadRequest, Unauthorized
 from ..protocol import (
-    INTERNAL_CANCEL_POLL_PATH,
     INTERNAL_GOSSIP_PATH,
-    INTERNAL_HANDOFF_PATH,
     INTERNAL_LEAVE_PATH,
-    INTERNAL_REQUEUE_PATH,
     JSON_CONTENT_TYPE,
     SECRET_HEADER,
 )
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InternalRoutes", "require_secret"]
 
-# Hand-off batches exceed the public body limit (limits.max_message_bytes).
+# Gossip of a large cluster may exceed the public body limit (limits.max_message_bytes).
 MAX_INTERNAL_BODY = 64 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -58,9 +57,6 @@ class InternalRoutes:
     def add_to(self, add: AddRoute) -> None:
         add("POST", INTERNAL_GOSSIP_PATH, self._guard(self.gossip))
         add("POST", INTERNAL_LEAVE_PATH, self._guard(self.leave))
-        add("POST", INTERNAL_HANDOFF_PATH, self._guard(self.handoff))
-        add("POST", INTERNAL_CANCEL_POLL_PATH, self._guard(self.cancel_poll))
-        add("POST", INTERNAL_REQUEUE_PATH, self._guard(self.requeue))
 
     def _guard(self, handler: Handler) -> Handler:
         return require_secret(self._secret.decode(), handler)
@@ -76,15 +72,4 @@ class InternalRoutes:
 
     async def leave(self, request: web.Request) -> web.Response:
         self._cluster.on_leave(await self._body(request))
-        return json_response({"ok": True})
-
-    async def handoff(self, request: web.Request) -> web.Response:
-        count = self._cluster.on_handoff(await self._body(request))
-        return json_response({"ok": True, "messages": count})
-
-    async def cancel_poll(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._cluster.on_cancel_poll(await self._body(request)), content_type=JSON_CONTENT_TYPE)
-
-    async def requeue(self, request: web.Request) -> web.Response:
-        self._cluster.on_requeue(await self._body(request))
         return json_response({"ok": True})

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..auth.access import Access, Permission
-from ..protocol import ACK_PATH, FORWARDED_HEADER, GROUPS_PATH, JSON_CONTENT_TYPE, NACK_PATH, REQUEST_ID_HEADER
+from ..protocol import ACK_PATH, GROUPS_PATH, JSON_CONTENT_TYPE, NACK_PATH, REQUEST_ID_HEADER
 from .codec import encode_ack, encode_groups, parse_ack, parse_group_query, parse_nack
 from .errors import json_response
 from .guard import authorize
@@ -43,19 +43,13 @@ class LeaseRoutes:
     async def ack(self, request: web.Request) -> web.Response:
         call = parse_ack(await request.read(), self._config)
         authorize(request, Permission.RECEIVE, (call.stream_id,))
-        headers = request.headers
-        answers = await self._node.ack(
-            call, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
-        )
+        answers = await self._node.ack(call, request_id=request.headers.get(REQUEST_ID_HEADER))
         return web.Response(body=encode_ack(call, answers), content_type=JSON_CONTENT_TYPE)
 
     async def nack(self, request: web.Request) -> web.Response:
         call = parse_nack(await request.read(), self._config)
         authorize(request, Permission.RECEIVE, (call.stream_id,))
-        headers = request.headers
-        answers = await self._node.nack(
-            call, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
-        )
+        answers = await self._node.nack(call, request_id=request.headers.get(REQUEST_ID_HEADER))
         return web.Response(body=encode_ack(call, answers), content_type=JSON_CONTENT_TYPE)
 
     async def groups(self, request: web.Request) -> web.Response:

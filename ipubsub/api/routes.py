@@ -3,6 +3,7 @@ and encode its answer; all decisions are the node's."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -10,21 +11,21 @@ from aiohttp import web
 from .. import SERVICE_NAME, __version__
 from ..auth.access import Access, Permission
 from ..calls import ReceiveCall, Relayed
+from ..observability.logs import REQUEST_ID
 from ..observability.metrics import METRICS_CONTENT_TYPE
 from ..observability.views import cluster_view, health_view, is_healthy
 from ..protocol import (
     CLUSTER_PATH,
-    FORWARDED_HEADER,
     HEALTH_PATH,
     INFO_PATH,
     JSON_CONTENT_TYPE,
     METRICS_PATH,
     OWNER_PATH,
-    POLL_ID_HEADER,
     RECEIVE_PATH,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
     SEND_BATCH_PATH,
+    RING_HEADER,
     SEND_PATH,
 )
 from ..calls import SendCall
@@ -89,10 +90,7 @@ class PublicRoutes:
     async def send(self, request: web.Request) -> web.Response:
         cmd = parse_send(await request.read(), self._config)
         authorize(request, Permission.SEND, (cmd.stream_id,))
-        headers = request.headers
-        result = await self._node.send(
-            cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
-        )
+        result = await self._node.send(cmd, request_id=request.headers.get(REQUEST_ID_HEADER))
         if isinstance(result, Relayed):
             return relayed_response(result)
         return web.Response(body=encode_sent(result), content_type=JSON_CONTENT_TYPE)
@@ -105,24 +103,17 @@ class PublicRoutes:
                     authorize(request, Permission.SEND, (item.stream_id,))
                 except IPubSubError as exc:
                     items[i] = exc
-        headers = request.headers
-        results = await self._node.send_batch(
-            items, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
-        )
+        results = await self._node.send_batch(items, request_id=request.headers.get(REQUEST_ID_HEADER))
         return web.Response(body=encode_batch_results(results, status_of), content_type=JSON_CONTENT_TYPE)
 
     async def receive(self, request: web.Request) -> web.StreamResponse:
         cmd = parse_receive(request.query, self._config)
-        headers = request.headers
         if cmd.from_history:
             return await self._read_history(cmd, request)
-        result = await self._node.receive(
-            cmd,
-            forwarded_by=headers.get(FORWARDED_HEADER),
-            poll_id=headers.get(POLL_ID_HEADER),
-            request_id=headers.get(REQUEST_ID_HEADER),
-        )
+        result = await self._node.receive(cmd, request_id=request.headers.get(REQUEST_ID_HEADER))
         if isinstance(result, Relayed):
+            if result.status == 200:
+                return await self._write_forwarded(request, cmd, result)
             return relayed_response(result)
         deliveries = result if isinstance(result, list) else [result]
         if isinstance(result, list):  # leased deliveries (one, or a batch with maxMessages)
@@ -132,11 +123,33 @@ class PublicRoutes:
         # written here, not after returning: an answer that cannot be written gives its messages back
         return await write_taken(request, body, lambda: self._node.give_back(cmd, deliveries))
 
+    async def _write_forwarded(self, request: web.Request, cmd: ReceiveCall, answer: Relayed) -> web.StreamResponse:
+        """Write a forwarded poll's answer here, where a failed write is
+        seen: the messages of an answer that did not reach the client's
+        socket go back to the owner."""
+        response = relayed_response(answer)
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[RING_HEADER] = self._node.cluster.ring_tag()
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            self._node.give_back_forwarded(cmd, answer)
+            return response
+        except asyncio.CancelledError:
+            self._node.give_back_forwarded(cmd, answer)
+            raise
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The socket refused the bytes (the client reset the connection):
+            # the transport closed itself inside the write.
+            self._node.give_back_forwarded(cmd, answer)
+        return response
+
     async def _read_history(self, cmd: ReceiveCall, request: web.Request) -> web.Response:
-        headers = request.headers
-        read = await self._node.read_history(
-            cmd, forwarded_by=headers.get(FORWARDED_HEADER), request_id=headers.get(REQUEST_ID_HEADER)
-        )
+        read = await self._node.read_history(cmd, request_id=request.headers.get(REQUEST_ID_HEADER))
         if isinstance(read, Relayed):
             return relayed_response(read)
         return web.Response(body=encode_history(read), content_type=JSON_CONTENT_TYPE)

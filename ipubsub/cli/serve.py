@@ -95,7 +95,7 @@ async def _run_node(config: Config, ready_file: str | None) -> int:
         await node.stop()
         return 1
     if ready_file:
-        _write_ready_file(Path(ready_file), {"node": node.name, "http": node.listen_address, "pid": os.getpid()})
+        _write_ready_file(Path(ready_file), {"node": node.name, "http": node.listen_address, "link": node.cluster.links.address, "pid": os.getpid()})
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)

@@ -10,38 +10,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Awaitable, Callable
 
 import msgspec
 
 from ..calls import AckCall, NackCall, ReceiveCall, Relayed, SendCall
-from ..config import Config
+from ..config import Config, parse_address
 from ..engine import Clock, Engine, Leases, Message
-from ..errors import OwnerUnavailable
-from ..protocol import (
-    ACK_PATH,
-    FORWARDED_HEADER,
-    JSON_CONTENT_TYPE,
-    NACK_PATH,
-    REQUEST_ID_HEADER,
-    AckBody,
-    NackBody,
-)
-from .forwarder import Forwarder
+from ..errors import IPubSubError, OwnerUnavailable
+from .forwarder import Forwarder, returned_messages
 from .handoff import HandoffManager
+from .link import Identity, Incoming, LinkBusy, LinkDown, LinkError, LinkLimits, LinkRejected
+from .link_calls import Answer, GiveBack, HandoffBatch
+from .links import Links
 from .membership import Membership, MemberStatus
-from .messages import CancelPoll, CancelPollReply, Requeue, decode, encode
-from .peers import PeerClient, PeerUnreachable
+from .peers import PeerClient
 from .ring import Ring
 
 __all__ = ["Cluster", "ClusterSnapshot", "MemberSnapshot"]
 
-
-class SettleReply(msgspec.Struct):
-    """The owner's answer to a forwarded ack or nack, as far as it matters
-    here: the receipts it held no lease for."""
-
-    notFound: list[str] | None = None
 
 log = logging.getLogger("ipubsub.cluster")
 
@@ -78,6 +65,9 @@ class ClusterSnapshot:
     virtual_nodes: int
     ring_changes: int
     forwarded: int
+    link_listen: str
+    link_advertise: str
+    link: dict[str, int]
     handed_out: int
     handed_in: int
     handoff_batches: int
@@ -103,13 +93,24 @@ class Cluster:
         self.membership = Membership(
             cluster, self.name, self.address, config.hash_ring.virtual_nodes, self.peers, self._ring_changed, clock
         )
-        self.forwarder = Forwarder(self.name, self.peers, self._requeue_locally)
+        self._link_config = cluster
+        limits = LinkLimits(
+            max_in_flight=cluster.link_max_in_flight, connect_timeout=cluster.peer_connect_timeout_seconds
+        )
+        identity = Identity(cluster.name, self.name, self.membership.incarnation, cluster.secret.encode())
+        self.links = Links(identity, limits, self.membership.link_of, self._on_link_call)
+        self.link_advertise = ""
+        self._tagged_ring: Ring | None = None
+        self._ring_tag = ""
+        # the owner's side of forwarded public calls (set by the API layer)
+        self._serve_forwarded: Callable[[Incoming], Awaitable[None] | None] | None = None
+        self.forwarder = Forwarder(self.links, self._requeue_locally)
         self.handoff = HandoffManager(
             self.name,
             cluster.name,
             engine,
             lambda: self.membership.ring,
-            self.peers,
+            self.links,
             self.membership.mark_suspect,
             cluster.handoff_retry_seconds,
         )
@@ -122,7 +123,29 @@ class Cluster:
         self.address = address
         self.membership.set_address(address)
 
+    def serve_forwarded_calls(self, handler: Callable[[Incoming], Awaitable[None] | None]) -> None:
+        """Who serves the public calls peers forward here over the link
+        (the API layer: it answers them exactly as it answers a client)."""
+        self._serve_forwarded = handler
+
     async def start(self) -> None:
+        """Open the link listener, then start heartbeating and hand-off.
+
+        Raises:
+            OSError: the link address cannot be bound.
+        """
+        cfg = self._link_config
+        listen = cfg.link_listen or f"{parse_address(self.address)[0]}:0"
+        host, port = parse_address(listen, allow_any_port=True)
+        bound_host, bound_port = await self.links.start(host, port)
+        if cfg.link_advertise:
+            self.link_advertise = cfg.link_advertise
+        else:
+            if bound_host in ("0.0.0.0", "::", ""):
+                bound_host = parse_address(self.address)[0]
+            self.link_advertise = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        self.links.address = f"{host}:{bound_port}"
+        self.membership.set_link(self.link_advertise)
         await self.peers.start()
         self.membership.start()
         self.handoff.start()
@@ -159,6 +182,7 @@ class Cluster:
         await self.forwarder.close(timeout)
         await self.handoff.close()
         await self.membership.close()
+        await self.links.close(grace=timeout)
         await self.peers.close()
 
     # -- routing ----------------------------------------------------------------------
@@ -166,6 +190,13 @@ class Cluster:
     @property
     def ring(self) -> Ring:
         return self.membership.ring
+
+    def ring_tag(self) -> str:
+        """The ring's hash as the ring header carries it (see ``RING_HEADER``)."""
+        ring = self.membership.ring
+        if ring is not self._tagged_ring:
+            self._tagged_ring, self._ring_tag = ring, str(ring.fingerprint)
+        return self._ring_tag
 
     def owner(self, stream_id: str) -> str | None:
         """Name of the owner of ``stream_id`` in this node's view (``None``
@@ -190,62 +221,30 @@ class Cluster:
     async def forward_send(self, cmd: SendCall, owner: str, request_id: str | None) -> Relayed | None:
         """Send through ``owner``; ``None`` means: serve it here after all.
 
-        Raises:
-            OwnerUnavailable: the owner (and any new owner) is unreachable.
-        """
-        return await self._forward(owner, cmd.stream_id, lambda address: self.forwarder.send(address, cmd, request_id))
-
-    async def forward_send_batch(self, owner: str, raw_items: list[bytes], request_id: str | None) -> Relayed:
-        """Send a sub-batch (the exact request bodies of its items, every one
-        owned by ``owner``) through ``owner`` as one ``sendBatch`` call; the
-        owner serves them all itself.  The caller regroups the items if the
-        owner is unreachable (the ring may have changed meanwhile).
+        A send that may have reached the owner is never replayed (in-memory
+        sends are not deduplicated): its outcome is unknown, and the answer
+        says so (503).
 
         Raises:
-            OwnerUnavailable: ``owner`` could not be reached (it is marked suspect).
-        """
-        try:
-            return await self.forwarder.send_batch(self.membership.ring.address(owner), raw_items, request_id)
-        except (PeerUnreachable, KeyError) as exc:
-            self.membership.mark_suspect(owner)
-            raise OwnerUnavailable(
-                f"node {owner}, the owner of streams in this batch, is unreachable ({exc}); retry shortly",
-                retry_after=1,
-                node=owner,
-            ) from None
-
-    async def forward_receive(self, cmd: ReceiveCall, owner: str, request_id: str | None) -> Relayed | None:
-        """Long-poll through ``owner``; ``None`` means: serve it here.
-
-        Raises:
-            OwnerUnavailable: the owner (and any new owner) is unreachable.
+            OwnerUnavailable: the owner is unreachable, busy, or did not
+                answer (see the message).
         """
         return await self._forward(
-            owner, cmd.stream_id, lambda address: self.forwarder.receive(address, cmd, request_id)
+            owner, cmd.stream_id, lambda name: self.forwarder.send(name, cmd, request_id), replay_safe=False
         )
 
     async def forward_settle(self, call: AckCall | NackCall, owner: str, request_id: str | None) -> list[bool]:
         """Ack or nack in-memory receipts on the stream's owner, which holds
         their leases; one answer per receipt (False: not held there either,
-        or the owner is this node after all).
+        or the owner is this node after all).  Like a send, a settle that may
+        have reached the owner is not replayed.
 
         Raises:
             OwnerUnavailable: the owner (and any new owner) is unreachable,
                 or it refused the call.
         """
-        if isinstance(call, AckCall):
-            path, body = ACK_PATH, encode(AckBody(call.stream_id, receipts=list(call.receipts)))
-        else:
-            path = NACK_PATH
-            body = encode(NackBody(call.stream_id, receipts=list(call.receipts), delaySeconds=call.delay_seconds))
-        headers = {FORWARDED_HEADER: self.name, "Content-Type": JSON_CONTENT_TYPE}
-        if request_id:
-            headers[REQUEST_ID_HEADER] = request_id
-        self.forwarder.forwarded_total += 1
         relayed = await self._forward(
-            owner,
-            call.stream_id,
-            lambda address: self.peers.forward(address, "POST", path, headers=headers, body=body),
+            owner, call.stream_id, lambda name: self.forwarder.settle(name, call, request_id), replay_safe=False
         )
         if relayed is None:
             return [False] * len(call.receipts)
@@ -257,33 +256,81 @@ class Cluster:
                 node=owner,
             )
         try:
-            missing = set(msgspec.json.decode(relayed.body, type=SettleReply).notFound or ())
+            answers = msgspec.json.decode(relayed.body, type=list[bool])
         except (msgspec.DecodeError, msgspec.ValidationError):
+            answers = []
+        if len(answers) != len(call.receipts):
             raise OwnerUnavailable(
                 f"the owner of stream {call.stream_id!r}, node {owner}, answered an ack it could not decode",
                 retry_after=1,
                 node=owner,
-            ) from None
-        return [receipt not in missing for receipt in call.receipts]
+            )
+        return answers
 
-    async def _forward(self, owner: str, stream_id: str, call: Callable[[str], Any]) -> Relayed | None:
+    async def forward_send_batch(self, owner: str, raw_items: list[bytes], request_id: str | None) -> Relayed:
+        """Send a sub-batch (the exact request bodies of its items, every one
+        owned by ``owner``) through ``owner`` as one ``sendBatch`` call; the
+        owner serves them all itself.
+
+        Raises:
+            OwnerUnavailable: ``owner`` could not be reached, is busy, or did
+                not answer.
+        """
+        try:
+            return await self.forwarder.send_batch(owner, raw_items, request_id)
+        except LinkError as exc:
+            raise self._unavailable(owner, "streams in this batch", exc) from None
+
+    async def forward_receive(self, cmd: ReceiveCall, owner: str, request_id: str | None) -> Relayed | None:
+        """Receive through ``owner``; ``None`` means: serve it here.
+
+        Raises:
+            OwnerUnavailable: the owner (and any new owner) is unreachable.
+            StreamReleased: the poll was ended from here (shutdown).
+        """
+        return await self._forward(
+            owner, cmd.stream_id, lambda name: self.forwarder.receive(name, cmd, request_id), replay_safe=True
+        )
+
+    def give_back(self, owner: str, stream_id: str, body: bytes) -> None:
+        """A forwarded poll's 200 answer (``body``) could not be written to
+        the client: give its messages back to ``owner``."""
+        self.forwarder.give_back(owner, stream_id, body)
+
+    async def _forward(
+        self, owner: str, stream_id: str, call: Callable[[str], Awaitable[Relayed]], *, replay_safe: bool
+    ) -> Relayed | None:
         for attempt in (1, 2):
             try:
-                return await call(self.membership.ring.address(owner))
-            except (PeerUnreachable, KeyError) as exc:
-                self.membership.mark_suspect(owner)
+                return await call(owner)
+            except LinkError as exc:
+                # Only a link that cannot be opened or that broke is evidence
+                # against the owner: a busy link, a refused or a slow call is not.
+                if isinstance(exc, LinkDown) and not isinstance(exc, LinkRejected):
+                    self.membership.mark_suspect(owner)
+                if isinstance(exc, LinkBusy) or (exc.may_have_reached and not replay_safe):
+                    raise self._unavailable(owner, f"stream {stream_id!r}", exc) from None
                 new_owner = self.owner(stream_id)
                 if attempt == 1 and new_owner != owner:
                     if new_owner is None or new_owner == self.name:
                         return None
                     owner = new_owner
                     continue
-                raise OwnerUnavailable(
-                    f"the owner of stream {stream_id!r}, node {owner}, is unreachable ({exc}); retry shortly",
-                    retry_after=1,
-                    node=owner,
-                ) from None
+                raise self._unavailable(owner, f"stream {stream_id!r}", exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _unavailable(owner: str, what: str, exc: LinkError) -> OwnerUnavailable:
+        if isinstance(exc, LinkBusy):
+            text = f"too many calls in flight to node {owner}, the owner of {what} ({exc.reason}); retry shortly"
+        elif exc.may_have_reached:
+            text = (
+                f"node {owner}, the owner of {what}, did not answer ({exc.reason}); the call may or may "
+                "not have taken effect there"
+            )
+        else:
+            text = f"node {owner}, the owner of {what}, is unreachable ({exc.reason}); retry shortly"
+        return OwnerUnavailable(text, retry_after=1, node=owner)
 
     # -- views --------------------------------------------------------------------------
 
@@ -306,6 +353,9 @@ class Cluster:
             virtual_nodes=self._virtual_nodes,
             ring_changes=self.membership.changes_total,
             forwarded=self.forwarder.forwarded_total,
+            link_listen=self.links.address,
+            link_advertise=self.link_advertise,
+            link=self.links.stats(),
             handed_out=self.handoff.moved_out_total,
             handed_in=self.handoff.moved_in_total,
             handoff_batches=self.handoff.batches_total,
@@ -320,21 +370,43 @@ class Cluster:
     def on_leave(self, body: bytes) -> None:
         self.membership.handle_leave(body)
 
-    def on_handoff(self, body: bytes) -> int:
-        return self.handoff.apply(body)
+    def _on_link_call(self, incoming: Incoming) -> Awaitable[None] | None:
+        meta = incoming.meta
+        if isinstance(meta, GiveBack):
+            self._take_back(incoming, meta)
+        elif isinstance(meta, HandoffBatch):
+            try:
+                count = self.handoff.apply(incoming.payload)
+            except IPubSubError as exc:
+                incoming.reply(Answer(409 if exc.code == "wrong_cluster" else 400), str(exc).encode())
+            else:
+                incoming.reply(Answer(200), b'{"ok":true,"messages":%d}' % count)
+        elif self._serve_forwarded is not None:
+            return self._serve_forwarded(incoming)
+        else:
+            incoming.abort("this node serves no forwarded calls yet")
+        return None
 
-    def on_cancel_poll(self, body: bytes) -> bytes:
-        req = decode(body, CancelPoll)
-        cancelled = self._engine.cancel_poll(req.pollId, "poll cancelled by the forwarding node")
-        return encode(CancelPollReply(cancelled))
-
-    def on_requeue(self, body: bytes) -> None:
-        req = decode(body, Requeue)
-        if req.receipts:
-            self._give_back_leases(req.streamId, req.receipts)
+    def _take_back(self, incoming: Incoming, meta: GiveBack) -> None:
+        try:
+            msgs, receipts = returned_messages(incoming.payload)
+        except (msgspec.DecodeError, ValueError) as exc:
+            incoming.reply(Answer(400), f"not a receive answer: {exc}".encode())
             return
-        msgs = [Message(m.uuid, bytes(m.message), m.timestampUs) for m in (req.message, *req.more)]
-        self._requeue_locally(req.streamId, msgs)
+        if receipts:
+            self._give_back_leases(meta.stream_id, receipts)
+        elif msgs:
+            self._requeue_locally(meta.stream_id, msgs)
+        incoming.reply(Answer(200))
+
+    def _give_back_leases(self, stream_id: str, receipts: list[str]) -> None:
+        """A leased answer forwarded from here never reached its client: end
+        its leases without counting a delivery (a lease no longer held ended
+        already, and its message came back or was acknowledged then)."""
+        leases = self.handoff.leases
+        if leases is not None:
+            for receipt in receipts:
+                leases.give_back(stream_id, receipt)
 
     def _give_back_leases(self, stream_id: str, receipts: list[str]) -> None:
         """A leased answer forwarded from here never reached its client: end

@@ -1,15 +1,19 @@
-"""Forwarding public calls to a stream's owner.
+"""Forwarding public calls to a stream's owner over the peer link.
 
-Forwarded calls carry ``X-IPubSub-Forwarded-By``; the receiving node serves
-them locally whatever its own view of the ring, so views that briefly
-disagree can never make a request loop.
+The owner serves a call that arrives on a link whatever its own view of the
+ring (only authenticated peers can send one), so views that briefly
+disagree can never make a call loop.
 
-A forwarded long poll also carries a poll id.  If our client disconnects, we
-must not simply drop the upstream connection: the owner may already have
-handed the poll a message.  Instead we ask the owner to cancel that poll
-(it then answers 424 at once), still read its answer, and give back any
-message it carried (``/internal/v1/requeue``).  So a dead poller behind a
-forwarding node swallows nothing either.
+A forwarded long poll is one call on the link: a parked receive on the owner
+and one table entry on each side, no request and no connection of its own.
+If our client goes away, the call is cancelled on the owner (a waiting poll
+ends at once) and an answer that still carries messages — the owner handed
+them over just before the cancel arrived — is given back to the owner
+(:class:`~ipubsub.cluster.link_calls.GiveBack`), or kept here if the owner
+cannot take it.  So a dead poller behind a forwarding node swallows nothing.
+A leased answer gives back its leases (they end without counting a
+delivery); durable, group and history reads give nothing back: the log, the
+group's claim or the history still has what they read.
 """
 
 from __future__ import annotations
@@ -20,189 +24,48 @@ from typing import Callable
 
 import msgspec
 
-from ..calls import ReceiveCall, Relayed, SendCall
-from ..engine import Message, new_uuid, parse_timestamp
+from ..calls import AckCall, NackCall, ReceiveCall, Relayed, SendCall
+from ..engine import Message, parse_timestamp
+from ..errors import StreamReleased
 from ..leasing.receipts import is_group_receipt
+from ..protocol import ReceiveBatchReply, ReceiveReply
 from ..tasks import cancel_tasks
-from ..protocol import (
-    FORWARDED_HEADER,
-    INTERNAL_CANCEL_POLL_PATH,
-    INTERNAL_REQUEUE_PATH,
-    JSON_CONTENT_TYPE,
-    POLL_ID_HEADER,
-    RECEIVE_PATH,
-    REQUEST_ID_HEADER,
-    SEND_BATCH_PATH,
-    SEND_PATH,
-    ReceiveBatchReply,
-    ReceiveReply,
-)
-from .peers import PeerClient, PeerUnreachable
-from .messages import CancelPoll, HandedMessage, Requeue, encode
+from .link import Call, CallAborted, LinkError, Reply
+from .link_calls import Answer, ForwardAck, ForwardNack, ForwardReceive, ForwardSend, ForwardSendBatch, GiveBack
+from .links import Links
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "gives_back", "is_take", "returned_messages"]
 
 log = logging.getLogger("ipubsub.cluster")
 
-# Extra read time beyond the poll's own timeout before we give up on the owner.
-POLL_GRACE_SECONDS = 10.0
-# How long a forwarded sub-batch may take (no item of a batch blocks; durable
-# items wait for one group commit).
-BATCH_READ_TIMEOUT_SECONDS = 30.0
+#: how long past its own timeout a forwarded call may take before the
+#: entry node stops waiting (a durable call is bounded on the owner first)
+CALL_GRACE_SECONDS = 30.0
+#: how long a forwarded sub-batch may take
+BATCH_TIMEOUT_SECONDS = 30.0
+GIVE_BACK_TIMEOUT_SECONDS = 5.0
 
 
-class Forwarder:
-    """Replays calls on the owner and tracks forwarded polls.
-
-    Args:
-        name: this node's name (sent in the forwarded-by header).
-        peers: the pooled peer client.
-        requeue_locally: last resort for messages the owner could not take
-            back: keep them, in order, in this node's engine (hand-off moves
-            them on).
-    """
-
-    def __init__(
-        self, name: str, peers: PeerClient, requeue_locally: Callable[[str, list[Message]], None]
-    ) -> None:
-        self._name = name
-        self._peers = peers
-        self._requeue_locally = requeue_locally
-        self._polls: dict[str, str] = {}  # poll id -> owner address
-        self._abandoned: set[asyncio.Task[None]] = set()
-        self.forwarded_total = 0
-
-    def _headers(self, request_id: str | None) -> dict[str, str]:
-        headers = {FORWARDED_HEADER: self._name}
-        if request_id:
-            headers[REQUEST_ID_HEADER] = request_id
-        return headers
-
-    async def send(self, address: str, cmd: SendCall, request_id: str | None = None) -> Relayed:
-        """Replay a send on ``address``.
-
-        Raises:
-            PeerUnreachable: the owner could not be reached.
-        """
-        self.forwarded_total += 1
-        headers = self._headers(request_id)
-        headers["Content-Type"] = JSON_CONTENT_TYPE
-        read_timeout = cmd.blocking_timeout + POLL_GRACE_SECONDS
-        return await self._peers.forward(
-            address, "POST", SEND_PATH, headers=headers, body=cmd.raw, read_timeout=read_timeout
-        )
-
-    async def send_batch(self, address: str, raw_items: list[bytes], request_id: str | None = None) -> Relayed:
-        """Replay the items of a batch send (their exact bodies) on
-        ``address`` as one ``sendBatch`` call, served there whatever its ring
-        says.  The answer is the owner's, unchanged: 200 with one result per
-        item in this order, or an error for the whole sub-batch.
-
-        Raises:
-            PeerUnreachable: the owner could not be reached.
-        """
-        self.forwarded_total += 1
-        headers = self._headers(request_id)
-        headers["Content-Type"] = JSON_CONTENT_TYPE
-        body = b'{"messages":[' + b",".join(raw_items) + b"]}"
-        return await self._peers.forward(
-            address, "POST", SEND_BATCH_PATH, headers=headers, body=body, read_timeout=BATCH_READ_TIMEOUT_SECONDS
-        )
-
-    async def receive(self, address: str, cmd: ReceiveCall, request_id: str | None = None) -> Relayed:
-        """Replay a long poll on ``address``, for as long as the client waits.
-
-        Raises:
-            PeerUnreachable: the owner could not be reached.
-        """
-        self.forwarded_total += 1
-        poll_id = new_uuid()
-        headers = self._headers(request_id)
-        headers[POLL_ID_HEADER] = poll_id
-        call = asyncio.ensure_future(
-            self._peers.forward(
-                address,
-                "GET",
-                RECEIVE_PATH,
-                headers=headers,
-                params=cmd.query(),
-                read_timeout=cmd.timeout + POLL_GRACE_SECONDS,
-            )
-        )
-        self._polls[poll_id] = address
-        try:
-            # Shielded: our client going away must not tear the call down.
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            task = asyncio.get_running_loop().create_task(
-                self._abandon(address, cmd.stream_id, poll_id, call), name=f"ipubsub-abandon-{poll_id}"
-            )
-            self._abandoned.add(task)
-            task.add_done_callback(self._abandoned.discard)
-            raise
-        finally:
-            self._polls.pop(poll_id, None)
-
-    async def release_polls(self, timeout: float) -> None:
-        """Ask owners to end every poll forwarded from here (shutdown): each
-        answers at once, with 424 or with the message it had for it."""
-        polls = list(self._polls.items())
-        if polls:
-            await asyncio.gather(
-                *(self._cancel(address, poll_id, timeout) for poll_id, address in polls),
-                return_exceptions=True,
-            )
-
-    async def close(self, timeout: float) -> None:
-        """Wait (bounded) for abandoned polls to be settled."""
-        if self._abandoned:
-            _, pending = await asyncio.wait(set(self._abandoned), timeout=timeout)
-            await cancel_tasks(pending)
-
-    async def _cancel(self, address: str, poll_id: str, timeout: float) -> None:
-        try:
-            await self._peers.call(address, INTERNAL_CANCEL_POLL_PATH, encode(CancelPoll(poll_id)), timeout=timeout)
-        except PeerUnreachable:
-            pass
-
-    async def _abandon(
-        self, address: str, stream_id: str, poll_id: str, call: asyncio.Future[Relayed]
-    ) -> None:
-        if not call.done():
-            await self._cancel(address, poll_id, 2.0)
-        try:
-            reply = await asyncio.wait_for(call, POLL_GRACE_SECONDS)
-        except (asyncio.TimeoutError, PeerUnreachable):
-            # The connection is gone: the owner's handler was cancelled and
-            # put back whatever it held.
-            return
-        if reply.status != 200:
-            return
-        try:
-            msgs, receipts = _returned_messages(reply.body)
-        except (msgspec.DecodeError, ValueError):
-            log.error("could not decode a message returned to a cancelled poll on %s", stream_id)
-            return
-        if not msgs:
-            return
-        handed = [HandedMessage(m.uuid, msgspec.Raw(m.payload), m.timestamp_us) for m in msgs]
-        back = Requeue(stream_id, handed[0], handed[1:], receipts)
-        try:
-            status, _ = await self._peers.call(address, INTERNAL_REQUEUE_PATH, encode(back), timeout=5.0)
-        except PeerUnreachable:
-            status = 0
-        if status != 200 and receipts:  # the owner's leases end by themselves and bring them back
-            log.warning("owner %s did not take back %d leased message(s); their leases will expire", address, len(msgs))
-        elif status != 200:
-            log.warning("owner %s did not take back %d message(s) from %s; keeping them here", address, len(msgs), msgs[0].uuid)
-            self._requeue_locally(stream_id, msgs)
+def is_take(cmd: ReceiveCall) -> bool:
+    """Whether ``cmd`` takes in-memory messages for good (a plain receive or
+    a ``maxMessages`` batch): what the owner parks without a task."""
+    return not (cmd.from_db or cmd.from_history or cmd.group is not None or cmd.lease_seconds is not None)
 
 
-def _returned_messages(body: bytes) -> tuple[list[Message], list[str]]:
-    """The in-memory messages of a poll answer nobody will read (one
-    message, or a batch answer's, in order) and, for a leased answer, their
-    receipts.  A durable read's or a consumer group's answer has nothing to
-    give back: the log keeps its rows, a group's lease expires in the database.
+def gives_back(cmd: ReceiveCall) -> bool:
+    """Whether an answer to ``cmd`` that reached nobody must be given back:
+    in-memory takes (their messages) and leased receives (their leases end
+    without counting a delivery); a durable, group or history read left what
+    it read where it was."""
+    return not (cmd.from_db or cmd.from_history or cmd.group is not None)
+
+
+def returned_messages(body: bytes) -> tuple[list[Message], list[str]]:
+    """The in-memory messages of a receive answer nobody will read (one
+    message, or a ``maxMessages`` batch, in order) and, for a leased answer,
+    their receipts.  A durable read's or a consumer group's answer has
+    nothing to give back: the log keeps its rows, a group's lease expires in
+    the database.
 
     Raises:
         msgspec.DecodeError, ValueError: not a receive answer.
@@ -215,3 +78,138 @@ def _returned_messages(body: bytes) -> tuple[list[Message], list[str]]:
         return [], []
     msgs = [Message(r.messageUuid, bytes(r.message), parse_timestamp(r.timestamp)) for r in replies]
     return msgs, [r.receipt for r in replies if r.receipt is not None]
+
+
+def _relayed(reply: Reply[Answer], owner: str) -> Relayed:
+    return Relayed(reply.meta.status, reply.payload, reply.meta.retry_after, owner)
+
+
+class Forwarder:
+    """Replays calls on their owner over the link and tracks forwarded polls.
+
+    Args:
+        links: this node's links.
+        requeue_locally: last resort for messages the owner could not take
+            back: keep them, in order, in this node's engine (hand-off moves
+            them on).
+    """
+
+    def __init__(self, links: Links, requeue_locally: Callable[[str, list[Message]], None]) -> None:
+        self._links = links
+        self._requeue_locally = requeue_locally
+        self._polls: set[Call[Answer]] = set()
+        self._giving_back: set[asyncio.Task[None]] = set()
+        self.forwarded_total = 0
+
+    @property
+    def waiting_polls(self) -> int:
+        """Forwarded polls from here waiting for their owner's answer."""
+        return len(self._polls)
+
+    async def send(self, owner: str, cmd: SendCall, request_id: str | None = None) -> Relayed:
+        """Replay a send on ``owner``; its answer, unchanged.
+
+        Raises:
+            LinkError: no answer (``may_have_reached`` tells whether the owner
+                may have accepted the message).
+        """
+        self.forwarded_total += 1
+        timeout = cmd.blocking_timeout + CALL_GRACE_SECONDS
+        return _relayed(await self._links.call(owner, ForwardSend(request_id), cmd.raw, timeout), owner)
+
+    async def send_batch(self, owner: str, raw_items: list[bytes], request_id: str | None = None) -> Relayed:
+        """Replay the items of a batch send (their exact bodies) on ``owner``
+        as one ``sendBatch`` call, served there whatever its ring says.
+
+        Raises:
+            LinkError: no answer.
+        """
+        self.forwarded_total += 1
+        body = b'{"messages":[' + b",".join(raw_items) + b"]}"
+        return _relayed(await self._links.call(owner, ForwardSendBatch(request_id), body, BATCH_TIMEOUT_SECONDS), owner)
+
+    async def settle(self, owner: str, call: AckCall | NackCall, request_id: str | None = None) -> Relayed:
+        """Ack or nack receipts of in-memory leases ``owner`` holds; its
+        answer: a JSON list of booleans, one per receipt, or an error.
+
+        Raises:
+            LinkError: no answer.
+        """
+        self.forwarded_total += 1
+        meta = ForwardAck(call, request_id) if isinstance(call, AckCall) else ForwardNack(call, request_id)
+        return _relayed(await self._links.call(owner, meta, b"", CALL_GRACE_SECONDS), owner)
+
+    async def receive(self, owner: str, cmd: ReceiveCall, request_id: str | None = None) -> Relayed:
+        """Replay a receive on ``owner``, for as long as the client waits.
+
+        Raises:
+            LinkError: no answer (the owner gave back what it had for us).
+            StreamReleased: the poll was ended from here (shutdown).
+        """
+        self.forwarded_total += 1
+        call = await self._links.open(owner, ForwardReceive(cmd, request_id), b"", cmd.timeout + CALL_GRACE_SECONDS)
+        self._polls.add(call)
+        try:
+            return _relayed(await call.future, owner)
+        except asyncio.CancelledError:
+            # Our client went away: end the poll; what it was handed comes back.
+            stream_id = cmd.stream_id
+            call.abandon((lambda reply: self._orphaned(owner, stream_id, reply)) if gives_back(cmd) else None)
+            raise
+        except CallAborted:
+            if call.cancelled:
+                raise StreamReleased(cmd.stream_id, "the node is shutting down") from None
+            raise
+        finally:
+            self._polls.discard(call)
+
+    def give_back(self, owner: str, stream_id: str, body: bytes) -> None:
+        """Give the messages of a 200 receive answer from ``owner`` back to
+        it (its client never got them); kept here if it cannot take them."""
+        task = asyncio.get_running_loop().create_task(
+            self._give_back(owner, stream_id, body), name=f"ipubsub-give-back-{stream_id}"
+        )
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def release_polls(self, timeout: float) -> None:
+        """End every poll forwarded from here (shutdown): owners answer each
+        at once, with 424 or with the message they had for it."""
+        polls = list(self._polls)
+        for call in polls:
+            call.cancel()
+        if polls:
+            await asyncio.wait([c.future for c in polls], timeout=timeout)
+
+    async def close(self, timeout: float) -> None:
+        """Wait (bounded) for messages on their way back to their owner."""
+        if self._giving_back:
+            _, pending = await asyncio.wait(set(self._giving_back), timeout=timeout)
+            await cancel_tasks(pending)
+
+    def _orphaned(self, owner: str, stream_id: str, reply: Reply[Answer]) -> None:
+        if reply.meta.status == 200:
+            self.give_back(owner, stream_id, reply.payload)
+
+    async def _give_back(self, owner: str, stream_id: str, body: bytes) -> None:
+        try:
+            reply = await self._links.call(owner, GiveBack(stream_id), body, GIVE_BACK_TIMEOUT_SECONDS)
+            if reply.meta.status == 200:
+                return
+            why = f"status {reply.meta.status}"
+        except LinkError as exc:
+            if exc.may_have_reached:
+                # It may have taken them: keeping a copy here could deliver twice.
+                log.error("giving back an answer on %s to %s: %s; its messages may be lost", stream_id, owner, exc)
+                return
+            why = str(exc)
+        try:
+            msgs, receipts = returned_messages(body)
+        except (msgspec.DecodeError, ValueError):
+            log.error("could not decode an answer to give back on %s", stream_id)
+            return
+        if receipts:  # the owner's leases end by themselves and bring the messages back
+            log.warning("owner %s did not take back %d leased message(s) (%s); their leases will expire", owner, len(msgs), why)
+        elif msgs:
+            log.warning("owner %s did not take back %d message(s) of %s (%s); keeping them here", owner, len(msgs), stream_id, why)
+            self._requeue_locally(stream_id, msgs)

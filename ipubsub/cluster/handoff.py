@@ -22,9 +22,10 @@ from typing import Callable
 
 from ..engine import Engine, Leases, new_uuid
 from ..errors import WrongCluster
-from ..protocol import INTERNAL_HANDOFF_PATH
 from ..tasks import cancel_tasks
-from .peers import PeerClient, PeerUnreachable
+from .link import LinkError
+from .link_calls import HandoffBatch
+from .links import Links
 from .ring import Ring
 from .carried import PackedStream, pack_stream, release_history_readers, restore_stream, unpack_stream
 from .messages import HandedStream, Handoff, decode, encode
@@ -46,7 +47,7 @@ class HandoffManager:
         name / cluster: this node and its cluster.
         engine: the node's in-memory streams.
         ring: returns the current ring.
-        peers: the peer client.
+        links: the peer links (batches travel as HandoffBatch calls).
         on_unreachable: told the name of an owner that could not be reached.
         retry_seconds: pause before retrying a failed transfer.
     """
@@ -57,7 +58,7 @@ class HandoffManager:
         cluster: str,
         engine: Engine,
         ring: Callable[[], Ring],
-        peers: PeerClient,
+        links: Links,
         on_unreachable: Callable[[str], None],
         retry_seconds: float,
     ) -> None:
@@ -65,7 +66,7 @@ class HandoffManager:
         self._cluster = cluster
         self._engine = engine
         self._ring = ring
-        self._peers = peers
+        self._links = links
         self._on_unreachable = on_unreachable
         self._retry = retry_seconds
         self._wake = asyncio.Event()
@@ -163,10 +164,11 @@ class HandoffManager:
 
     async def _transfer(self, owner: str, ring: Ring, batch: Handoff) -> bool:
         try:
-            status, body = await self._peers.call(ring.address(owner), INTERNAL_HANDOFF_PATH, encode(batch), timeout=10.0)
-        except PeerUnreachable as exc:
+            reply = await self._links.call(owner, HandoffBatch(), encode(batch), timeout=10.0)
+            status, body = reply.meta.status, reply.payload
+        except LinkError as exc:
             self._on_unreachable(owner)
-            if exc.sent:
+            if exc.may_have_reached:
                 self._unsettled.append((owner, batch))
             else:
                 self._take_back(batch)

@@ -58,6 +58,7 @@ class MemberState:
     status: MemberStatus
     last_heard: float
     changed_at: float
+    link: str = ""  # where its peer link listens ("" until heard)
 
 
 class Membership:
@@ -112,6 +113,15 @@ class Membership:
         me = self._members[self.name]
         me.address = address
         self.ring = Ring({self.name: address}, self._vnodes, self._version)
+
+    def set_link(self, link: str) -> None:
+        """Where this node's peer link listens (before :meth:`start`)."""
+        self._members[self.name].link = link
+
+    def link_of(self, name: str) -> str | None:
+        """Where member ``name``'s peer link listens, if known."""
+        member = self._members.get(name)
+        return member.link or None if member is not None else None
 
     def start(self) -> None:
         """Start heartbeating (the first round goes out at once)."""
@@ -195,8 +205,10 @@ class Membership:
         me = self._members[self.name]
         return Gossip(
             cluster=self._config.name,
-            sender=MemberInfo(self.name, self.address, self.incarnation, me.status),
-            members=[MemberInfo(m.name, m.address, m.incarnation, m.status) for m in self._members.values()],
+            sender=MemberInfo(self.name, self.address, self.incarnation, me.status, me.link),
+            members=[
+                MemberInfo(m.name, m.address, m.incarnation, m.status, m.link) for m in self._members.values()
+            ],
         )
 
     def _merge(self, gossip: Gossip) -> None:
@@ -213,7 +225,7 @@ class Membership:
             status = LEFT if sender.status == LEFT else ALIVE
             if member is None:
                 self._members[sender.name] = MemberState(
-                    sender.name, sender.address, sender.incarnation, status, now, now
+                    sender.name, sender.address, sender.incarnation, status, now, now, sender.link
                 )
                 changed = True
                 log.info("member %s (%s) joined", sender.name, sender.address)
@@ -222,20 +234,26 @@ class Membership:
             ):
                 member.last_heard = now
                 member.address = sender.address
+                member.link = sender.link
                 if member.status != status or sender.incarnation > member.incarnation:
                     changed |= self._set(member, status, sender.incarnation)
         for info in gossip.members:
             if info.name in (self.name, sender.name):
                 continue
             member = self._members.get(info.name)
+            if member is not None and info.link and not member.link and info.incarnation == member.incarnation:
+                member.link = info.link  # heard of its link before hearing from it
             if member is None:
                 if info.status in IN_RING:
                     # Heard of, not from: give it a full dead period to answer us.
-                    self._members[info.name] = MemberState(info.name, info.address, info.incarnation, ALIVE, now, now)
+                    self._members[info.name] = MemberState(
+                        info.name, info.address, info.incarnation, ALIVE, now, now, info.link
+                    )
                     changed = True
                     log.info("member %s (%s) learned from %s", info.name, info.address, sender.name)
             elif info.incarnation > member.incarnation and info.status in IN_RING and member.status not in IN_RING:
                 member.address = info.address
+                member.link = info.link
                 member.last_heard = now
                 changed |= self._set(member, ALIVE, info.incarnation)
             elif info.status == LEFT and info.incarnation >= member.incarnation and member.status != LEFT:

@@ -1,6 +1,6 @@
-"""Messages nodes exchange on the internal endpoints (``/internal/v1/...``) that nodes use
-between themselves: membership gossip, leave, hand-off, poll cancellation and
-requeue.  Message payloads travel as raw JSON, never re-encoded."""
+"""Messages nodes exchange: membership gossip and leave (on the internal
+HTTP endpoints) and hand-off batches (on the peer link).  Message payloads
+travel as raw JSON, never re-encoded."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import msgspec
 from ..errors import BadRequest
 
 __all__ = [
-    "CancelPoll",
-    "CancelPollReply",
     "Gossip",
     "HandedHistory",
     "HandedHistoryEntry",
@@ -22,7 +20,6 @@ __all__ = [
     "Handoff",
     "Leave",
     "MemberInfo",
-    "Requeue",
     "decode",
     "encode",
 ]
@@ -33,6 +30,7 @@ class MemberInfo(msgspec.Struct, frozen=True):
     address: str
     incarnation: int
     status: str = "alive"
+    link: str = ""  # where its peer link listens
 
 
 class Gossip(msgspec.Struct, frozen=True):
@@ -101,27 +99,6 @@ class Handoff(msgspec.Struct, frozen=True):
     batchId: str
     sender: str
     streams: list[HandedStream]
-
-
-class CancelPoll(msgspec.Struct, frozen=True):
-    pollId: str
-
-
-class CancelPollReply(msgspec.Struct, frozen=True):
-    cancelled: bool
-
-
-class Requeue(msgspec.Struct, frozen=True):
-    """A message a forwarding node could not deliver, given back to the owner
-    (``more``: the rest of a batch answer, in order after ``message``).
-    ``receipts``: the answer was leased; the owner ends these leases without
-    counting a delivery (their messages come back from the leases, not from
-    this requeue)."""
-
-    streamId: str
-    message: HandedMessage
-    more: list[HandedMessage] = []
-    receipts: list[str] = []
 
 
 encode = msgspec.json.Encoder().encode

@@ -1,15 +1,15 @@
-"""HTTP calls from this node to its peers over one pooled keep-alive session."""
+"""HTTP calls from this node to its peers over one pooled keep-alive session:
+membership gossip and leave, and the dashboard's questions.  Everything else
+between nodes travels on the peer link (:mod:`ipubsub.cluster.link`)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Mapping
 
 import aiohttp
 
-from ..calls import Relayed
-from ..protocol import JSON_CONTENT_TYPE, RETRY_AFTER_HEADER, SECRET_HEADER
+from ..protocol import JSON_CONTENT_TYPE, SECRET_HEADER
 
 __all__ = ["PeerClient", "PeerUnreachable"]
 
@@ -30,8 +30,8 @@ class PeerUnreachable(Exception):
 class PeerClient:
     """Owns the session used for forwarding and for internal cluster calls.
 
-    The connector has no connection limit: every forwarded long poll holds
-    one pooled connection for its whole duration.
+    Kept apart from the peer link on purpose: heartbeats never queue
+    behind forwarded calls.
     """
 
     def __init__(self, *, secret: str, connect_timeout: float, request_timeout: float) -> None:
@@ -86,44 +86,3 @@ class PeerClient:
                 return resp.status, await resp.read()
         except _UNREACHABLE as exc:
             raise PeerUnreachable(address, exc) from None
-
-    async def forward(
-        self,
-        address: str,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        read_timeout: float | None = None,
-    ) -> Relayed:
-        """Replay a public call on ``address``; return its answer unchanged.
-
-        A connection reset on a reused keep-alive socket (the peer restarted)
-        is retried once on a fresh connection.
-
-        Raises:
-            PeerUnreachable: the peer could not be reached.
-        """
-        limit = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self._connect_timeout,
-            sock_read=read_timeout or self._request_timeout,
-        )
-        url = f"{self._scheme}://{address}{path}"
-        if self._secret:  # the owner serves a forwarded call without credentials only from a peer
-            headers = {**headers, SECRET_HEADER: self._secret}
-        for attempt in (1, 2):
-            try:
-                async with self.session.request(
-                    method, url, params=params, data=body, headers=headers, timeout=limit
-                ) as resp:
-                    data = await resp.read()
-                    return Relayed(resp.status, data, resp.headers.get(RETRY_AFTER_HEADER))
-            except aiohttp.ServerDisconnectedError as exc:
-                if attempt == 2:
-                    raise PeerUnreachable(address, exc) from None
-            except _UNREACHABLE as exc:
-                raise PeerUnreachable(address, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover

@@ -82,7 +82,7 @@ def cluster_view(cluster: ClusterSnapshot) -> dict[str, Any]:
     }
 
 
-def _cluster_counters(cluster: ClusterSnapshot) -> dict[str, int]:
+def _cluster_counters(cluster: ClusterSnapshot) -> dict[str, Any]:
     return {
         "members": len(cluster.members),
         "alive": sum(1 for m in cluster.members if m.status is MemberStatus.ALIVE),
@@ -94,6 +94,15 @@ def _cluster_counters(cluster: ClusterSnapshot) -> dict[str, int]:
         "handedOutMessages": cluster.handed_out,
         "handedInMessages": cluster.handed_in,
         "handoffPending": cluster.handoff_pending,
+        "link": {
+            "listen": cluster.link_listen,
+            "advertise": cluster.link_advertise,
+            "peersConnected": cluster.link["out_connected"],
+            "callsOut": cluster.link["out_calls"],
+            "callsIn": cluster.link["in_calls"],
+            "connectionsIn": cluster.link["in_connections"],
+            "refused": cluster.link["in_refused"],
+        },
     }
 
 

@@ -334,7 +334,7 @@ async def test_internal_endpoints_require_the_secret(procs: ProcessPool, http: a
     async with http.post(f"{c.urls()[0]}/internal/v1/gossip", data=b"{}") as r:
         assert r.status == 401
         assert "secret" in (await r.json())["error"]
-    async with http.post(f"{c.urls()[0]}/internal/v1/handoff", data=b"{}", headers={"X-IPubSub-Secret": "wrong"}) as r:
+    async with http.post(f"{c.urls()[0]}/internal/v1/leave", data=b"{}", headers={"X-IPubSub-Secret": "wrong"}) as r:
         assert r.status == 401
     # The public API needs no secret, and forwarding works.
     stream = next(f"sec-{i}" for i in range(1000) if c.owner(f"sec-{i}") == "n2")

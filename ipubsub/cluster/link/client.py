@@ -43,7 +43,7 @@ class Call(Generic[M]):
     with a :class:`LinkError`; ``written`` tells whether its frame left this
     node (so whether a lost link may have delivered it)."""
 
-    __slots__ = ("id", "future", "written", "started", "deadline", "cancelled", "orphan", "_conn")
+    __slots__ = ("id", "future", "written", "started", "deadline", "cancelled", "orphan", "unclaimed", "_conn")
 
     def __init__(self, call_id: int, future: asyncio.Future[Reply[M]], conn: _ClientConnection[M],
                  started: float, deadline: float) -> None:  # fmt: skip
@@ -56,7 +56,27 @@ class Call(Generic[M]):
         # Gets the answer if it arrives after ``future`` was cancelled (the
         # caller went away): e.g. to give back a message it carried.
         self.orphan: Callable[[Reply[M]], None] | None = None
+        # An answer that came after ``future`` was cancelled but before
+        # ``orphan`` was set (see :meth:`abandon`).
+        self.unclaimed: Reply[M] | None = None
         self._conn = conn
+
+    def abandon(self, orphan: Callable[[Reply[M]], None] | None) -> None:
+        """The caller stopped waiting: its answer, if one comes (or came
+        already, in the same loop turn as the caller's cancellation), goes
+        to ``orphan``; the peer is asked to end the call."""
+        future = self.future
+        if future.done() and not future.cancelled():
+            if orphan is not None and future.exception() is None:
+                orphan(future.result())
+            return
+        if self.unclaimed is not None:
+            reply, self.unclaimed = self.unclaimed, None
+            if orphan is not None:
+                orphan(reply)
+            return
+        self.orphan = orphan
+        self.cancel()
 
     def cancel(self) -> None:
         """Ask the peer to end this call.  It still answers (early, or with
@@ -138,6 +158,8 @@ class _ClientConnection(Connection, Generic[M]):
                     call.future.set_result(Reply(self.link.decode_reply(meta), payload))
                 elif call.orphan is not None:
                     call.orphan(Reply(self.link.decode_reply(meta), payload))
+                elif not call.cancelled:
+                    call.unclaimed = Reply(self.link.decode_reply(meta), payload)
         elif kind == REFUSED or kind == ABORTED:
             call = self.calls.pop(call_id, None)
             if call is not None and not call.future.done():
