@@ -3,7 +3,6 @@ and encode its answer; all decisions are the node's."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -11,7 +10,6 @@ from aiohttp import web
 from .. import SERVICE_NAME, __version__
 from ..auth.access import Access, Permission
 from ..calls import ReceiveCall, Relayed
-from ..observability.logs import REQUEST_ID
 from ..observability.metrics import METRICS_CONTENT_TYPE
 from ..observability.views import cluster_view, health_view, is_healthy
 from ..protocol import (
@@ -121,32 +119,23 @@ class PublicRoutes:
         else:
             body = encode_delivery(result)
         # written here, not after returning: an answer that cannot be written gives its messages back
-        return await write_taken(request, body, lambda: self._node.give_back(cmd, deliveries))
+        return await write_taken(
+            request,
+            body,
+            lambda: self._node.give_back(cmd, deliveries),
+            headers={RING_HEADER: self._node.cluster.ring_tag()},
+        )
 
     async def _write_forwarded(self, request: web.Request, cmd: ReceiveCall, answer: Relayed) -> web.StreamResponse:
-        """Write a forwarded poll's answer here, where a failed write is
+        """Write a forwarded poll's 200 answer here, where a failed write is
         seen: the messages of an answer that did not reach the client's
         socket go back to the owner."""
-        response = relayed_response(answer)
-        request_id = REQUEST_ID.get()
-        if request_id is not None:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers[RING_HEADER] = self._node.cluster.ring_tag()
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except ConnectionError:
-            self._node.give_back_forwarded(cmd, answer)
-            return response
-        except asyncio.CancelledError:
-            self._node.give_back_forwarded(cmd, answer)
-            raise
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            # The socket refused the bytes (the client reset the connection):
-            # the transport closed itself inside the write.
-            self._node.give_back_forwarded(cmd, answer)
-        return response
+        return await write_taken(
+            request,
+            answer.body,
+            lambda: self._node.give_back_forwarded(cmd, answer),
+            headers={RING_HEADER: self._node.cluster.ring_tag()},
+        )
 
     async def _read_history(self, cmd: ReceiveCall, request: web.Request) -> web.Response:
         read = await self._node.read_history(cmd, request_id=request.headers.get(REQUEST_ID_HEADER))
