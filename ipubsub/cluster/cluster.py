@@ -135,14 +135,14 @@ class Cluster:
             OSError: the link address cannot be bound.
         """
         cfg = self._link_config
-        listen = cfg.link_listen or f"{parse_address(self.address)[0]}:0"
+        listen = cfg.link_listen or f"{parse_address(self.address, allow_any_port=True)[0]}:0"
         host, port = parse_address(listen, allow_any_port=True)
         bound_host, bound_port = await self.links.start(host, port)
         if cfg.link_advertise:
             self.link_advertise = cfg.link_advertise
         else:
             if bound_host in ("0.0.0.0", "::", ""):
-                bound_host = parse_address(self.address)[0]
+                bound_host = parse_address(self.address, allow_any_port=True)[0]
             self.link_advertise = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         self.links.address = f"{host}:{bound_port}"
         self.membership.set_link(self.link_advertise)
