@@ -1,5 +1,5 @@
 """Hand-off in process, with a scripted peer (issue 18 item 3): two
-:class:`HandoffManager` s over two engines, the sender's peer client a script
+:class:`HandoffManager` s over two engines, the sender's peer links a script
 that can deliver, refuse (surely not sent), reset after the receiver applied
 the batch (fate unknown), time out, or answer 409.  What must hold whatever
 the peer does: every buffered message reaches the new owner exactly once, in
@@ -7,13 +7,13 @@ order, ahead of what the new owner accepted meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Callable
 
 import pytest
 
 from ipubsub.cluster.handoff import HandoffManager
-from ipubsub.cluster.peers import PeerUnreachable
+from ipubsub.cluster.link import CallTimeout, LinkDown, Reply
+from ipubsub.cluster.link_calls import Answer, LinkCall
 from ipubsub.cluster.ring import Ring
 from ipubsub.engine import Engine, ManualClock, Message
 from ipubsub.errors import IPubSubError, WrongCluster
@@ -39,13 +39,13 @@ def message(n: int | str) -> Message:
 
 
 class ScriptedPeer:
-    """The sending manager's peer client.  ``script`` lists what each call
+    """The sending manager's peer links.  ``script`` lists what each call
     does, in order ("deliver" once it runs out):
 
     * ``deliver``: the target applies the batch and answers 200;
-    * ``refuse``: connection refused, nothing sent (``PeerUnreachable.sent`` False);
-    * ``reset-after``: the target applied the batch, then the connection was
-      reset before the answer (``sent`` True: fate unknown to the sender);
+    * ``refuse``: the link cannot be opened, nothing sent (``may_have_reached`` False);
+    * ``reset-after``: the target applied the batch, then the link dropped
+      before the answer (``may_have_reached`` True: fate unknown to the sender);
     * ``timeout``: the batch was sent, the target never answered (not applied);
     * ``409``: the target refuses it (another cluster).
     """
@@ -55,22 +55,21 @@ class ScriptedPeer:
         self.script = list(script)
         self.calls: list[tuple[str, str]] = []  # (address, what happened)
 
-    async def call(self, address: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    async def call(self, name: str, meta: LinkCall, body: bytes, timeout: float) -> Reply[Answer]:
         what = self.script.pop(0) if self.script else "deliver"
+        address = ADDRESSES[name]
         self.calls.append((address, what))
-        target = next(m for name, m in self.targets.items() if ADDRESSES[name] == address)
+        target = self.targets[name]
         if what == "refuse":
-            exc = PeerUnreachable(address, ConnectionRefusedError("refused"))
-            exc.sent = False
-            raise exc
+            raise LinkDown(address, "cannot connect: refused", may_have_reached=False)
         if what == "timeout":
-            raise PeerUnreachable(address, asyncio.TimeoutError())
+            raise CallTimeout(address, timeout)
         if what == "409":
-            return 409, b'{"code":"wrong_cluster"}'
+            return Reply(Answer(409), b'{"code":"wrong_cluster"}')
         target.apply(body)
         if what == "reset-after":
-            raise PeerUnreachable(address, ConnectionResetError("reset after the request was sent"))
-        return 200, b'{"ok":true}'
+            raise LinkDown(address, "connection lost (reset after the call was written)", may_have_reached=True)
+        return Reply(Answer(200), b'{"ok":true}')
 
 
 class Node:
@@ -189,11 +188,11 @@ async def test_the_receiver_applies_a_batch_id_once_and_refuses_another_cluster(
     bodies: list[bytes] = []
 
     class Recording(ScriptedPeer):
-        async def call(self, address: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        async def call(self, name: str, meta: LinkCall, body: bytes, timeout: float) -> Reply[Answer]:
             bodies.append(body)
-            return await super().call(address, path, body, timeout)
+            return await super().call(name, meta, body, timeout)
 
-    p.a.handoff._peers = Recording(p.peer.targets, [])  # type: ignore[assignment]
+    p.a.handoff._links = Recording(p.peer.targets, [])  # type: ignore[assignment]
     fill(p.a, stream, [1])
     assert await p.a.handoff.reconcile()
     assert p.b.handoff.apply(bodies[0]) == 0  # the same batch id again: nothing applied
