@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import msgspec
 
 from .calls import Delivery, ReceiveCall, Relayed
-from .cluster.messages import HandedMessage, Requeue, encode
-from .cluster.peers import PeerUnreachable
-from .engine import Message, format_timestamp, parse_timestamp
+from .engine import Message, format_timestamp
 from .errors import (
     PersistenceNotConfigured,
     ReceiveTimeout,
@@ -36,7 +34,7 @@ from .errors import (
     TooManyStreamPolls,
     error_from_response,
 )
-from .protocol import INTERNAL_REQUEUE_PATH, ReceiveReply
+from .protocol import ReceiveReply
 from .storage.tokens import decode_token, encode_token
 
 if TYPE_CHECKING:
@@ -59,7 +57,7 @@ class Item:
     def __init__(self, body: bytes, event_id: str, back: object = None) -> None:
         self.body = body
         self.event_id = event_id
-        self._back = back  # what give_back needs: a Message, a (Message, owner address), or None
+        self._back = back  # what give_back needs: a Message, the owner's name, or None
 
     def give_back(self, subs: Subscriptions, stream_id: str) -> None:
         """The item could not be written: return its message to the front of
@@ -71,8 +69,7 @@ class Item:
         if isinstance(back, Message):
             subs.give_back_here(stream_id, back)
         else:
-            msg, address = back  # type: ignore[misc]
-            subs.give_back_remote(stream_id, msg, address)
+            subs.give_back_remote(stream_id, self.body, str(back))
 
 
 class Subscriber:
@@ -131,8 +128,7 @@ class Subscriber:
         result = await node.receive(ReceiveCall(self.stream_id, timeout))
         if isinstance(result, Relayed):
             reply = _relayed(result)
-            msg = Message(reply.messageUuid, bytes(reply.message), parse_timestamp(reply.timestamp))
-            return Item(result.body, reply.messageUuid, (msg, node.owner_of(self.stream_id)[1]))
+            return Item(result.body, reply.messageUuid, result.owner or node.owner_of(self.stream_id)[0])
         assert isinstance(result, Delivery)
         return Item(_encode_delivery(result), result.message.uuid, result.message)
 
@@ -277,27 +273,13 @@ class Subscriptions:
         self.node.engine.give_back(stream_id, [msg])
         self.node.cluster.served_elsewhere_owned(stream_id)
 
-    def give_back_remote(self, stream_id: str, msg: Message, address: str) -> None:
-        """A message relayed from the owner at ``address`` returns to the
-        front of the owner's stream (in a background task); if the owner
-        cannot take it, this node keeps it (hand-off moves it on)."""
+    def give_back_remote(self, stream_id: str, body: bytes, owner: str) -> None:
+        """An answer relayed from ``owner`` (its body) never reached the
+        subscriber: its message returns to the front of the owner's stream
+        over the peer link; if the owner cannot take it, this node keeps it
+        (hand-off moves it on)."""
         self.given_back_total += 1
-        task = asyncio.get_running_loop().create_task(
-            self._return(stream_id, msg, address), name=f"ipubsub-subscriber-return-{msg.uuid[:40]}"
-        )
-        self._returns.add(task)
-        task.add_done_callback(self._returns.discard)
-
-    async def _return(self, stream_id: str, msg: Message, address: str) -> None:
-        back = encode(Requeue(stream_id, HandedMessage(msg.uuid, msgspec.Raw(msg.payload), msg.timestamp_us)))
-        cluster = self.node.cluster
-        try:
-            status, _ = await cluster.peers.call(address, INTERNAL_REQUEUE_PATH, back, timeout=5.0)
-        except PeerUnreachable:
-            status = 0
-        if status != 200:
-            log.warning("owner %s did not take back message %s; keeping it here", address, msg.uuid)
-            cluster.on_requeue(back)
+        self.node.cluster.give_back(owner, stream_id, body)
 
 
 def _relayed(reply: Relayed) -> ReceiveReply:
