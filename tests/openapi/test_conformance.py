@@ -632,3 +632,53 @@ async def test_batches_send_and_receive(make_api: MakeApi, tmp_path: Path) -> No
         assert error["code"] == "bad_request"
     _, error = await api.call("POST", SEND_BATCH, 413, json_body={"messages": [{"streamId": "b", "message": "z" * 900}] * 10})
     assert error["code"] == "message_too_large" and error["limit"] == 8192
+
+
+# -- auth (issue 14): 401, 403 and 429 as documented --------------------------------------
+
+METRICS = "/metrics"
+_NOBODY = "ipk_conformance_nobody_0123456789"
+_SLOW = "ipk_conformance_slow_0123456789ab"
+# (method, path, params, body): a call each operation under auth would serve
+_AUTH_CALLS: list[tuple[str, str, dict[str, str] | None, Any]] = [
+    ("GET", METRICS, None, None),
+    ("POST", SEND, None, {"streamId": "s", "message": 1}),
+    ("POST", SEND_BATCH, None, {"messages": [{"streamId": "s", "message": 1}]}),
+    ("GET", RECEIVE, {"streamId": "s", "timeoutSeconds": "0"}, None),
+    ("GET", OWNER, {"streamId": "s"}, None),
+    ("GET", CLUSTER, None, None),
+    ("POST", ACK, None, {"streamId": "s", "receipt": "r"}),
+    ("POST", NACK, None, {"streamId": "s", "receipt": "r"}),
+    ("GET", GROUPS, {"streamId": "s"}, None),
+    ("DELETE", GROUPS, {"streamId": "s", "group": "g"}, None),
+]
+_FORBIDDEN = {(m, p) for m, p, _, _ in _AUTH_CALLS} - {("POST", SEND_BATCH), ("GET", OWNER), ("GET", CLUSTER)}
+
+
+@covers(*[(m, p, 401) for m, p, _, _ in _AUTH_CALLS], *[(m, p, 429) for m, p, _, _ in _AUTH_CALLS],
+        *[(m, p, 403) for m, p in _FORBIDDEN])
+async def test_auth_refusals(make_api: MakeApi) -> None:
+    from ipubsub.auth import key_digest
+
+    api = await make_api({"auth": {"api_keys": [
+        {"name": "nobody", "key_sha256": key_digest(_NOBODY), "allow": {}},
+        {"name": "slow", "key_sha256": key_digest(_SLOW), "allow": {"send": ["*"], "receive": ["*"], "admin": True},
+         "requests_per_second": 0.001, "burst": 1},
+    ]}})
+    nobody = {"Authorization": f"Bearer {_NOBODY}"}
+    slow = {"Authorization": f"Bearer {_SLOW}"}
+    await api.call("GET", CLUSTER, 200, headers=slow)  # the slow key's one request
+    for method, path, params, body in _AUTH_CALLS:
+        resp, error = await api.call(method, path, 401, params=params, json_body=body)
+        assert error["code"] == "unauthorized" and resp.headers["WWW-Authenticate"].startswith("Bearer")
+        _, error = await api.call(method, path, 401, params=params, json_body=body,
+                                  headers={"Authorization": "Bearer ipk_wrong"})
+        assert error["code"] == "invalid_credentials"
+        resp, error = await api.call(method, path, 429, params=params, json_body=body, headers=slow)
+        assert error["code"] == "rate_limited" and int(resp.headers["Retry-After"]) >= 1
+        if (method, path) in _FORBIDDEN:
+            _, error = await api.call(method, path, 403, params=params, json_body=body, headers=nobody)
+            assert error["code"] == ("admin_required" if path == METRICS or method == "DELETE" else "stream_forbidden")
+    # the browser token's query parameter is documented on receive
+    assert any(p.get("$ref") == "#/components/parameters/AccessToken"
+               for p in DOC["paths"][RECEIVE]["get"]["parameters"])
