@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from ipubsub.engine import Engine, HistorySpec, ManualClock, Position
+from ipubsub.engine import Engine, HistorySpec, ManualClock, Message, Position
 from ipubsub.errors import ReceiveTimeout, StreamReleased
 
 from .helpers import Outcomes, msg, settle
@@ -18,8 +18,18 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def engine() -> Engine:
-    return Engine(clock=ManualClock(), idle_seconds=60)
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def engine(clock: ManualClock) -> Engine:
+    return Engine(clock=clock, idle_seconds=60)
+
+
+def stamped(clock: ManualClock, n: int) -> Message:
+    """Message ``u<n>`` stamped now (history ages count from its timestamp)."""
+    return Message(f"u{n}", f'{{"n":{n}}}'.encode(), clock.time_us())
 
 
 async def test_a_departed_sender_at_the_head_of_a_long_queue_is_skipped(engine: Engine) -> None:
@@ -106,3 +116,133 @@ async def test_history_readers_released_with_their_stream_are_told_why(engine: E
     with pytest.raises(StreamReleased) as raised:
         await reader
     assert raised.value.reason == reason
+
+
+async def test_a_waiting_receiver_left_alone_among_departed_ones_still_gets_the_next_message(engine: Engine) -> None:
+    """stream.compact with one live receiver in a long queue keeps it
+    (mutant: the queue dropped when one is live)."""
+    polls = [asyncio.ensure_future(engine.receive("r", 30)) for _ in range(20)]
+    await wait_until(lambda: engine.stats.waiting_receivers == 20, what="20 polls waiting")
+    for task in polls[:19]:
+        task.cancel()
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="19 polls gone")
+    engine.send_nowait("r", msg(1), 10)  # a buffered stream with a long queue is compacted on settle
+    assert (await asyncio.wait_for(polls[19], 5)).uuid == "u1"
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_a_long_queue_of_departed_receivers_compacted_with_a_buffer_takes_new_ones(engine: Engine) -> None:
+    """stream.compact with no live receiver empties the queue so that a new
+    receiver can join it (mutant: a queue that is not a queue)."""
+    polls = [asyncio.ensure_future(engine.receive("q", 30)) for _ in range(20)]
+    await wait_until(lambda: engine.stats.waiting_receivers == 20, what="20 polls waiting")
+    for task in polls[:19]:
+        task.cancel()
+    engine.send_nowait("q", msg(1), 10)  # to the one still waiting
+    engine.send_nowait("q", msg(2), 10)  # buffered: the departed ones' settle compacts the queue
+    await asyncio.gather(*polls, return_exceptions=True)
+    assert polls[19].result().uuid == "u1"
+    assert (await engine.receive("q", 0)).uuid == "u2"
+    later = asyncio.ensure_future(engine.receive("q", 30))
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="a new poll waiting")
+    engine.send_nowait("q", msg(3), 10)
+    assert (await asyncio.wait_for(later, 5)).uuid == "u3"
+
+
+async def test_one_blocked_sender_left_among_departed_ones_is_still_admitted(engine: Engine) -> None:
+    """stream.compact with one live sender in a long queue keeps it."""
+    engine.send_nowait("b", msg(0), 1)
+    senders = [asyncio.ensure_future(engine.send("b", msg(n), 1, 30)) for n in range(1, 21)]
+    await wait_until(lambda: engine.stats.blocked_senders == 20, what="20 blocked senders")
+    for task in senders[:19]:
+        task.cancel()
+    await wait_until(lambda: engine.stats.blocked_senders == 1, what="19 senders gone")
+    assert (await engine.receive("b", 0)).uuid == "u0"
+    await asyncio.wait_for(senders[19], 5)
+    assert [m.uuid for m in engine.buffered("b")] == ["u20"]
+    await asyncio.gather(*senders, return_exceptions=True)
+
+
+async def test_a_long_queue_of_departed_senders_compacted_takes_new_ones(engine: Engine) -> None:
+    """stream.compact with no live sender empties the queue so that a new
+    sender can block in it."""
+    engine.send_nowait("c", msg(0), 1)
+    senders = [asyncio.ensure_future(engine.send("c", msg(n), 1, 30)) for n in range(1, 21)]
+    await wait_until(lambda: engine.stats.blocked_senders == 20, what="20 blocked senders")
+    for task in senders:
+        task.cancel()
+    await asyncio.gather(*senders, return_exceptions=True)
+    assert engine.stats.blocked_senders == 0
+    later = asyncio.ensure_future(engine.send("c", msg(21), 1, 30))
+    await wait_until(lambda: engine.stats.blocked_senders == 1, what="a new blocked sender")
+    assert (await engine.receive("c", 0)).uuid == "u0"
+    await asyncio.wait_for(later, 5)
+    assert [m.uuid for m in engine.buffered("c")] == ["u21"]
+
+
+async def test_detach_releases_a_sender_that_blocked_beside_a_just_cancelled_receiver(engine: Engine) -> None:
+    """matching._release: the receivers' queue runs out while a just-cancelled
+    receiver is still counted; the blocked senders are released all the same
+    (mutant: it stops there and the sender waits for its timeout)."""
+    poll = asyncio.ensure_future(engine.receive("x", 30))
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the poll waiting")
+    sender = asyncio.ensure_future(engine.send("x", msg(1), 0, 30))  # sync match: its first step runs next
+    loop = asyncio.get_running_loop()
+    detached: list[object] = []
+    loop.call_soon(lambda: detached.append(engine.detach("x", "stream moved")))  # after the sender's step
+    poll.cancel()  # the poll's cleanup step comes after the detach
+    with pytest.raises(StreamReleased) as raised:
+        await asyncio.wait_for(sender, 5)
+    assert raised.value.reason == "stream moved"
+    await asyncio.gather(poll, return_exceptions=True)
+    assert detached and engine.stats.released_total >= 1
+
+
+async def test_every_released_sender_is_counted(engine: Engine) -> None:
+    """matching._sender_done adds to released_total (mutant: sets it to 1)."""
+    engine.send_nowait("n", msg(0), 1)
+    senders = [asyncio.ensure_future(engine.send("n", msg(n), 1, 30)) for n in (1, 2, 3)]
+    await wait_until(lambda: engine.stats.blocked_senders == 3, what="3 blocked senders")
+    engine.detach("n", "moved")
+    results = await asyncio.gather(*senders, return_exceptions=True)
+    assert all(isinstance(r, StreamReleased) for r in results)
+    assert engine.stats.released_total == 3
+
+
+async def test_a_send_that_does_not_block_creates_its_stream_like_send_nowait(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """engine.send with timeout 0 passes capacity and history on (mutants: dropped)."""
+    await engine.send("z", stamped(clock, 1), 3, 0, HistorySpec(size=10, ttl_seconds=60))
+    for n in (2, 3, 4):
+        await engine.send("z", stamped(clock, n), 3, 0)
+    assert [m.uuid for m in engine.buffered("z")] == ["u2", "u3", "u4"]  # capacity 3: the oldest dropped
+    read = await engine.read_history("z", None, 0, 10)
+    assert [e.message.uuid for e in read.entries] == ["u1", "u2", "u3", "u4"]
+
+
+async def test_a_stream_taken_in_by_attach_gets_its_history_from_its_first_send(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """engine.attach leaves the history settings open (mutants: closed)."""
+    engine.attach("a", 10, [stamped(clock, 1)])
+    engine.send_nowait("a", stamped(clock, 2), 10, HistorySpec(size=10, ttl_seconds=60))
+    read = await engine.read_history("a", None, 0, 10)
+    assert [e.message.uuid for e in read.entries] == ["u2"]
+
+
+async def test_after_release_waiters_a_new_sender_can_block_again(engine: Engine) -> None:
+    """release_waiters (shutdown) compacts the senders' queue of a stream
+    that stays; a sender arriving afterwards blocks in it (mutant of
+    stream.compact: a queue that is not a queue)."""
+    engine.send_nowait("w", msg(0), 1)
+    first = asyncio.ensure_future(engine.send("w", msg(1), 1, 30))
+    await wait_until(lambda: engine.stats.blocked_senders == 1, what="a blocked sender")
+    assert engine.release_waiters("node stopping") == 1
+    with pytest.raises(StreamReleased):
+        await first
+    later = asyncio.ensure_future(engine.send("w", msg(2), 1, 30))
+    await wait_until(lambda: engine.stats.blocked_senders == 1, what="a new blocked sender")
+    assert (await engine.receive("w", 0)).uuid == "u0"
+    await asyncio.wait_for(later, 5)
+    assert [m.uuid for m in engine.buffered("w")] == ["u2"]
