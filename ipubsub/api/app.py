@@ -60,7 +60,6 @@ def build_app(node: Node) -> web.Application:
         max_body=limit,
         body_timeout=config.http.body_timeout_seconds,
         secret_failures=FailureLimiter(failed.max_failures, failed.window_seconds, failed.block_seconds),
-        cluster_secret=config.cluster.secret,
         gate=node.gate,
     )
     methods: dict[str, list[str]] = {}

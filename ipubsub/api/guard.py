@@ -18,7 +18,6 @@ before acting on any.  With auth off, :func:`authorize` is one dict lookup.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from typing import Iterable
@@ -42,7 +41,7 @@ from ..errors import (
     TooManyAuthFailures,
     Unauthorized,
 )
-from ..protocol import ACCESS_TOKEN_PARAM, AUTHORIZATION_HEADER, FORWARDED_HEADER, SECRET_HEADER
+from ..protocol import ACCESS_TOKEN_PARAM, AUTHORIZATION_HEADER
 from .handler import Handler
 from .listener import ConnectionGate
 
@@ -108,11 +107,9 @@ class Guard:
         max_body: int,
         body_timeout: float,
         secret_failures: FailureLimiter,
-        cluster_secret: str = "",
         gate: ConnectionGate | None = None,
     ) -> None:
         self.authenticator = authenticator
-        self._cluster_secret = cluster_secret.encode()
         self.secret_failures = secret_failures
         self.refusals = refusals
         self.max_body = max_body
@@ -136,7 +133,6 @@ class Guard:
         permission = access.permission
         query_streams = access.query_streams
         query_token = access.query_token
-        from_peer = self._from_peer
         rates = auth is not None and auth.rates
         body_streams = access.body_streams
         multi = access.multiple_streams
@@ -150,12 +146,6 @@ class Guard:
             if auth is not None:
                 try:
                     principal = _authenticate(auth, request, query_token, raw_query)
-                except Unauthorized as exc:
-                    # a call forwarded by a peer carries the cluster secret, not credentials
-                    if FORWARDED_HEADER in request.headers and from_peer(request):
-                        return await handler(request)
-                    refusals.add(_reason(exc))
-                    raise
                 except IPubSubError as exc:
                     refusals.add(_reason(exc))
                     raise
@@ -191,14 +181,6 @@ class Guard:
             return await handler(request)
 
         return guarded
-
-
-    def _from_peer(self, request: web.Request) -> bool:
-        """A call forwarded by a peer that proved the cluster secret: the
-        entry node checked the caller's credentials already."""
-        secret = self._cluster_secret
-        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
-        return bool(secret) and hmac.compare_digest(given, secret)
 
     def _wrap_internal(self, handler: Handler) -> Handler:
         """Internal routes check the cluster secret themselves; the guard

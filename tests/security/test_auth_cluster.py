@@ -1,7 +1,7 @@
 """Auth across a real two-node cluster: calls forwarded to the owner keep
-working (the entry node checked the caller; the owner trusts a peer that
-proves the cluster secret), a forged forwarding header does not bypass
-auth, and the Python client and the CLI's token work end to end."""
+working (the entry node checked the caller and forwards on the peer link,
+whose handshake proves the cluster secret), a forwarding header does not
+bypass auth on the public API (not even with the cluster secret), and the Python client and the CLI's token work end to end."""
 
 from __future__ import annotations
 
@@ -74,6 +74,10 @@ async def test_forwarded_calls_and_forged_forwarding(cluster: tuple[ServedNode, 
         async with http.get(first.url("/api/v1/streams/receive"), params={"streamId": stream, "timeoutSeconds": "0"},
                             headers={**forged, "X-IPubSub-Secret": "a-guess"}) as resp:
             assert resp.status == 401
+        # nor does the right cluster secret: forwarded calls travel on the peer link, never over the public API
+        async with http.get(first.url("/api/v1/streams/receive"), params={"streamId": stream, "timeoutSeconds": "0"},
+                            headers={**forged, "X-IPubSub-Secret": "cluster-secret"}) as resp:
+            assert resp.status == 401, await resp.text()
     # the Python client routes with its token; a browser token from the CLI receives
     async with AsyncClient([second.url("")], token=KEY) as client:
         await client.send(stream, {"n": 3})

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import trustme
 
-from ipubsub.cluster.link import Identity, LinkClient, LinkError, LinkServer
+from ipubsub.cluster.link import Identity, LinkClient, LinkDown, LinkError, LinkServer
 from ipubsub.config import Config
 from ipubsub.tls import TlsContexts
 from tests.cluster.link_support import Done, Echo
@@ -181,3 +181,93 @@ def test_bad_certificate_paths_are_one_config_error(tmp_path: Path) -> None:
     config = Config.from_mapping({"http": {"tls": {"cert_file": str(tmp_path / "none.crt"), "key_file": str(tmp_path / "none.key")}}})
     with pytest.raises(ConfigError, match="http.tls"):
         TlsContexts(config)
+
+
+@pytest.mark.slow
+async def test_cluster_link_speaks_mutual_tls(tmp_path: Path) -> None:
+    """With ``cluster.tls`` (mutual), the nodes' forwarded calls go over the
+    peer link in TLS: a call through the non-owner is served, and the link
+    listener admits neither plain TCP nor a TLS client without a certificate
+    from ``cluster.tls.ca_file``."""
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert, key = write_pair(ca, tmp_path, "node")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = {"http": {"tls": {"cert_file": cert, "key_file": key}},
+           "cluster": {"secret": "cluster-secret", "tls": {"ca_file": str(ca_file), "require_client_cert": True}}}
+    first = ServedNode(tmp_path, tls, "n1")
+    try:
+        second = ServedNode(tmp_path, {**tls, "cluster": {**tls["cluster"], "seeds": [first.address]}}, "n2")
+        try:
+            ctx = client_context(ca)
+            async with aiohttp.ClientSession() as session:
+                async def both_alive() -> bool:
+                    _, view = await get_json(session, second.url("/api/v1/cluster", "https"), ctx)
+                    return len([m for m in view["members"] if m["status"] == "alive"]) == 2
+
+                await wait_until(both_alive, 20, "both members alive over HTTPS", interval=0.2)
+                stream = None
+                for i in range(200):
+                    _, owner = await get_json(session, second.url(f"/api/v1/streams/owner?streamId=s{i}", "https"), ctx)
+                    if owner["node"] == "n1":
+                        stream = f"s{i}"
+                        break
+                assert stream is not None
+                async with session.post(second.url("/api/v1/streams/send", "https"), ssl=ctx,
+                                        json={"streamId": stream, "message": "via the link"}) as resp:
+                    assert resp.status == 200, await resp.text()
+                status, got = await get_json(
+                    session, second.url(f"/api/v1/streams/receive?streamId={stream}&timeoutSeconds=2", "https"), ctx)
+                assert status == 200 and got["message"] == "via the link", got
+                _, health = await get_json(session, second.url("/health", "https"), ctx)
+                assert health["cluster"]["link"]["peersConnected"] == 1, health["cluster"]  # forwarded over the link
+            link = first.process.ready["link"]
+            identity = Identity("sec", "intruder", 1, b"cluster-secret")
+
+            async def outcome(ctx: ssl.SSLContext | None) -> type[BaseException] | None:
+                client = LinkClient(link, identity, Done, ssl=ctx)
+                try:
+                    await client.call(Echo(1), timeout=3)
+                    return None
+                except LinkError as exc:
+                    return type(exc)
+                finally:
+                    await client.close()
+
+            # a peer's certificate from the CA and the secret open the link (the
+            # unknown call is then refused or aborted by the node, not the link)
+            good = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca.configure_trust(good)
+            ca.issue_cert("127.0.0.1").configure_cert(good)
+            got = await outcome(good)
+            assert got is None or not issubclass(got, LinkDown), got
+            stranger_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca.configure_trust(stranger_ctx)
+            stranger.issue_cert("127.0.0.1").configure_cert(stranger_ctx)
+            no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca.configure_trust(no_cert)
+            for name, ctx in (("plain TCP", None), ("no client certificate", no_cert), ("another CA", stranger_ctx)):
+                got = await outcome(ctx)
+                assert got is not None and issubclass(got, LinkDown), (name, got)
+
+            # SIGHUP: the link listener's new handshakes get the new certificate too
+            lhost, _, lport = link.rpartition(":")
+
+            def link_serial() -> int:
+                with socket.create_connection((lhost, int(lport)), timeout=5) as raw:
+                    with good.wrap_socket(raw, server_hostname=lhost) as tls_sock:
+                        der = tls_sock.getpeercert(binary_form=True)
+                from cryptography import x509
+
+                return x509.load_der_x509_certificate(der).serial_number
+
+            before = link_serial()
+            new_cert, new_key = write_pair(ca, tmp_path, "next")
+            Path(cert).write_bytes(Path(new_cert).read_bytes())
+            Path(key).write_bytes(Path(new_key).read_bytes())
+            first.signal(signal.SIGHUP)
+            await wait_until(lambda: link_serial() != before, 10, "the link's new certificate served", interval=0.1)
+        finally:
+            second.close()
+    finally:
+        first.close()
