@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark of docs/benchmarks.md in one go, then print the summary.
 #   scripts/bench-all.sh [OUT_DIR [SECTION...]]   (default: bench-results/, all sections)
-# Sections: pipe memory cluster lb persist fanout group.
+# Sections: pipe batch memory cluster lb persist fanout group.
 # scripts/bench.py starts every server itself (--spawn): servers pinned to
 # CPU 0, the harness to CPU 1 (SERVER_CPU / CLIENT_CPU to change), random
 # loopback ports, all stopped at the end.  Needs: taskset, redis-server (pipe),
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-bench-results}
 shift || true
-SECTIONS=${*:-pipe memory cluster lb persist fanout group}
+SECTIONS=${*:-pipe batch memory cluster lb persist fanout group}
 ROUNDS=${ROUNDS:-3}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 bench() { "$PY" scripts/bench.py "$1" --server-cpu "${SERVER_CPU:-0}" --client-cpu "${CLIENT_CPU:-1}" "${@:2}"; }
@@ -25,6 +25,19 @@ if want pipe; then
   bench pipe --spawn --rounds "$ROUNDS" --pairs 64 --duration 8 \
     --target trivial --target naive --target ipubsub --target ipubsub:window=8 \
     --target redis --target redis:batch=100 --ratio-to trivial --ratio-to redis | tee "$OUT/pipe.jsonl"
+fi
+
+if want batch; then
+  echo "== batches (issue 11): pipe sendBatch/maxMessages 100 next to single messages and Redis; persist and replay" >&2
+  bench pipe --spawn --rounds "$ROUNDS" --duration 5 --warmup 2 --target ipubsub --target ipubsub:batch=100 \
+    --target redis --target redis:batch=100 --ratio-to redis --ratio-to ipubsub | tee "$OUT/batch-pipe.jsonl"
+  rm -f "$OUT/batch-persist.jsonl" "$OUT/batch-replay.jsonl"
+  for backend in postgres sqlite; do
+    bench persist --spawn --storage "$backend" --writers 16 64 --batch 1 100 --duration 5 --replay-limit 2000 \
+      | tee -a "$OUT/batch-persist.jsonl"
+    bench replay --spawn --storage "$backend" --messages 100000 --batch 1 1000 --single-limit 5000 \
+      --rounds "$ROUNDS" | tee -a "$OUT/batch-replay.jsonl"
+  done
 fi
 
 if want memory; then
