@@ -310,14 +310,29 @@ class Membership:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._config.heartbeat_interval_seconds
+        due = self._clock.monotonic()
         while True:
             try:
+                # Silence counts only while this node was listening: a round
+                # that starts late (this event loop was busy, e.g. with a
+                # burst of calls) is not held against the peers, whose
+                # answers may be waiting unread in our sockets.
+                late = self._clock.monotonic() - due
+                if late > interval:
+                    self._excuse(late)
                 self._detect_failures()
                 if not self._leaving:
                     self._send_round()
             except Exception:
                 log.exception("heartbeat round failed")
+            due = self._clock.monotonic() + interval
             await asyncio.sleep(interval)
+
+    def _excuse(self, seconds: float) -> None:
+        for member in self._members.values():
+            if member.name != self.name:
+                member.last_heard += seconds
+
 
     def _send_round(self) -> None:
         targets = {m.address for m in self._members.values() if m.name != self.name}
