@@ -15,7 +15,7 @@ from ..errors import NotFound
 from .access_log import RedactingAccessLogger
 from .cors import Cors
 from .errors import method_not_allowed_response
-from .guard import Guard
+from .guard import REFUSALS_KEY, Guard
 from .handler import Handler, make_wrapper
 from .internal import InternalRoutes
 from .lease_routes import LeaseRoutes
@@ -52,6 +52,7 @@ def build_app(node: Node) -> web.Application:
     # aiohttp's own cap fits the largest route (a batch); each route's own
     # limit is the guard's (413 before the body is read)
     app = web.Application(client_max_size=max(limit, config.limits.max_batch_bytes))
+    app[REFUSALS_KEY] = node.refusals
     wrap = make_wrapper(node.request_metrics, limit, node.cluster.ring_tag)
     failed = config.auth.failed_attempts
     guard = Guard(

@@ -50,7 +50,9 @@ __all__ = ["Guard", "authorize"]
 log = logging.getLogger("ipubsub.auth")
 
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("ipubsub.principal", Principal)
-REFUSALS_KEY: web.RequestKey[Refusals] = web.RequestKey("ipubsub.refusals", Refusals)
+#: the node's refusal counters on the application (for :func:`authorize`'s refusals)
+REFUSALS_KEY: web.AppKey[Refusals] = web.AppKey("ipubsub.refusals", Refusals)
+_NEVER = float("inf")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _REFUSAL_REASON = {
     TooManyAuthFailures: "too_many_auth_failures",
@@ -72,11 +74,12 @@ def authorize(request: web.Request, permission: Permission, stream_ids: Iterable
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is not None:
         try:
-            if principal.expires < time.time():
+            expires = principal.expires
+            if expires != _NEVER and expires < time.time():
                 raise CredentialsExpired(f"{principal.name} has expired; reconnect with a fresh token")
             principal.require(permission, stream_ids)
         except IPubSubError as exc:
-            refusals = request.get(REFUSALS_KEY)
+            refusals = request.app.get(REFUSALS_KEY)
             if refusals is not None:
                 refusals.add(_reason(exc))
             raise
@@ -163,7 +166,6 @@ class Guard:
                     raise
                 if body_streams:
                     request[PRINCIPAL_KEY] = principal
-                    request[REFUSALS_KEY] = refusals  # authorize() counts what it refuses
             if read_body:
                 length = request.content_length
                 if length is not None and length > max_body:

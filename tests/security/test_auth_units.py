@@ -118,13 +118,24 @@ def test_a_token_principal_expires_for_later_checks() -> None:
     exp = int(time.time()) + 60
     principal = verifier.verify(jwt.encode({"receive": ["a"], "exp": exp}, secret, algorithm="HS256"))
     assert principal.expires == exp + 5
-    request: dict[object, object] = {PRINCIPAL_KEY: principal}
-    authorize(request, Permission.RECEIVE, ["a"])  # type: ignore[arg-type]
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from ipubsub.api.guard import REFUSALS_KEY
+    from ipubsub.auth.refusals import Refusals
+
+    app = web.Application()
+    app[REFUSALS_KEY] = refusals = Refusals()
+    request = make_mocked_request("GET", "/", app=app)
+    request[PRINCIPAL_KEY] = principal
+    authorize(request, Permission.RECEIVE, ["a"])
     principal.expires = time.time() - 1
     with pytest.raises(CredentialsExpired):
-        authorize(request, Permission.RECEIVE, ["a"])  # type: ignore[arg-type]
+        authorize(request, Permission.RECEIVE, ["a"])
+    assert refusals["credentials_expired"] == 1
     key = Principal("key k", StreamPatterns(["*"]), StreamPatterns(["*"]), False)
-    authorize({PRINCIPAL_KEY: key}, Permission.SEND, ["x"])  # type: ignore[arg-type]
+    request[PRINCIPAL_KEY] = key
+    authorize(request, Permission.SEND, ["x"])
     assert key.expires == float("inf")
 
 
