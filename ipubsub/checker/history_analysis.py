@@ -102,11 +102,21 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
                 row.dup += 1
                 row.example(f"{reader} read {uuid} {n} times")
         latest = max((a.msgs[u].attempts[0]["t0"] for u in got), default=float("-inf"))
+        # per gap told to this reader: when, and the latest send among what it had read before it
+        ends, highest = [], []  # reads by end time, and the latest send read up to each
+        for end, sent_at in sorted((t["t1"], a.msgs[t["uuid"]].attempts[0]["t0"]) for t in seq if t["uuid"] in a.msgs):
+            ends.append(end)
+            highest.append(max(sent_at, highest[-1]) if highest else sent_at)
+        before_gap = []
+        for when in gaps[reader]:
+            i = bisect.bisect_right(ends, when)
+            before_gap.append((when, highest[i - 1] if i else float("-inf")))
         for uuid, msg in msgs.items():
             if uuid in got or reader not in readers_of[msg.stream] or uuid in lost:
                 continue
             sent = msg.attempts[0]["t0"]
-            if any(when >= sent for when in gaps[reader]):
+            # a told gap covers a message sent before it that the reader had not gone past yet
+            if any(when >= sent and had <= msg.ack["t1"] for when, had in before_gap):  # type: ignore[index]
                 told.add(uuid)
                 continue
             if latest <= msg.ack["t1"]:  # type: ignore[index]

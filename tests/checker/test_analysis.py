@@ -377,3 +377,16 @@ def test_a_history_reader_still_behind_at_the_end_has_lost_nothing_yet() -> None
     _read(h, "a", "hw", 3, "e1-3", h.tick())  # went past 2
     row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
     assert row.lost == 1 and row.broken
+
+
+def test_a_gap_told_later_does_not_excuse_a_message_the_reader_had_skipped_silently() -> None:
+    h = H()
+    for seq in (1, 2, 3):
+        h.send("hw", seq, "hs", "history")
+    _read(h, "a", "hw", 1, "e1-1", h.tick())
+    _read(h, "a", "hw", 3, "e1-2", h.tick())  # 2 skipped without a word
+    h.events.append({"ev": "gap", "r": "a", "st": "hs", "t0": h.tick(), "t1": h.tick(), "via": "n1", "gap": "epoch"})
+    h.send("hw", 4, "hs", "history")  # sent after the gap: read
+    _read(h, "a", "hw", 4, "e2-1", h.tick())
+    row = {r.guarantee: r for r in Analysis(h.events).rows}["fan-out history (every reader)"]
+    assert row.lost == 1 and row.broken, row.examples
