@@ -49,6 +49,9 @@ log = logging.getLogger("ipubsub.node")
 
 # How long start() waits for the database before serving without it.
 STORAGE_STARTUP_WAIT_SECONDS = 2.0
+# How long an ack or nack of a lease not held here waits during a ring change
+# (Cluster.settling) for the hand-off that may be bringing it.
+LEASE_HANDOFF_WAIT_SECONDS = 2.0
 
 
 class Node:
@@ -402,7 +405,8 @@ class Node:
         Raises:
             InvalidToken, PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
-        return await self.at_least_once.ack(call, self._lease_owner(call, forwarded_by, request_id))
+        owner = self._lease_owner(call, forwarded_by, request_id)
+        return await self.at_least_once.ack(call, owner, self._handoff_wait(owner))
 
     async def nack(
         self, call: NackCall, *, forwarded_by: str | None = None, request_id: str | None = None
@@ -412,7 +416,13 @@ class Node:
         Raises:
             InvalidToken, PersistenceNotConfigured, StorageUnavailable, OwnerUnavailable.
         """
-        return await self.at_least_once.nack(call, self._lease_owner(call, forwarded_by, request_id))
+        owner = self._lease_owner(call, forwarded_by, request_id)
+        return await self.at_least_once.nack(call, owner, self._handoff_wait(owner))
+
+    def _handoff_wait(self, owner: Settle | None) -> float:
+        """How long an ack served here waits for leases a hand-off may be
+        bringing: :data:`LEASE_HANDOFF_WAIT_SECONDS` during a ring change."""
+        return LEASE_HANDOFF_WAIT_SECONDS if owner is None and self.cluster.settling() else 0.0
 
     def _lease_owner(
         self, call: AckCall | NackCall, forwarded_by: str | None, request_id: str | None

@@ -33,7 +33,7 @@ import asyncio
 import base64
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from .message import Message
 
@@ -122,6 +122,7 @@ class Leases:
         self._streams: dict[str, dict[str, Lease]] = {}
         self._prefix = base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
         self._counter = 0
+        self._arrived = asyncio.Event()  # set when leases come in with their stream (attach)
         self.stats = LeaseStats()
 
     # -- granting ------------------------------------------------------------------
@@ -208,6 +209,23 @@ class Leases:
         """Whether this node holds the lease of ``stream_id`` named ``receipt``."""
         return receipt in self._streams.get(stream_id, ())
 
+    async def wait_held(self, stream_id: str, receipts: Sequence[str], timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until this node holds every lease
+        of ``stream_id`` named in ``receipts`` (a hand-off may be bringing
+        them); return whether it does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not all(receipt in self._streams.get(stream_id, ()) for receipt in receipts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
     def held(self, stream_id: str) -> int:
         """How many leases of ``stream_id`` are held here."""
         return len(self._streams.get(stream_id, ()))
@@ -241,6 +259,8 @@ class Leases:
             self._hold(lease, h.remaining_seconds)
             leases = self._streams[stream_id]
             count += 1
+        if count:
+            self._arrived.set()
         return count
 
     def close(self) -> None:

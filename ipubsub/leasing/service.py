@@ -117,11 +117,13 @@ class AtLeastOnce:
 
     # -- ack and nack (either kind) --------------------------------------------------------
 
-    async def ack(self, call: AckCall, owner: Settle | None = None) -> list[bool]:
+    async def ack(self, call: AckCall, owner: Settle | None = None, handoff_wait: float = 0.0) -> list[bool]:
         """Acknowledge leased deliveries of one stream by receipt; one
         answer per receipt (False: no such lease is held now).  In-memory
         receipts of leases not held here go to ``owner`` (the stream's owner
-        when it is another node), which answers for them.
+        when it is another node), which answers for them.  Without an
+        owner, ``handoff_wait`` > 0 (a ring change is under way) waits that
+        long for leases not held here yet: a hand-off may be bringing them.
 
         Raises:
             InvalidToken: a group receipt is malformed or not this stream's.
@@ -129,23 +131,25 @@ class AtLeastOnce:
             StorageUnavailable: the database is down, failed or too slow.
             OwnerUnavailable: ``owner`` could not be reached.
         """
-        return await self._settle(call, owner)
+        return await self._settle(call, owner, handoff_wait)
 
-    async def nack(self, call: NackCall, owner: Settle | None = None) -> list[bool]:
+    async def nack(self, call: NackCall, owner: Settle | None = None, handoff_wait: float = 0.0) -> list[bool]:
         """Give leased deliveries back, to be delivered again after
-        ``call.delay_seconds``; answers and ``owner`` as :meth:`ack`.
+        ``call.delay_seconds``; answers, ``owner`` and ``handoff_wait`` as :meth:`ack`.
 
         Raises:
             InvalidToken, PersistenceNotConfigured, StorageUnavailable,
             OwnerUnavailable: as :meth:`ack`.
         """
-        return await self._settle(call, owner)
+        return await self._settle(call, owner, handoff_wait)
 
-    async def _settle(self, call: AckCall | NackCall, owner: Settle | None) -> list[bool]:
+    async def _settle(self, call: AckCall | NackCall, owner: Settle | None, handoff_wait: float) -> list[bool]:
         memory, grouped = self._split(call.receipts, call.group)
         answers = [False] * len(call.receipts)
         remote: list[int] = []
         leases = self.leases
+        if owner is None and handoff_wait > 0 and memory:
+            await leases.wait_held(call.stream_id, [call.receipts[i] for i in memory], handoff_wait)
         for index in memory:
             receipt = call.receipts[index]
             if owner is not None and not leases.holds(call.stream_id, receipt):

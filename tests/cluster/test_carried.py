@@ -9,11 +9,14 @@ import asyncio
 
 import pytest
 
+from ipubsub.calls import AckCall, NackCall
 from ipubsub.cluster.carried import pack_stream, release_history_readers, restore_stream, unpack_stream
 from ipubsub.cluster.messages import Handoff, decode, encode
 from ipubsub.engine import Engine, HistorySpec, Leases, ManualClock, Message
 from ipubsub.engine.history import Position
+from ipubsub.config import LeasesConfig
 from ipubsub.errors import StreamReleased
+from ipubsub.leasing import AtLeastOnce
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -102,3 +105,27 @@ async def test_nothing_to_move_is_none_and_a_receiver_without_leases_gets_the_me
     plain = Engine(clock=ManualClock())
     unpack_stream(plain, None, over_the_wire(packed.handed).streams[0])
     assert [m.uuid for m in plain.buffered("s")] == ["u1"]
+
+
+async def test_an_ack_during_a_ring_change_waits_for_the_lease_the_hand_off_brings() -> None:
+    old, old_leases = node()
+    send(old, 1)
+    send(old, 2)
+    first = old_leases.grant("s", await old.receive("s", 0), 30, 0)
+    second = old_leases.grant("s", await old.receive("s", 0), 30, 0)
+    packed = pack_stream(old, old_leases, "s", "moved")
+    assert packed is not None
+    new = Engine(clock=ManualClock(), idle_seconds=60)
+    service = AtLeastOnce(new, LeasesConfig(), None, lambda stream_id: None)
+    # the ack reaches the new owner before the hand-off batch does
+    ack = asyncio.ensure_future(service.ack(AckCall("s", (first.receipt,)), None, handoff_wait=5))
+    nack = asyncio.ensure_future(service.nack(NackCall("s", (second.receipt,)), None, handoff_wait=5))
+    await asyncio.sleep(0.1)
+    assert not ack.done()
+    unpack_stream(new, service.leases, over_the_wire(packed.handed).streams[0])
+    assert await asyncio.wait_for(ack, 5) == [True]
+    assert await asyncio.wait_for(nack, 5) == [True]
+    assert [(m.uuid, m.deliveries) for m in new.buffered("s")] == [("u2", 1)]
+    # a receipt no hand-off brings is answered once the wait is over; without a wait at once
+    assert await service.ack(AckCall("s", ("nothing",)), None, handoff_wait=0.2) == [False]
+    assert await asyncio.wait_for(service.ack(AckCall("s", (first.receipt,)), None), 0.1) == [False]
