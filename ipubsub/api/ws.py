@@ -83,6 +83,8 @@ class WebSocketRoute:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=self._heartbeat, compress=False, max_msg_size=self._max_msg)
+        if not ws.can_prepare(request).ok:
+            raise BadRequest("this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
         await ws.prepare(request)
         session = _Session(self._node, request, ws)
         self._node.subscriptions.add_session(session.shut)

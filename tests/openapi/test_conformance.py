@@ -651,8 +651,10 @@ _AUTH_CALLS: list[tuple[str, str, dict[str, str] | None, Any]] = [
     ("POST", NACK, None, {"streamId": "s", "receipt": "r"}),
     ("GET", GROUPS, {"streamId": "s"}, None),
     ("DELETE", GROUPS, {"streamId": "s", "group": "g"}, None),
+    ("GET", "/api/v1/streams/subscribe", {"streamId": "s", "timeoutSeconds": "0"}, None),
+    ("GET", "/api/v1/ws", None, None),
 ]
-_FORBIDDEN = {(m, p) for m, p, _, _ in _AUTH_CALLS} - {("POST", SEND_BATCH), ("GET", OWNER), ("GET", CLUSTER)}
+_FORBIDDEN = {(m, p) for m, p, _, _ in _AUTH_CALLS} - {("POST", SEND_BATCH), ("GET", OWNER), ("GET", CLUSTER), ("GET", "/api/v1/ws")}
 
 
 @covers(*[(m, p, 401) for m, p, _, _ in _AUTH_CALLS], *[(m, p, 429) for m, p, _, _ in _AUTH_CALLS],
@@ -682,3 +684,50 @@ async def test_auth_refusals(make_api: MakeApi) -> None:
     # the browser token's query parameter is documented on receive
     assert any(p.get("$ref") == "#/components/parameters/AccessToken"
                for p in DOC["paths"][RECEIVE]["get"]["parameters"])
+
+
+# -- streaming: SSE and WebSocket ----------------------------------------------------------
+
+SUBSCRIBE = "/api/v1/streams/subscribe"
+WS = "/api/v1/ws"
+
+
+@covers(("GET", SUBSCRIBE, 200), ("GET", SUBSCRIBE, 400))
+async def test_subscribe_answers_an_event_stream(api: Api) -> None:
+    sent = await api.send({"streamId": "sse", "message": {"a": 1}})
+    resp, body = await api.call("GET", SUBSCRIBE, 200, params={"streamId": "sse", "maxMessages": "1"})
+    assert resp.headers["Cache-Control"] == "no-cache"
+    assert f"id: {sent['messageUuid']}\ndata: " in body and body.endswith('event: end\ndata: {"reason":"maxMessages"}\n\n')
+    data = json.loads(body.split("data: ", 1)[1].split("\n", 1)[0])
+    assert_valid(data, "#/components/schemas/ReceiveResponse", "an event's data")
+    _, error = await api.call("GET", SUBSCRIBE, 400, params={"streamId": "sse", "maxMessages": "x"})
+    assert error["field"] == "maxMessages"
+
+
+@covers(("GET", SUBSCRIBE, 429), ("GET", SUBSCRIBE, 503))
+async def test_subscriber_limits_are_429_and_503(make_api: MakeApi) -> None:
+    api = await make_api({"stream": {"max_subscribers_per_stream": 1, "max_subscribers": 2}})
+    held = [await api.client.get(SUBSCRIBE, params={"streamId": "busy", "timeoutSeconds": "5"})]
+    try:
+        assert held[0].status == 200
+        _, body = await api.call("GET", SUBSCRIBE, 429, params={"streamId": "busy"})
+        assert body["code"] == "too_many_stream_polls"
+        held.append(await api.client.get(SUBSCRIBE, params={"streamId": "other", "timeoutSeconds": "5"}))
+        _, body = await api.call("GET", SUBSCRIBE, 503, params={"streamId": "third"})
+        assert body["code"] == "too_many_polls"
+    finally:
+        for resp in held:
+            resp.close()
+
+
+@covers(("GET", WS, 101), ("GET", WS, 400))
+async def test_websocket_upgrade(api: Api) -> None:
+    _, body = await api.call("GET", WS, 400)
+    assert body["code"] == "bad_request"
+    ws = await api.client.ws_connect(WS)
+    try:
+        await ws.send_json({"op": "ping", "ref": 1})
+        assert await asyncio.wait_for(ws.receive_json(), 5) == {"op": "pong", "ref": 1}
+    finally:
+        await ws.close()
+    api.observed.add(("GET", WS, "101"))  # the upgrade was answered 101 (ws_connect checks it)
