@@ -23,7 +23,7 @@ from ..calls import Delivery, ReceiveCall, Relayed
 from ..cluster.forwarder import is_take
 from ..cluster.link import Incoming
 from ..cluster.link_calls import Answer, ForwardAck, ForwardNack, ForwardReceive, ForwardSend, ForwardSendBatch
-from ..engine import Message, Released
+from ..engine import Message, Parked, Released
 from ..engine.receiving import POLL_CANCELLED
 from ..errors import IPubSubError, ReceiveTimeout, StreamReleased
 from ..observability.logs import REQUEST_ID
@@ -98,35 +98,14 @@ class ForwardedCalls:
     # -- in-memory takes: parked, no task ------------------------------------------------
 
     def _park(self, incoming: Incoming, cmd: ReceiveCall, request_id: str | None) -> None:
-        engine = self._node.engine
-        stream_id = cmd.stream_id
-        what = f"receive {stream_id}"
-
-        def deliver(result: Any) -> None:
-            if type(result) is Message or type(result) is list:
-                msgs: list[Message] = [result] if type(result) is Message else result
-                if incoming.answered:  # the call ended meanwhile: nobody takes them
-                    engine.give_back(stream_id, msgs)
-                    return
-                body = (
-                    encode_delivery(Delivery(msgs[0]))
-                    if cmd.max_messages is None
-                    else encode_deliveries([Delivery(m) for m in msgs])
-                )
-                self._reply(incoming, what, request_id, _OK, body, lambda: engine.give_back(stream_id, msgs))
-            elif result is None:
-                self._reply_error(incoming, what, request_id, ReceiveTimeout(stream_id, cmd.timeout))
-            else:
-                assert isinstance(result, Released)
-                self._reply_error(incoming, what, request_id, StreamReleased(stream_id, result.reason))
-
+        answer = _ParkedAnswer(self, incoming, cmd, request_id)
         try:
-            parked = self._node.park_forwarded_receive(cmd, deliver)
+            answer.parked = self._node.park_forwarded_receive(cmd, answer.deliver)
         except IPubSubError as exc:
-            self._reply_error(incoming, what, request_id, exc)
+            self._reply_error(incoming, f"receive {cmd.stream_id}", request_id, exc)
             return
-        if parked is not None:
-            incoming.on_cancel = lambda: parked.end(POLL_CANCELLED)
+        if answer.parked is not None:
+            incoming.on_cancel = answer.cancel
 
     # -- everything else: a task per call ---------------------------------------------------
 
@@ -213,3 +192,43 @@ class ForwardedCalls:
             self._reply_error(incoming, what, rid, None)
             return
         self._reply(incoming, what, rid, _OK, msgspec.json.encode(answers))
+
+
+class _ParkedAnswer:
+    """The answer of one parked forwarded take (a small object rather than
+    closures: thousands of these wait at once, see docs/benchmarks.md)."""
+
+    __slots__ = ("calls", "incoming", "cmd", "request_id", "parked")
+
+    def __init__(self, calls: ForwardedCalls, incoming: Incoming, cmd: ReceiveCall, request_id: str | None) -> None:
+        self.calls = calls
+        self.incoming = incoming
+        self.cmd = cmd
+        self.request_id = request_id
+        self.parked: Parked | None = None
+
+    def cancel(self) -> None:
+        if self.parked is not None:
+            self.parked.end(POLL_CANCELLED)
+
+    def deliver(self, result: Any) -> None:
+        calls, incoming, cmd = self.calls, self.incoming, self.cmd
+        stream_id = cmd.stream_id
+        what = f"receive {stream_id}"
+        if type(result) is Message or type(result) is list:
+            msgs: list[Message] = [result] if type(result) is Message else result
+            engine = calls._node.engine
+            if incoming.answered:  # the call ended meanwhile: nobody takes them
+                engine.give_back(stream_id, msgs)
+                return
+            body = (
+                encode_delivery(Delivery(msgs[0]))
+                if cmd.max_messages is None
+                else encode_deliveries([Delivery(m) for m in msgs])
+            )
+            calls._reply(incoming, what, self.request_id, _OK, body, lambda: engine.give_back(stream_id, msgs))
+        elif result is None:
+            calls._reply_error(incoming, what, self.request_id, ReceiveTimeout(stream_id, cmd.timeout))
+        else:
+            assert isinstance(result, Released)
+            calls._reply_error(incoming, what, self.request_id, StreamReleased(stream_id, result.reason))

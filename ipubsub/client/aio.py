@@ -13,7 +13,7 @@ import aiohttp
 import msgspec
 
 from ..errors import GroupNotFound, IPubSubError, LeaseNotFound, ReceiveTimeout, StreamReleased, Unavailable, error_from_response
-from ..protocol import AUTHORIZATION_HEADER, JSON_CONTENT_TYPE, RETRY_AFTER_HEADER
+from ..protocol import AUTHORIZATION_HEADER, JSON_CONTENT_TYPE, RETRY_AFTER_HEADER, RING_HEADER
 from .batches import DEFAULT_CHUNK, BatchItem, receive_batch, send_batch
 from .consumer import Consumer
 from .history import Follower, HistoryBatch, history_query, parse_history
@@ -734,6 +734,7 @@ class AsyncClient:
         ) as response:
             raw = await response.read()
             retry_after = response.headers.get(RETRY_AFTER_HEADER, "")
+            self._note_ring(response.headers.get(RING_HEADER))
         try:
             answer = decode_json(raw) if raw else None
         except msgspec.DecodeError:
@@ -748,6 +749,25 @@ class AsyncClient:
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
             self._refresh_lock = asyncio.Lock()
         return self._session
+
+    def _note_ring(self, ring: str | None) -> None:
+        """A node told its ring's hash (``X-IPubSub-Ring``): if it differs
+        from the view's, the membership changed — refresh now, in the
+        background (at most once per ``MIN_REFRESH_GAP_SECONDS``)."""
+        view = self.router.view
+        if ring is None or view is None or ring == str(view.ring_hash):
+            return
+        if self.router.seconds_since_refresh() < MIN_REFRESH_GAP_SECONDS:
+            return
+        if self._refresher is None or self._refresher.done():
+            self.stats.ring_changes_seen += 1
+            self._refresher = asyncio.create_task(self._changed_ring_refresh(), name="ipubsub-client-refresh")
+
+    async def _changed_ring_refresh(self) -> None:
+        try:
+            await self._refresh(force=True)
+        except Exception:  # a background task has no caller to tell
+            log.warning("membership refresh failed", exc_info=True)
 
     def _refresh_in_background(self) -> None:
         if self.router.seconds_since_refresh() < self._refresh_interval:

@@ -70,6 +70,8 @@ class ClientStats:
     unavailable: int = 0
     released: int = 0
     refreshes: int = 0
+    # answers whose X-IPubSub-Ring differed from the known ring (each started a refresh)
+    ring_changes_seen: int = 0
     # acks and nacks that found their lease gone (410): the message is delivered again
     leases_lost: int = 0
 

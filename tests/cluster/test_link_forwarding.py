@@ -231,3 +231,27 @@ def _receive_call(stream: str) -> Any:
     from ipubsub.calls import ReceiveCall
 
     return ReceiveCall(stream, 1)
+
+
+async def test_the_client_refreshes_its_members_when_the_ring_header_changes(pair: Pair) -> None:
+    """Every answer carries ``X-IPubSub-Ring``; the Python client refreshes
+    its member list as soon as it differs from the ring it knows, not at its
+    next periodic refresh."""
+    from ipubsub.client import AsyncClient
+
+    async with AsyncClient([pair.url(pair.entry)], refresh_interval=60.0) as client:
+        await client.send("ring-watch", 1)
+        assert client.router.view is not None and len(client.router.view.ring_members) == 2
+        third = await _serve("n3", [pair.entry.listen_address])
+        try:
+            await wait_until(lambda: len(pair.entry.cluster.ring) == 3, what="n3 in n1's ring")
+
+            async def refreshed() -> bool:
+                await client.send("ring-watch", 2)
+                view = client.router.view
+                return view is not None and len(view.ring_members) == 3
+
+            await wait_until(refreshed, what="the client seeing n3", timeout=10.0)
+            assert client.stats.ring_changes_seen >= 1
+        finally:
+            await third.stop()
