@@ -52,6 +52,8 @@ log = logging.getLogger("ipubsub.auth")
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("ipubsub.principal", Principal)
 #: the node's refusal counters on the application (for :func:`authorize`'s refusals)
 REFUSALS_KEY: web.AppKey[Refusals] = web.AppKey("ipubsub.refusals", Refusals)
+#: on a connection whose every message takes from the caller's rate (Access.rate_each)
+RATES_KEY: web.RequestKey[Authenticator] = web.RequestKey("ipubsub.rates", Authenticator)
 _NEVER = float("inf")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _REFUSAL_REASON = {
@@ -70,6 +72,8 @@ def authorize(request: web.Request, permission: Permission, stream_ids: Iterable
     Raises:
         StreamForbidden: one of them is not allowed (nothing was done).
         CredentialsExpired: the token expired (nothing was done).
+        RateLimited: on a connection whose messages count as requests
+            (``Access.rate_each``), the caller is over its rate.
     """
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is not None:
@@ -78,6 +82,9 @@ def authorize(request: web.Request, permission: Permission, stream_ids: Iterable
             if expires != _NEVER and expires < time.time():
                 raise CredentialsExpired(f"{principal.name} has expired; reconnect with a fresh token")
             principal.require(permission, stream_ids)
+            rates = request.get(RATES_KEY)
+            if rates is not None:
+                rates.check_rate(principal)
         except IPubSubError as exc:
             refusals = request.app.get(REFUSALS_KEY)
             if refusals is not None:
@@ -139,6 +146,7 @@ class Guard:
         rates = auth is not None and auth.rates
         body_streams = access.body_streams
         multi = access.multiple_streams
+        rate_each = access.rate_each and rates
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if first_request is not None:
@@ -166,6 +174,8 @@ class Guard:
                     raise
                 if body_streams:
                     request[PRINCIPAL_KEY] = principal
+                    if rate_each:
+                        request[RATES_KEY] = auth
             if read_body:
                 length = request.content_length
                 if length is not None and length > max_body:

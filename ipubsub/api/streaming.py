@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from aiohttp import web
 
-from ..auth.access import Access, Permission
+from ..auth.access import Access
 from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
 from ..observability.logs import REQUEST_ID
 from ..protocol import (
@@ -169,7 +169,7 @@ class StreamingRoutes:
 
         add("GET", SUBSCRIBE_PATH, self.subscribe, Access.receive(query="streamId", query_token=True))
         # streams are named in frames: each subscribe / send is authorized by the handler
-        ws_access = Access(Permission.AUTHENTICATED, body_streams=True, query_token=True)
+        ws_access = Access.connection()  # every send / subscribe frame also counts against the caller's rate
         add("GET", WS_PATH, WebSocketRoute(self._node).handle, ws_access)
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:

@@ -52,6 +52,9 @@ class Access:
             set headers).
         multiple_streams: ``query_streams`` may be repeated (every value is
             checked); else only its first value is read, as the route does.
+        rate_each: every :func:`~ipubsub.api.guard.authorize` call (each
+            message of a long-lived connection that names streams) also
+            takes from the caller's request rate, like a request of its own.
     """
 
     permission: Permission
@@ -59,6 +62,7 @@ class Access:
     body_streams: bool = False
     query_token: bool = False
     multiple_streams: bool = False
+    rate_each: bool = False
 
     @classmethod
     def public(cls) -> Access:
@@ -80,6 +84,14 @@ class Access:
     def send(cls, *, query: str | None = None) -> Access:
         """Send to streams named in the body (or in query parameter ``query``)."""
         return cls(Permission.SEND, query_streams=query, body_streams=query is None)
+
+    @classmethod
+    def connection(cls) -> Access:
+        """A long-lived connection (a WebSocket) whose messages name streams:
+        any valid credentials open it (a token may be ``access_token``); each
+        message's streams are checked by :func:`~ipubsub.api.guard.authorize`,
+        which also counts it against the caller's request rate."""
+        return cls(Permission.AUTHENTICATED, body_streams=True, query_token=True, rate_each=True)
 
     @classmethod
     def receive(cls, *, query: str | None = "streamId", query_token: bool = True, multiple: bool = False) -> Access:

@@ -121,3 +121,25 @@ async def test_a_websocket_outliving_its_token_opens_nothing_more(make_client: M
             assert got["op"] == "error" and got["code"] == "credentials_expired", got
     finally:
         await ws.close()
+
+
+async def test_websocket_frames_count_against_the_callers_rate(make_client: MakeClient) -> None:
+    """A WebSocket is one request, but each send / subscribe frame counts
+    against the caller's rate like a request of its own (else one socket
+    would carry any number of sends past ``auth.rate``)."""
+    client = await make_client({"auth": {
+        "api_keys": [{"name": "ops", "key_sha256": key_digest(ADMIN_KEY), "allow": {"send": ["*"], "receive": ["*"]},
+                      "requests_per_second": 0.01, "burst": 4}],
+    }})
+    ws = await client.ws_connect(WS_PATH, headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # 1 of 4
+    try:
+        codes = []
+        for i in range(5):
+            await ws.send_json({"op": "send", "streamId": "s", "message": i, "ref": i})
+            async with asyncio.timeout(10):
+                got = await ws.receive_json()
+            codes.append(got.get("code") or got["op"])
+        assert codes == ["sent", "sent", "sent", "rate_limited", "rate_limited"], codes
+    finally:
+        await ws.close()
+    assert client.node.refusals["rate_limited"] == 2  # type: ignore[attr-defined]
