@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark of docs/benchmarks.md in one go, then print the summary.
 #   scripts/bench-all.sh [OUT_DIR [SECTION...]]   (default: bench-results/, all sections)
-# Sections: pipe batch memory cluster lb persist fanout group.
+# Sections: pipe batch memory cluster lb persist fanout group streaming.
 # scripts/bench.py starts every server itself (--spawn): servers pinned to
 # CPU 0, the harness to CPU 1 (SERVER_CPU / CLIENT_CPU to change), random
 # loopback ports, all stopped at the end.  Needs: taskset, redis-server (pipe),
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-bench-results}
 shift || true
-SECTIONS=${*:-pipe batch memory cluster lb persist fanout group}
+SECTIONS=${*:-pipe batch memory cluster lb persist fanout group streaming}
 ROUNDS=${ROUNDS:-3}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 bench() { "$PY" scripts/bench.py "$1" --server-cpu "${SERVER_CPU:-0}" --client-cpu "${CLIENT_CPU:-1}" "${@:2}"; }
@@ -77,6 +77,13 @@ if want group; then
   echo "== at-least-once: a consumer group of 8 (maxMessages 100) on sqlite and postgres; lease+ack versus plain receive" >&2
   bench group --storage sqlite postgres --consumers 8 --max-messages 100 --backlog 30000 --rounds "$ROUNDS" \
     --duration 8 | tee "$OUT/group.jsonl"
+fi
+
+if want streaming; then
+  echo "== streaming: 10,000 idle SSE / WebSocket subscribers (RSS, fan-out delivery), throughput next to Redis ($ROUNDS rounds)" >&2
+  for kind in sse ws; do
+    bench "$kind" --spawn --subscribers 10000 --pairs 32 --rounds "$ROUNDS" --duration 8 | tee -a "$OUT/streaming.jsonl"
+  done
 fi
 
 "$PY" scripts/bench_summary.py "$OUT"

@@ -168,6 +168,16 @@ def test_memory_and_persist_modes_spawned(spawn_dir: Path) -> None:
     assert persist["label"] == "sqlite" and persist["persisted_msg_per_s"] > 0 and persist["replayed"] > 0
 
 
+def test_sse_and_ws_modes_spawned(spawn_dir: Path) -> None:
+    for kind in ("sse", "ws"):
+        rows = bench(kind, "--spawn", "--subscribers", "50", "--settle", "0.3", "--pairs", "2", "--duration", "0.5",
+                     "--warmup", "0.2", workdir=spawn_dir)
+        idle, pipe = rows[0], rows[1]
+        assert idle["label"] == f"{kind}-idle" and idle["delivered"] == 50 and idle["rss_per_subscriber_kib"] is not None
+        assert pipe["label"] == kind and pipe["msg_per_s"] > 0 and pipe["errors"] == 0
+        assert any(r.get("summary") and r["label"] == kind and "ratio_to_redis" in r for r in rows)
+
+
 def test_group_mode_spawned(spawn_dir: Path) -> None:
     rows = bench("group", "--storage", "sqlite", "--backlog", "300", "--consumers", "3", "--max-messages", "50",
                  "--pairs", "2", "--duration", "0.5", "--warmup", "0.2", workdir=spawn_dir)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import client, cluster, fanout, group, memory, persist, pipe, replay
+from . import client, cluster, fanout, group, memory, persist, pipe, replay, streaming
 
 __all__ = ["add_parsers"]
 
-FAMILIES = [pipe, memory, cluster, client, persist, replay, fanout, group]
+FAMILIES = [pipe, memory, cluster, client, persist, replay, fanout, group, streaming]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
