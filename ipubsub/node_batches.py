@@ -9,10 +9,11 @@ A batch send (:meth:`Batches.send_batch`) groups its items by owner:
   commit, per-stream order kept);
 * items owned elsewhere go to their owner as one sub-batch per owner
   (``sendBatch`` carrying the items' exact bodies), all owners concurrently;
-  the owner serves every item of it itself.  If an owner cannot be reached,
-  its items are grouped again by the ring as it is then and tried once more
-  (an owner that left hands its streams on); what still fails gets that
-  error, item by item.
+  the owner serves every item of it itself.  If an owner cannot be reached
+  and the items never got there, they are grouped again by the ring as it is
+  then and tried once more (an owner that left hands its streams on); items
+  that may have reached it are not sent again; what fails gets that error,
+  item by item.
 
 Every item gets its own result, in request order: its send's answer or its
 error.  All items of one stream travel together (same owner, same sub-batch,
@@ -220,8 +221,9 @@ class Batches:
         request_id: str | None,
     ) -> list[int]:
         """Send the items to their owner as one sub-batch; returns the indexes
-        to try again (the owner was unreachable; their result is that error,
-        tagged with the owner)."""
+        to try again: the owner could not be reached and the items never got
+        there (their result is that error, tagged with the owner).  Items
+        that may have reached it are never sent again (no duplicates)."""
         raws = [items[i].raw for i in indexes]  # type: ignore[union-attr]
         try:
             reply = await self._node.cluster.forward_send_batch(owner, raws, request_id or new_uuid())
@@ -229,7 +231,7 @@ class Batches:
             exc.fields.setdefault("node", owner)
             for i in indexes:
                 results[i] = exc
-            return indexes
+            return indexes if getattr(exc, "replay_safe", False) else []
         for i, result in zip(indexes, _owner_results(reply, len(indexes))):
             results[i] = result
         return []

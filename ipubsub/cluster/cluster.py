@@ -274,12 +274,18 @@ class Cluster:
 
         Raises:
             OwnerUnavailable: ``owner`` could not be reached, is busy, or did
-                not answer.
+                not answer; its ``replay_safe`` is true when the items did
+                not reach the owner (a broken link marks it suspect).
         """
         try:
             return await self.forwarder.send_batch(owner, raw_items, request_id)
         except LinkError as exc:
-            raise self._unavailable(owner, "streams in this batch", exc) from None
+            if isinstance(exc, LinkDown) and not isinstance(exc, LinkRejected):
+                self.membership.mark_suspect(owner)
+            error = self._unavailable(owner, "streams in this batch", exc)
+            # the caller may send these items elsewhere only if they never reached the owner
+            error.replay_safe = not exc.may_have_reached and not isinstance(exc, LinkBusy)  # type: ignore[attr-defined]
+            raise error from None
 
     async def forward_receive(self, cmd: ReceiveCall, owner: str, request_id: str | None) -> Relayed | None:
         """Receive through ``owner``; ``None`` means: serve it here.

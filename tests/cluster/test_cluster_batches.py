@@ -119,3 +119,30 @@ async def test_a_forwarded_batch_poll_that_disconnects_gives_every_message_back(
 
 async def _waiting(http: aiohttp.ClientSession, url: str, count: int) -> bool:
     return (await health(http, url))["waitingReceivers"] == count
+
+
+async def test_items_of_an_unreachable_owner_fail_alone(cluster: ClusterHarness, http: aiohttp.ClientSession) -> None:
+    c = cluster
+    streams = [f"dead-owner-{i}" for i in range(12)]
+    owners = {s: c.owner(s) for s in streams}
+    victim = next(n for n in ("n1", "n2", "n3") if n in owners.values() and n != "n1")
+    c.nodes[int(victim[1:]) - 1].kill()
+    entry = c.url_of("n1")
+    items = [{"streamId": s, "message": k} for k in range(3) for s in streams]
+    results = expect(await send_batch(http, entry, items))["results"]
+    for item, result in zip(items, results):
+        if owners[item["streamId"]] == victim:
+            # the ring may already have dropped the dead node: then its streams have a new owner
+            assert "messageUuid" in result or (result["status"] == 503 and result["code"] == "owner_unavailable"), result
+        else:
+            assert "messageUuid" in result, result
+    # once the ring drops the dead node, every item of a batch is served (its streams have a new owner)
+    await c.wait_ring([n for n in ("n1", "n2", "n3") if n != victim], urls=[entry], timeout=30)
+    again = expect(await send_batch(http, entry, items))["results"]
+    assert all("messageUuid" in r for r in again), again
+    # nothing accepted was lost or doubled, and each stream kept its order
+    for s in streams:
+        first = [r["messageUuid"] for item, r in zip(items, results) if item["streamId"] == s and "messageUuid" in r]
+        second = [r["messageUuid"] for item, r in zip(items, again) if item["streamId"] == s]
+        got = [m["messageUuid"] for m in expect(await receive(http, entry, s, 1, maxMessages=100))["messages"]]
+        assert got == first + second, (s, got)  # the victim died before the first batch: it accepted nothing
