@@ -251,7 +251,7 @@ def _send_call(req: SendBody, config: Config, raw: bytes) -> SendCall:
                 f"(storage.max_ttl_seconds), got {ttl}",
                 field="dbTTLSeconds",
             )
-    history_size, history_ttl = history_fields(req, config)
+    history_size, history_ttl = history_fields(req, config) if req.historySize else (0, 0)  # 0/absent: none
     return SendCall(
         stream_id=req.streamId,
         payload=bytes(req.message),
