@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from ipubsub.engine import Engine, HistorySpec, ManualClock, Message, Position
-from ipubsub.errors import ReceiveTimeout, StreamReleased
+from ipubsub.errors import ReceiveTimeout, SendTimeout, StreamReleased
 
 from .helpers import Outcomes, msg, settle
 from tests.support.wait import wait_until
@@ -193,7 +193,7 @@ async def test_detach_releases_a_sender_that_blocked_beside_a_just_cancelled_rec
     poll.cancel()  # the poll's cleanup step comes after the detach
     with pytest.raises(StreamReleased) as raised:
         await asyncio.wait_for(sender, 5)
-    assert raised.value.reason == "stream moved"
+    assert raised.value.reason == "stream moved" and raised.value.fields["streamId"] == "x"
     await asyncio.gather(poll, return_exceptions=True)
     assert detached and engine.stats.released_total >= 1
 
@@ -246,3 +246,29 @@ async def test_after_release_waiters_a_new_sender_can_block_again(engine: Engine
     assert (await engine.receive("w", 0)).uuid == "u0"
     await asyncio.wait_for(later, 5)
     assert [m.uuid for m in engine.buffered("w")] == ["u2"]
+
+
+async def test_a_sync_match_send_that_times_out_names_its_stream(engine: Engine) -> None:
+    with pytest.raises(SendTimeout) as raised:
+        await engine.send("t", msg(1), 0, 0.05)
+    assert raised.value.fields == {"streamId": "t", "timeoutSeconds": 0.05}
+
+
+async def test_a_blocking_send_creates_its_stream_with_its_history(engine: Engine, clock: ManualClock) -> None:
+    """engine.send with a timeout passes the history on (mutants: dropped)."""
+    await engine.send("k", stamped(clock, 1), 5, 30, HistorySpec(size=10, ttl_seconds=60))
+    read = await engine.read_history("k", None, 0, 10)
+    assert [e.message.uuid for e in read.entries] == ["u1"]
+
+
+async def test_a_blocking_send_to_a_stream_with_a_history_sheds_history_for_room(clock: ManualClock) -> None:
+    """engine.send makes room in the node's byte budget by shedding the
+    stream's oldest history entries, like send_nowait (mutant: it does not,
+    and the send is refused with BufferFull)."""
+    engine = Engine(clock=clock, idle_seconds=60, max_buffered_bytes=4000)
+    spec = HistorySpec(size=1000, ttl_seconds=600)
+    for n in range(100):  # the history fills the budget; the queue stays empty
+        engine.send_nowait("h", stamped(clock, n), 100, spec)
+        assert (await engine.receive("h", 0)).uuid == f"u{n}"
+    await engine.send("h", stamped(clock, 100), 100, 5)
+    assert [m.uuid for m in engine.buffered("h")] == ["u100"]
