@@ -272,3 +272,130 @@ async def test_a_blocking_send_to_a_stream_with_a_history_sheds_history_for_room
         assert (await engine.receive("h", 0)).uuid == f"u{n}"
     await engine.send("h", stamped(clock, 100), 100, 5)
     assert [m.uuid for m in engine.buffered("h")] == ["u100"]
+
+
+# -- second batch: mutants of matching, stream, receiving and sweep -----------------------
+
+
+async def test_a_receive_taking_from_a_blocked_sync_sender_is_counted_and_recorded(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """matching._take from a blocked sender (size 0): delivered_total grows
+    by one and a stream with a history records the message (mutants: the
+    counter set to 1, the history skipped)."""
+    engine.send_nowait("plain", msg(0), 10)
+    assert (await engine.receive("plain", 0)).uuid == "u0"
+    spec = HistorySpec(size=10, ttl_seconds=60)
+    sender = asyncio.ensure_future(engine.send("sync", stamped(clock, 1), 0, 30, spec))
+    await wait_until(lambda: engine.stats.blocked_senders == 1, what="the sync sender waiting")
+    assert (await engine.receive("sync", 0)).uuid == "u1"
+    await asyncio.wait_for(sender, 5)
+    assert engine.stats.delivered_total == 2
+    read = await engine.read_history("sync", None, 0, 10)
+    assert [e.message.uuid for e in read.entries] == ["u1"]
+
+
+async def test_messages_handed_in_beside_a_just_cancelled_receiver_are_buffered(engine: Engine) -> None:
+    """matching._hand_to_waiting: a receiver counted live but cancelled in
+    this step cannot take them; they are buffered, none lost (mutant: lost)."""
+    poll = asyncio.ensure_future(engine.receive("hw", 30))
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the poll waiting")
+    poll.cancel()  # its cleanup runs one loop step later
+    engine.attach("hw", 10, [msg(1), msg(2)])
+    await asyncio.gather(poll, return_exceptions=True)
+    assert [m.uuid for m in engine.buffered("hw")] == ["u1", "u2"]
+
+
+async def take(engine: Engine, stream: str, n: int) -> list[Message]:
+    return [await engine.receive(stream, 0) for _ in range(n)]
+
+
+async def test_messages_given_back_one_at_a_time_come_back_in_the_order_taken(engine: Engine) -> None:
+    """stream.put_back counts every given-back message at the head (mutant:
+    only the last call's), so a third give-back merges with all of them."""
+    for n in (1, 2, 3, 4):
+        engine.send_nowait("gb", msg(n), 10)
+    m1, m2, m3 = await take(engine, "gb", 3)
+    engine.give_back("gb", [m1])
+    engine.give_back("gb", [m2])
+    engine.give_back("gb", [m3])
+    assert [m.uuid for m in engine.buffered("gb")] == ["u1", "u2", "u3", "u4"]
+
+
+async def test_taking_one_of_two_given_back_messages_keeps_the_head_count(engine: Engine) -> None:
+    """stream.pop_front takes one from the given-back head (mutant: two)."""
+    for n in (1, 2, 3, 4):
+        engine.send_nowait("pf", msg(n), 10)
+    m1, m2, m3 = await take(engine, "pf", 3)
+    engine.give_back("pf", [m1, m2])
+    assert (await engine.receive("pf", 0)).uuid == "u1"
+    engine.give_back("pf", [m3])
+    assert [m.uuid for m in engine.buffered("pf")] == ["u2", "u3", "u4"]
+
+
+async def test_a_long_hand_off_batch_is_buffered_whole(engine: Engine) -> None:
+    """stream.insert_at switching a long list to a deque (mutants: buffer lost / broken)."""
+    engine.attach("long", 100, [msg(n) for n in range(40)])
+    assert [m.uuid for m in engine.buffered("long")] == [f"u{n}" for n in range(40)]
+    assert engine.stats.buffered_messages == 40
+
+
+async def test_a_second_hand_off_batch_goes_behind_the_first_in_a_long_buffer(engine: Engine) -> None:
+    """stream.insert_at at index 1 of a deque (mutant: inserted at 0)."""
+    for n in range(40):
+        engine.send_nowait("dq", msg(f"l{n}"), 100)
+    engine.attach("dq", 100, [msg("h1")])
+    engine.attach("dq", 100, [msg("h2")])
+    assert [m.uuid for m in engine.buffered("dq")][:4] == ["uh1", "uh2", "ul0", "ul1"]
+
+
+async def test_messages_given_back_to_an_evicted_stream_are_all_there(engine: Engine) -> None:
+    """receiving.give_back re-creates an evicted stream under its own id
+    (mutant: no id, and a batch receive then finds only the first)."""
+    for n in (1, 2):
+        engine.send_nowait("ev", msg(n), 10)
+    taken = await take(engine, "ev", 2)
+    engine.detach("ev", "gone")  # the stream is gone meanwhile
+    engine.give_back("ev", taken)
+    got = await engine.receive_many("ev", 0, 5)
+    assert [m.uuid for m in got] == ["u1", "u2"]
+
+
+async def test_receive_refusals_and_timeouts_name_their_stream(engine: Engine) -> None:
+    """receiving.receive: a poll id cancelled before its poll arrived is
+    refused naming the stream and why; a timeout names the stream; a 1 s
+    long poll waits (mutants: no stream, no reason, <= 1 answered at once)."""
+    assert not engine.cancel_poll("early")
+    with pytest.raises(StreamReleased) as released:
+        await engine.receive("rf", 30, poll_id="early")
+    assert released.value.fields["streamId"] == "rf"
+    assert released.value.reason == "poll cancelled by the forwarding node"
+    with pytest.raises(ReceiveTimeout) as timed_out:
+        await engine.receive("rf", 0)
+    assert timed_out.value.fields["streamId"] == "rf"
+    poll = asyncio.ensure_future(engine.receive("rf", 1))
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the 1 s poll waiting")
+    engine.send_nowait("rf", msg(1), 10)
+    assert (await asyncio.wait_for(poll, 5)).uuid == "u1"
+
+
+async def test_a_sweep_counts_every_stream_it_evicts_and_skips_past_a_kept_history(clock: ManualClock) -> None:
+    """engine.sweep: a stream whose history still holds messages is kept and
+    the sweep goes on to the next (mutant: it stops); the count returned and
+    evicted_streams_total add up over sweeps (mutants: set, not added)."""
+    engine = Engine(clock=clock, idle_seconds=60)
+    engine.send_nowait("hist", stamped(clock, 0), 10, HistorySpec(size=10, ttl_seconds=3600))
+    assert (await engine.receive("hist", 0)).uuid == "u0"
+    for name in ("a", "b"):
+        engine.send_nowait(name, msg(name), 10)
+        assert (await engine.receive(name, 0)).uuid == f"u{name}"
+    engine.sweep()
+    clock.advance(61)
+    assert engine.sweep() == 2
+    assert "hist" in engine and "a" not in engine and "b" not in engine
+    engine.send_nowait("c", msg("c"), 10)
+    assert (await engine.receive("c", 0)).uuid == "uc"
+    engine.sweep()
+    clock.advance(61)
+    assert engine.sweep() == 1
+    assert engine.stats.evicted_streams_total == 3
