@@ -76,6 +76,8 @@ class Subscriber:
     """One open subscription (see the module doc).  ``closing`` is set when
     the node stops; the connection then ends its stream cleanly."""
 
+    __slots__ = ("_subs", "_node", "stream_id", "from_db", "_after", "_backlog", "closing", "waiting", "task", "wake")
+
     def __init__(
         self, subs: Subscriptions, stream_id: str, from_db: bool, after: int | None
     ) -> None:
@@ -84,7 +86,7 @@ class Subscriber:
         self.stream_id = stream_id
         self.from_db = from_db
         self._after = after
-        self._backlog: deque[Item] = deque()
+        self._backlog: deque[Item] | None = None  # durable: the rest of the last batch read
         self.closing = False
         self.waiting = False
         self.task: asyncio.Task[Any] | None = None
@@ -116,7 +118,7 @@ class Subscriber:
         durable stream, the unwritten rest of the batch is dropped too (the
         client resumes from the token it has)."""
         item.give_back(self._subs, self.stream_id)
-        self._backlog.clear()
+        self._backlog = None
 
     @property
     def token(self) -> str | None:
@@ -143,6 +145,8 @@ class Subscriber:
         except ReceiveTimeout:
             rows = []
         if rows:
+            if self._backlog is None:
+                self._backlog = deque()
             for row in rows:
                 token = encode_token(self.stream_id, row.position)
                 msg = Message(row.uuid, row.payload, row.timestamp_us)

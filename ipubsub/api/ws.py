@@ -67,9 +67,9 @@ def _frame(op: str, extra: dict[str, Any] | None = None, **fields: Any) -> str:
     return encode_json(body).decode()
 
 
-def _splice(head: bytes, body: bytes) -> str:
+def _splice(head: bytes, body: bytes) -> bytes:
     """``head`` (``{"op":...,`` fields) followed by the fields of the JSON object ``body``."""
-    return (head + body[1:] if body != b"{}" else head[:-1] + b"}").decode()
+    return head + body[1:] if body != b"{}" else head[:-1] + b"}"
 
 
 class WebSocketRoute:
@@ -160,7 +160,7 @@ class _Session:
             body = result.body
         else:
             body = encode_sent(result)
-        await self._out(_splice(_frame("sent", ref=ref)[:-1].encode() + b",", body))
+        await self._out(_splice(_frame("sent", ref=ref)[:-1].encode() + b",", body).decode())
 
     async def _subscribe(self, frame: dict[str, Any], ref: Any) -> None:
         sub_id = frame.get("sub")
@@ -244,7 +244,8 @@ class _Session:
                         break
                     raise
                 try:
-                    await self._ws.send_str(_splice(head, item.body))
+                    # the body is UTF-8 JSON already: a text frame without decoding it
+                    await self._ws.send_frame(_splice(head, item.body), WSMsgType.TEXT)
                 except (ConnectionError, RuntimeError):
                     sub.give_back(item)
                     return

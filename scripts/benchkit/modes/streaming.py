@@ -9,11 +9,15 @@ node, storage none, heartbeats every 60 s so that idle figures are idle):
    per subscriber once settled (every one waiting in the engine);
 2. **fan-out delivery**: one message sent to each of the K streams (16
    sender connections) → seconds until every subscriber has its event;
+   (``--release batch``: sendBatch calls of 500 on 4 connections);
 3. **throughput** (``--pairs`` P streams, one subscriber and one sender
    each, ``--window`` messages in flight per pair): delivered msg/s,
    send-to-event latency and server CPU per message, in interleaved rounds
    with Redis ``RPUSH``/``BLPOP`` pairs of the same shape (``pipe``'s redis
-   target) → ``ratio_to_redis`` of CPU per message (``--no-redis`` skips it).
+   target) → ``ratio_to_redis`` of CPU per message (``--no-redis`` skips it);
+   ``--send-batch N``: the senders publish with ``sendBatch`` of N (Redis:
+   ``RPUSH`` of N values, ``BLMPOP ... COUNT N``), subscribers still get one
+   event / frame per message.
 
 The harness's subscribers are raw protocol objects (far cheaper than the
 server): SSE events and WebSocket frames are counted, the send time in each
@@ -36,7 +40,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from ipubsub.protocol import HEALTH_PATH, SEND_PATH, SUBSCRIBE_PATH, WS_PATH
+from ipubsub.protocol import HEALTH_PATH, SEND_BATCH_PATH, SEND_PATH, SUBSCRIBE_PATH, WS_PATH
 
 from ..conn import Endpoint
 from ..options import add_mode, add_rounds, add_window
@@ -53,6 +57,20 @@ __all__ = ["Subscriber"]
 _T = re.compile(rb'"t":(\d+)')
 
 
+class FirstMessages:
+    """Counts messages received (one per idle stream); ``done`` once ``k`` came."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.n = 0
+        self.done = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self.n += n
+        if self.n >= self.k:
+            self.done.set()
+
+
 class Subscriber(asyncio.Protocol):
     """One SSE or WebSocket subscriber on a raw connection: counts messages,
     records latencies while ``tally`` is set, answers WebSocket pings."""
@@ -67,6 +85,7 @@ class Subscriber(asyncio.Protocol):
         self.tally: Tally | None = None
         self._buf = b""
         self._head = True
+        self.first: FirstMessages | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -131,6 +150,8 @@ class Subscriber(asyncio.Protocol):
     def _got(self, n: int, data: bytes) -> None:
         if not n:
             return
+        if self.first is not None:
+            self.first.add(n)
         self.count += n
         if self.credits is not None:
             self.credits.give(n)
@@ -153,8 +174,11 @@ def ws_frame(text: bytes) -> bytes:
     return head + b"\0\0\0\0" + text
 
 
-async def subscribe(entry: Endpoint, kind: str, stream: str, credits: Credits | None = None) -> Subscriber:
-    """Open one subscriber of ``stream`` and wait until its stream is open."""
+async def subscribe(
+    entry: Endpoint, kind: str, stream: str | list[str], credits: Credits | None = None
+) -> Subscriber:
+    """Open one subscriber of ``stream`` and wait until its stream is open
+    (WebSocket: a list of streams is one socket with a subscription each)."""
     loop = asyncio.get_running_loop()
     _, sub = await loop.create_connection(lambda: Subscriber(kind, credits), entry.host, entry.port)
     assert sub.transport is not None
@@ -168,8 +192,9 @@ async def subscribe(entry: Endpoint, kind: str, stream: str, credits: Credits | 
         )
     await sub.open
     if kind == "ws":
-        frame = {"op": "subscribe", "sub": "s", "streamId": stream, "credit": 1_000_000_000}
-        sub.transport.write(ws_frame(json.dumps(frame).encode()))
+        for i, name in enumerate([stream] if isinstance(stream, str) else stream):
+            frame = {"op": "subscribe", "sub": str(i), "streamId": name, "credit": 1_000_000_000}
+            sub.transport.write(ws_frame(json.dumps(frame).encode()))
     return sub
 
 
@@ -183,17 +208,42 @@ async def _waiting(entry: Endpoint, n: int, timeout: float = 120.0) -> None:
     raise RuntimeError(f"fewer than {n} subscribers waiting after {timeout} s")
 
 
-async def idle_and_fanout(entry: Endpoint, pid: int | None, kind: str, k: int, settle: float) -> Row:
-    """K idle subscribers: RSS per subscriber, then one message to each."""
+async def deliver_batched(entry: Endpoint, streams: Sequence[str], per_call: int = 500, connections: int = 4) -> None:
+    """One message to each stream, ``per_call`` of them per ``sendBatch``."""
+    conns = [await Connection.open(entry) for _ in range(connections)]
+    chunks = [streams[i:i + per_call] for i in range(0, len(streams), per_call)]
+
+    async def feed(k: int) -> None:
+        for chunk in chunks[k::connections]:
+            body = json.dumps({"messages": [{"streamId": s, "message": i} for i, s in enumerate(chunk)]}).encode()
+            status, _ = await conns[k].request(post_request(entry.netloc, SEND_BATCH_PATH, body))
+            assert status == 200, status
+
+    try:
+        await asyncio.gather(*(feed(k) for k in range(connections)))
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def idle_and_fanout(
+    entry: Endpoint, pid: int | None, kind: str, k: int, settle: float, batched: bool, per_socket: int = 1
+) -> Row:
+    """K idle subscribers: RSS per subscriber, then one message to each
+    (single sends on 16 connections, or ``batched``: sendBatch of 500)."""
     run = uuid.uuid4().hex[:8]
     streams = [f"{kind}-idle-{run}-{i}" for i in range(k)]
     subs: list[Subscriber] = []
 
-    async def open_all() -> None:
-        for i in range(0, k, 200):  # 200 at a time: the accept queue stays short
-            subs.extend(await asyncio.gather(*(subscribe(entry, kind, s) for s in streams[i:i + 200])))
+    groups: list[str | list[str]] = list(streams) if per_socket == 1 else [
+        streams[i:i + per_socket] for i in range(0, k, per_socket)]
 
-    out: Row = {"label": f"{kind}-idle", "subscribers": k}
+    async def open_all() -> None:
+        for i in range(0, len(groups), 200):  # 200 at a time: the accept queue stays short
+            subs.extend(await asyncio.gather(*(subscribe(entry, kind, g) for g in groups[i:i + 200])))
+
+    out: Row = {"label": f"{kind}-idle", "subscribers": k, "connections": len(groups),
+                "release": "sendBatch of 500" if batched else "single sends"}
     try:
         if pid is not None:
             async def ready() -> bool:
@@ -204,13 +254,17 @@ async def idle_and_fanout(entry: Endpoint, pid: int | None, kind: str, k: int, s
         else:
             await open_all()
             await _waiting(entry, k)
+        first = FirstMessages(k - sum(s.count for s in subs))
+        for s in subs:
+            s.first = first
         t0 = time.perf_counter()
-        await deliver_each(entry, streams)
-        deadline = time.monotonic() + 120
-        while sum(s.count > 0 for s in subs) < k and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)
+        await (deliver_batched(entry, streams) if batched else deliver_each(entry, streams))
+        try:
+            await asyncio.wait_for(first.done.wait(), 120)
+        except TimeoutError:
+            pass
         out["deliver_all_seconds"] = round(time.perf_counter() - t0, 3)
-        out["delivered"] = sum(s.count > 0 for s in subs)
+        out["delivered"] = sum(s.count for s in subs)
         out["disconnected"] = sum(s.closed for s in subs)
     finally:
         for s in subs:
@@ -224,7 +278,8 @@ async def stream_pipe(entry: Endpoint, pids: Sequence[int], kind: str, load: Pip
     run = uuid.uuid4().hex[:8]
     streams = [f"{kind}-pipe-{run}-{i}" for i in range(load.pairs)]
     tally, flags = Tally(), Window()
-    credits = {s: Credits(load.window) for s in streams}
+    batch = load.batch
+    credits = {s: Credits(load.window * batch) for s in streams}
     subs = [await subscribe(entry, kind, s, credits[s]) for s in streams]
     await _waiting(entry, len(subs), 30)
 
@@ -234,11 +289,16 @@ async def stream_pipe(entry: Endpoint, pids: Sequence[int], kind: str, load: Pip
         head = b'{"streamId":"%s","message":{"t":' % stream.encode()
         try:
             while not flags.stop:
-                await credit.take()
+                await credit.take(batch)
                 if flags.stop:
                     break
                 t0 = time.perf_counter()
-                status, _ = await conn.request(post_request(entry.netloc, SEND_PATH, head + b"%d}}" % time.time_ns()))
+                if batch == 1:
+                    request = post_request(entry.netloc, SEND_PATH, head + b"%d}}" % time.time_ns())
+                else:  # one sendBatch of ``batch`` messages for this stream
+                    item = head + b"%d}}" % time.time_ns()
+                    request = post_request(entry.netloc, SEND_BATCH_PATH, b'{"messages":[%s]}' % b",".join([item] * batch))
+                status, _ = await conn.request(request)
                 if flags.measuring:
                     tally.sends += 1
                     tally.errors += status != 200
@@ -263,7 +323,8 @@ async def stream_pipe(entry: Endpoint, pids: Sequence[int], kind: str, load: Pip
 
 async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
     kind = args.mode
-    config = {"stream": {"heartbeat_seconds": 60, "max_subscribers": 200_000, "max_subscribers_per_stream": 1000},
+    config = {"stream": {"heartbeat_seconds": 60, "max_subscribers": 200_000, "max_subscribers_per_stream": 1000,
+                         "max_subscriptions_per_socket": 1000},
               "limits": {"max_connections": 200_000}}
     if args.spawn:
         servers = await launch.ipubsub(1, extra=config)
@@ -271,9 +332,11 @@ async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
     else:
         servers, entry, pid = [], Endpoint.parse(args.url), args.pid
     if args.subscribers:
-        yield await idle_and_fanout(entry, pid, kind, args.subscribers, args.settle)
+        yield await idle_and_fanout(entry, pid, kind, args.subscribers, args.settle, args.release == "batch",
+                                    getattr(args, "per_socket", 1))
     if args.pairs:
-        load = PipeLoad(pairs=args.pairs, duration=args.duration, warmup=args.warmup, window=args.window)
+        load = PipeLoad(pairs=args.pairs, duration=args.duration, warmup=args.warmup, window=args.window,
+                        batch=args.send_batch)
         pids = [pid] if pid is not None else []
 
         async def measure_stream() -> Row:
@@ -303,8 +366,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--spawn", action="store_true", help="start the node (and redis-server) for this run")
         p.add_argument("--subscribers", type=int, default=10_000, help="idle subscribers (0: skip)")
         p.add_argument("--settle", type=float, default=3.0, help="seconds at least before reading RSS")
+        p.add_argument("--release", choices=("single", "batch"), default="single",
+                       help="one message to each idle subscriber by single sends (16 connections) or sendBatch of 500")
         p.add_argument("--pairs", type=int, default=32, help="streams of the throughput part (0: skip)")
-        p.add_argument("--window", type=int, default=1, help="messages in flight per stream")
+        p.add_argument("--window", type=int, default=1, help="sends (of --send-batch messages) in flight per stream")
+        p.add_argument("--send-batch", type=int, default=1,
+                       help="messages per send (sendBatch); Redis: RPUSH of N values, BLMPOP COUNT N")
         p.add_argument("--no-redis", action="store_true", help="no Redis reference in the throughput part")
+        if kind == "ws":
+            p.add_argument("--per-socket", type=int, default=1,
+                           help="idle subscriptions per WebSocket (many subscriptions share one socket)")
         add_window(p)
         add_rounds(p)
