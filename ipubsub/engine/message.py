@@ -21,7 +21,7 @@ class Message:
     :mod:`.leases`): its next lease is delivery ``deliveries + 1``.
     """
 
-    __slots__ = ("uuid", "payload", "timestamp_us", "taken", "deliveries")
+    __slots__ = ("uuid", "payload", "timestamp_us", "taken", "deliveries", "size")
 
     def __init__(self, uuid: str, payload: bytes, timestamp_us: int, deliveries: int = 0) -> None:
         self.uuid = uuid
@@ -29,11 +29,10 @@ class Message:
         self.timestamp_us = timestamp_us
         self.taken = 0
         self.deliveries = deliveries
-
-    @property
-    def size(self) -> int:
-        """Bytes charged against stream and node buffer limits."""
-        return len(self.payload) + len(self.uuid)
+        #: bytes charged against stream and node buffer limits (read several
+        #: times per message on the hot path: computed once; a message's
+        #: uuid and payload never change)
+        self.size = len(payload) + len(uuid)
 
     def __repr__(self) -> str:
         return f"Message({self.uuid!r}, {self.payload[:40]!r}, {self.timestamp_us})"
