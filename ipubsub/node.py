@@ -282,16 +282,38 @@ class Node:
                 return relayed
         if cmd.persist:
             return await self._persist(cmd)
-        if self.state is not NodeState.RUNNING and not len(self.cluster.ring):
-            raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
-        self.limits.check_stream(stream_id)
-        msg = Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
-        if cmd.blocking_timeout:
-            await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout, cmd.history)
-        else:
-            self.engine.send_nowait(stream_id, msg, cmd.size, cmd.history)
+        if not cmd.blocking_timeout:
+            return self._send_now(cmd, forwarded_by is not None)
+        msg = self._accepting(cmd)
+        await self.engine.send(stream_id, msg, cmd.size, cmd.blocking_timeout, cmd.history)
         if forwarded_by is not None:
             self.cluster.served_elsewhere_owned(stream_id)
+        return Sent(msg.uuid)
+
+    def send_forwarded_now(self, cmd: SendCall) -> Sent | None:
+        """Serve a send forwarded by a peer at once, without a task, if it
+        never waits (in memory, not blocking); ``None``: it needs
+        :meth:`send`.
+
+        Raises:
+            SendTimeout, BufferFull, NodeDraining, TooManyStreams: see :meth:`send`.
+        """
+        if cmd.persist or cmd.blocking_timeout:
+            return None
+        self.calls.add("send", "for_peer")
+        return self._send_now(cmd, True)
+
+    def _accepting(self, cmd: SendCall) -> Message:
+        if self.state is not NodeState.RUNNING and not len(self.cluster.ring):
+            raise NodeDraining("this node is shutting down; retry on another node", retry_after=1)
+        self.limits.check_stream(cmd.stream_id)
+        return Message(cmd.uuid or new_uuid(), cmd.payload, self.clock.time_us())
+
+    def _send_now(self, cmd: SendCall, forwarded: bool) -> Sent:
+        msg = self._accepting(cmd)
+        self.engine.send_nowait(cmd.stream_id, msg, cmd.size, cmd.history)
+        if forwarded:
+            self.cluster.served_elsewhere_owned(cmd.stream_id)
         return Sent(msg.uuid)
 
     async def send_batch(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgspec
 
-from ..calls import Delivery, ReceiveCall, Relayed
+from ..calls import Delivery, ReceiveCall, Relayed, SendCall
 from ..cluster.forwarder import is_take
 from ..cluster.link import Incoming
 from ..cluster.link_calls import Answer, ForwardAck, ForwardNack, ForwardReceive, ForwardSend, ForwardSendBatch
@@ -28,7 +28,7 @@ from ..engine.receiving import POLL_CANCELLED
 from ..errors import IPubSubError, ReceiveTimeout, StreamReleased
 from ..observability.logs import REQUEST_ID
 from ..protocol import RETRY_AFTER_HEADER
-from .codec import encode_batch_results, encode_deliveries, encode_delivery, encode_sent, parse_send, parse_send_batch
+from .codec import encode_batch_results, encode_deliveries, encode_delivery, encode_sent, parse_send_batch
 from .errors import error_response, internal_error_response, status_of
 from .history_codec import encode_history
 
@@ -87,7 +87,7 @@ class ForwardedCalls:
                 return None
             return self._receive(incoming, meta)
         if isinstance(meta, ForwardSend):
-            return self._send(incoming, meta)
+            return self._send(incoming, meta, meta.call(incoming.payload))
         if isinstance(meta, ForwardSendBatch):
             return self._send_batch(incoming, meta)
         if isinstance(meta, (ForwardAck, ForwardNack)):
@@ -138,14 +138,24 @@ class ForwardedCalls:
         else:
             self._reply(incoming, what, rid, _OK, encode_delivery(result))
 
-    async def _send(self, incoming: Incoming, meta: ForwardSend) -> None:
+    def _send(self, incoming: Incoming, meta: ForwardSend, cmd: SendCall) -> Awaitable[None] | None:
+        what = f"send {cmd.stream_id}" if self._access is not None else "send"
+        try:
+            sent = self._node.send_forwarded_now(cmd)
+        except IPubSubError as exc:
+            self._reply_error(incoming, what, meta.request_id, exc)
+            return None
+        if sent is None:
+            return self._send_later(incoming, meta, cmd, what)
+        self._reply(incoming, what, meta.request_id, _OK, encode_sent(sent))
+        return None
+
+    async def _send_later(self, incoming: Incoming, meta: ForwardSend, cmd: SendCall, what: str) -> None:
         REQUEST_ID.set(meta.request_id)
-        node, rid, what = self._node, meta.request_id, "send"
+        rid = meta.request_id
         peer = incoming.peer.node if incoming.peer is not None else "?"
         try:
-            cmd = parse_send(incoming.payload, node.config)
-            what = f"send {cmd.stream_id}"
-            result = await node.send(cmd, forwarded_by=peer, request_id=rid)
+            result = await self._node.send(cmd, forwarded_by=peer, request_id=rid)
         except IPubSubError as exc:
             self._reply_error(incoming, what, rid, exc)
             return
@@ -214,7 +224,7 @@ class _ParkedAnswer:
     def deliver(self, result: Any) -> None:
         calls, incoming, cmd = self.calls, self.incoming, self.cmd
         stream_id = cmd.stream_id
-        what = f"receive {stream_id}"
+        what = f"receive {stream_id}" if calls._access is not None else "receive"
         if type(result) is Message or type(result) is list:
             msgs: list[Message] = [result] if type(result) is Message else result
             engine = calls._node.engine

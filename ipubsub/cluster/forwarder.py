@@ -115,7 +115,7 @@ class Forwarder:
         """
         self.forwarded_total += 1
         timeout = cmd.blocking_timeout + CALL_GRACE_SECONDS
-        return _relayed(await self._links.call(owner, ForwardSend(request_id), cmd.raw, timeout), owner)
+        return _relayed(await self._links.call(owner, ForwardSend.of(cmd, request_id), cmd.payload, timeout), owner)
 
     async def send_batch(self, owner: str, raw_items: list[bytes], request_id: str | None = None) -> Relayed:
         """Replay the items of a batch send (their exact bodies) on ``owner``

@@ -1,13 +1,14 @@
 """What nodes ask each other over the peer link: the call headers (one
 tagged struct per kind) and the one reply header.  Payloads stay raw bytes:
-a forwarded send carries the client's exact request body, every answer the
+a forwarded send carries the message's JSON as the client wrote it (its
+other fields, validated by the entry node, in the header), every answer the
 exact body the entry node writes to its client."""
 
 from __future__ import annotations
 
 import msgspec
 
-from ..calls import AckCall, NackCall, ReceiveCall
+from ..calls import AckCall, NackCall, ReceiveCall, SendCall
 
 __all__ = [
     "Answer",
@@ -23,9 +24,32 @@ __all__ = [
 
 
 class ForwardSend(msgspec.Struct, array_like=True, frozen=True, tag=1):
-    """A public send for a stream the callee owns; payload: the request body."""
+    """A public send for a stream the callee owns, validated by the entry
+    node (the fields of :class:`~ipubsub.calls.SendCall`); payload: the
+    message's JSON exactly as the client wrote it."""
 
+    stream_id: str
+    uuid: str | None
+    size: int
+    blocking_timeout: int
+    persist: bool
+    ttl_seconds: int
+    history_size: int
+    history_ttl: int
     request_id: str | None = None
+
+    @classmethod
+    def of(cls, cmd: SendCall, request_id: str | None) -> ForwardSend:
+        return cls(
+            cmd.stream_id, cmd.uuid, cmd.size, cmd.blocking_timeout, cmd.persist, cmd.ttl_seconds,
+            cmd.history_size, cmd.history_ttl, request_id,
+        )  # fmt: skip
+
+    def call(self, payload: bytes) -> SendCall:
+        return SendCall(
+            self.stream_id, payload, self.uuid, self.size, self.blocking_timeout, self.persist, self.ttl_seconds,
+            b"", self.history_size, self.history_ttl,
+        )  # fmt: skip
 
 
 class ForwardReceive(msgspec.Struct, array_like=True, frozen=True, tag=2):
