@@ -97,16 +97,16 @@ def _circular_take(e: Event) -> bool:
     return e["ev"] == "recv" and e["src"] == "mem" and e["res"] == "ok" and e["m"] == "circular"
 
 
-def _before_any_fault(events: list[Event], mode: str) -> Callable[[Event], bool]:
-    """A take of a ``mode`` message sent once, taken before the first fault
+def _clear_of_faults(events: list[Event], mode: str) -> Callable[[Event], bool]:
+    """A take of a ``mode`` message sent once after the last fault was over
     (no retry may excuse a second copy, no fault a loss)."""
-    first_fault = min(e["t"] for e in events if e["ev"] == "fault")
-    sends: dict[str, int] = {}
+    quiet = max(e["recovered"] for e in events if e["ev"] == "fault" and e["phase"] == "end")
+    sends: dict[str, list[Event]] = {}
     for e in events:
         if e["ev"] == "send":
-            sends[e["uuid"]] = sends.get(e["uuid"], 0) + 1
+            sends.setdefault(e["uuid"], []).append(e)
     return lambda e: (e["ev"] == "recv" and e["src"] == "mem" and e["res"] == "ok" and e["m"] == mode
-                      and sends.get(e["uuid"]) == 1 and e["t1"] < first_fault)
+                      and len(sends.get(e["uuid"], [])) == 1 and sends[e["uuid"]][0]["t0"] > quiet)
 
 
 def lose_a_durable_read(events: list[Event]) -> None:
@@ -125,7 +125,7 @@ def reorder_a_durable_reader(events: list[Event]) -> None:
 
 
 def take_a_message_twice(events: list[Event]) -> None:
-    i = _first(events, _before_any_fault(events, "circular"))
+    i = _first(events, _clear_of_faults(events, "circular"))
     events.insert(i + 1, dict(events[i], r="intruder", t0=events[i]["t1"], t1=events[i]["t1"] + 0.01))
 
 
@@ -135,7 +135,7 @@ def tamper_with_a_payload(events: list[Event]) -> None:
 
 
 def never_take_a_sync_message(events: list[Event]) -> None:
-    del events[_first(events, _before_any_fault(events, "sync"))]
+    del events[_first(events, _clear_of_faults(events, "sync"))]
 
 
 def deliver_a_lease_again_after_its_ack(events: list[Event]) -> None:
