@@ -34,7 +34,7 @@ from .errors import (
     TooManyStreamPolls,
     error_from_response,
 )
-from .protocol import ReceiveReply
+from .protocol import ReceiveBatchReply, ReceiveReply
 from .storage.tokens import decode_token, encode_token
 
 if TYPE_CHECKING:
@@ -44,7 +44,11 @@ __all__ = ["Item", "Subscriber", "Subscriptions"]
 
 log = logging.getLogger("ipubsub.subscriptions")
 
+#: a batch taken for one write holds at most this many payload bytes (its first message whatever its size)
+BATCH_BYTES = 64 * 1024
+
 _reply_decoder = msgspec.json.Decoder(ReceiveReply)
+_batch_decoder = msgspec.json.Decoder(ReceiveBatchReply)
 
 
 class Item:
@@ -113,11 +117,55 @@ class Subscriber:
         finally:
             self.waiting = False
 
+    async def next_batch(self, timeout: int, limit: int) -> list[Item]:
+        """Like :meth:`next`, then up to ``limit - 1`` more messages that are
+        there now (taken together from this node's engine, at most
+        :data:`BATCH_BYTES` of payload, or the rest of a durable batch),
+        oldest first: written together, they cost one write.
+
+        Raises: what :meth:`next` raises.
+        """
+        if limit > 1 and not self.from_db and not self._backlog and self._node.cluster.owns(self.stream_id):
+            self.waiting = True
+            try:
+                result = await self._node.receive(ReceiveCall(self.stream_id, timeout, max_messages=limit))
+            finally:
+                self.waiting = False
+            if isinstance(result, list):
+                # keep what fits in one write's budget (at least one); the rest goes back to the front
+                keep, size = 0, 0
+                while keep < len(result) and (keep == 0 or size + len(result[keep].message.payload) <= BATCH_BYTES):
+                    size += len(result[keep].message.payload)
+                    keep += 1
+                if keep < len(result):
+                    self._node.engine.give_back(self.stream_id, [d.message for d in result[keep:]])
+                return [Item(_encode_delivery(d), d.message.uuid, d.message) for d in result[:keep]]
+            assert isinstance(result, Relayed)  # the owner changed meanwhile: the batch came from it
+            return _relayed_batch(self._node, self.stream_id, result)
+        items = [await self.next(timeout)]
+        backlog = self._backlog
+        while backlog and len(items) < limit:
+            items.append(backlog.popleft())
+        return items
+
     def give_back(self, item: Item) -> None:
         """``item`` could not be written (see :meth:`Item.give_back`); for a
         durable stream, the unwritten rest of the batch is dropped too (the
         client resumes from the token it has)."""
         item.give_back(self._subs, self.stream_id)
+        self._backlog = None
+
+    def give_back_all(self, items: list[Item]) -> None:
+        """``items`` (oldest first) could not be written: their in-memory
+        messages go back to the front of the stream, in their order."""
+        here = [i._back for i in items if isinstance(i._back, Message)]
+        if here:
+            for item in items:
+                if isinstance(item._back, Message):
+                    item._back = None
+            self._subs.give_back_here_all(self.stream_id, here)  # type: ignore[arg-type]
+        for item in reversed(items):  # relayed ones (one at most): to the front, last first
+            item.give_back(self._subs, self.stream_id)
         self._backlog = None
 
     @property
@@ -126,13 +174,7 @@ class Subscriber:
         return encode_token(self.stream_id, self._after) if self._after is not None else None
 
     async def _next_memory(self, timeout: int) -> Item:
-        node = self._node
-        result = await node.receive(ReceiveCall(self.stream_id, timeout))
-        if isinstance(result, Relayed):
-            reply = _relayed(result)
-            return Item(result.body, reply.messageUuid, result.owner or node.owner_of(self.stream_id)[0])
-        assert isinstance(result, Delivery)
-        return Item(_encode_delivery(result), result.message.uuid, result.message)
+        return _memory_item(self._node, self.stream_id, await self._node.receive(ReceiveCall(self.stream_id, timeout)))
 
     async def _next_stored(self, timeout: int) -> Item:
         node = self._node
@@ -277,6 +319,12 @@ class Subscriptions:
         self.node.engine.give_back(stream_id, [msg])
         self.node.cluster.served_elsewhere_owned(stream_id)
 
+    def give_back_here_all(self, stream_id: str, msgs: list[Message]) -> None:
+        """:meth:`give_back_here` of several messages, kept in their order."""
+        self.given_back_total += len(msgs)
+        self.node.engine.give_back(stream_id, msgs)
+        self.node.cluster.served_elsewhere_owned(stream_id)
+
     def give_back_remote(self, stream_id: str, body: bytes, owner: str) -> None:
         """An answer relayed from ``owner`` (its body) never reached the
         subscriber: its message returns to the front of the owner's stream
@@ -284,6 +332,29 @@ class Subscriptions:
         (hand-off moves it on)."""
         self.given_back_total += 1
         self.node.cluster.give_back(owner, stream_id, body)
+
+
+def _memory_item(node: Node, stream_id: str, result: object) -> Item:
+    """The item of an in-memory receive's answer (here, or relayed by the owner)."""
+    if isinstance(result, Relayed):
+        reply = _relayed(result)
+        return Item(result.body, reply.messageUuid, result.owner or node.owner_of(stream_id)[0])
+    if isinstance(result, list):  # pragma: no cover - a batch answered for a single receive
+        raise AssertionError("a single receive answered a batch")
+    assert isinstance(result, Delivery)
+    return Item(_encode_delivery(result), result.message.uuid, result.message)
+
+
+def _relayed_batch(node: Node, stream_id: str, result: Relayed) -> list[Item]:
+    """The items of a batch an owner answered (each to go back to it alone)."""
+    if result.status != 200:
+        _relayed(result)  # raises the error it stands for
+    owner = result.owner or node.owner_of(stream_id)[0]
+    items = []
+    for reply in _batch_decoder.decode(result.body).messages:
+        body = msgspec.json.encode(reply)
+        items.append(Item(body, reply.messageUuid, owner))
+    return items
 
 
 def _relayed(reply: Relayed) -> ReceiveReply:

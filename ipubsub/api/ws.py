@@ -32,6 +32,7 @@ from ..calls import Relayed
 from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
 from ..subscriptions import Subscriber
 from .codec import check_stream_id, encode_json, encode_sent, parse_send
+from .streaming import WRITE_BATCH
 from .errors import status_of
 from .guard import authorize
 
@@ -228,7 +229,7 @@ class _Session:
                     reason = "shutdown"
                     break
                 try:
-                    item = await sub.next(self._heartbeat)
+                    items = await sub.next_batch(self._heartbeat, min(s.credit, WRITE_BATCH))
                 except ReceiveTimeout:
                     continue
                 except StreamReleased as exc:
@@ -243,20 +244,23 @@ class _Session:
                         reason = "shutdown"
                         break
                     raise
+                k = 0  # items sent
                 try:
-                    # the body is UTF-8 JSON already: a text frame without decoding it
-                    await self._ws.send_frame(_splice(head, item.body), WSMsgType.TEXT)
+                    while k < len(items):
+                        # the body is UTF-8 JSON already: a text frame without decoding it
+                        await self._ws.send_frame(_splice(head, items[k].body), WSMsgType.TEXT)
+                        k += 1
                 except (ConnectionError, RuntimeError):
-                    sub.give_back(item)
+                    sub.give_back_all(items[k:])
                     return
                 except BaseException:
-                    sub.give_back(item)
+                    sub.give_back_all(items[k:])
                     raise
                 transport = self._request.transport
                 if transport is None or transport.is_closing():
-                    sub.give_back(item)  # the loop dropped the bytes without raising
+                    sub.give_back_all(items)  # the loop dropped the bytes without raising
                     return
-                s.credit -= 1
+                s.credit -= len(items)
             self._subs.pop(s.id, None)
             extra = error.to_dict() if error is not None else None
             await self._out(_frame("end", extra, sub=s.id, reason=reason))

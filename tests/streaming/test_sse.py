@@ -80,20 +80,26 @@ async def test_bad_subscribe_requests_are_json_4xx(procs: ProcessPool) -> None:
         assert (await health(http, node.url))["status"] == "ok"
 
 
-async def test_a_subscriber_that_stops_reading_takes_nothing_more(procs: ProcessPool) -> None:
+@pytest.mark.parametrize("queued_first", [False, True], ids=["sent-while-waiting", "queued-before"])
+async def test_a_subscriber_that_stops_reading_takes_nothing_more(procs: ProcessPool, queued_first: bool) -> None:
     node = procs.node(node_config(stream=STREAM_CONFIG)).start()
     host, port = node.address.rsplit(":", 1)
     big = "x" * 200_000
     async with aiohttp.ClientSession() as http:
+        async def send_all() -> list[str]:
+            return [expect(await send(http, node.url, {"streamId": "slow", "message": f"{i}{big}",
+                                                       "inMemoryStreamSize": 100}))["messageUuid"] for i in range(30)]
+
+        sent = await send_all() if queued_first else []
         # A subscriber whose socket receive buffer is small, and who never reads.
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect((host, int(port)))
         raw.sendall(f"GET {SUBSCRIBE_PATH}?streamId=slow HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         try:
-            await _waiting(http, node.url, 1)
-            sent = [expect(await send(http, node.url, {"streamId": "slow", "message": f"{i}{big}", "inMemoryStreamSize": 100}))["messageUuid"]
-                    for i in range(30)]
+            if not queued_first:
+                await _waiting(http, node.url, 1)
+                sent = await send_all()
             await asyncio.sleep(1.0)
             # The stalled subscriber took only what its connection could hold
             # before it stopped draining; every other message is still there.

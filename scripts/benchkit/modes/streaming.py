@@ -15,9 +15,10 @@ node, storage none, heartbeats every 60 s so that idle figures are idle):
    send-to-event latency and server CPU per message, in interleaved rounds
    with Redis ``RPUSH``/``BLPOP`` pairs of the same shape (``pipe``'s redis
    target) → ``ratio_to_redis`` of CPU per message (``--no-redis`` skips it);
-   ``--send-batch N``: the senders publish with ``sendBatch`` of N (Redis:
-   ``RPUSH`` of N values, ``BLMPOP ... COUNT N``), subscribers still get one
-   event / frame per message.
+   ``--send-batch N``: the senders publish with ``sendBatch`` of N,
+   subscribers still get one event / frame per message; the Redis reference
+   stays ``RPUSH``/``BLPOP`` of one value (``--redis-batch N``: ``RPUSH`` of
+   N values, ``BLMPOP ... COUNT N``).
 
 The harness's subscribers are raw protocol objects (far cheaper than the
 server): SSE events and WebSocket frames are counted, the send time in each
@@ -39,6 +40,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from ipubsub.protocol import HEALTH_PATH, SEND_BATCH_PATH, SEND_PATH, SUBSCRIBE_PATH, WS_PATH
 
@@ -348,8 +350,10 @@ async def run(args: argparse.Namespace, launch: Launcher) -> AsyncIterator[Row]:
 
             redis = (await launch.redis()) if args.spawn else None
             if redis is not None:
+                redis_load = replace(load, batch=args.redis_batch)
+
                 async def measure_redis() -> Row:
-                    return (await redis_pipe(redis.endpoint, [redis.pid], load)).report("redis")
+                    return (await redis_pipe(redis.endpoint, [redis.pid], redis_load)).report("redis")
 
                 plan.append(("redis", measure_redis))
         async for row in interleave(plan, args.rounds, args.ratio_to or (["redis"] if len(plan) > 1 else [])):
@@ -373,6 +377,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--send-batch", type=int, default=1,
                        help="messages per send (sendBatch); Redis: RPUSH of N values, BLMPOP COUNT N")
         p.add_argument("--no-redis", action="store_true", help="no Redis reference in the throughput part")
+        p.add_argument("--redis-batch", type=int, default=1,
+                       help="the Redis reference's values per RPUSH / BLMPOP COUNT (default 1: RPUSH/BLPOP, "
+                            "the issue's reference, whatever --send-batch is)")
         if kind == "ws":
             p.add_argument("--per-socket", type=int, default=1,
                            help="idle subscriptions per WebSocket (many subscriptions share one socket)")
