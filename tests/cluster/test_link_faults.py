@@ -196,3 +196,33 @@ async def test_a_quiet_link_stays_open(rig: LinkRig) -> None:
     await asyncio.sleep(1.0)  # several silence timeouts with no calls: pings keep it up
     assert (await client.call(Echo(1))).meta.n == 1
     assert client.connects_total == 1
+
+
+async def test_a_caller_that_drains_its_answers_slowly_keeps_its_link() -> None:
+    """The owner stops reading a caller whose answers back up, so it hears
+    nothing from it; as long as the caller keeps draining, that silence is
+    not taken for death (seen with 8,000 forwarded polls answered at once)."""
+    limits = LinkLimits(ping_interval=0.05, silence_timeout=0.6, max_buffered_bytes=1 << 30, max_in_flight=100_000)
+    rig = await LinkRig(limits).start()
+    try:
+        client = rig.client()
+        await client.call(Echo(0))
+        conn = client._conn
+        assert conn is not None and conn.transport is not None
+        conn.transport.pause_reading()
+        calls = [await client.open(Big(1024 * 1024), timeout=60) for _ in range(60)]
+        owner = server_side(rig)
+        await wait_until(lambda: owner.writing_paused, what="the owner's writes paused")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 2 * limits.silence_timeout
+        while loop.time() < end:  # a trickle, for longer than the silence timeout
+            conn.transport.resume_reading()
+            await asyncio.sleep(0.002)
+            conn.transport.pause_reading()
+            await asyncio.sleep(0.1)
+        assert owner.writing_paused, "drained too fast to show anything"
+        conn.transport.resume_reading()
+        await asyncio.wait_for(asyncio.gather(*(c.future for c in calls)), 30)
+        assert client.connects_total == 1
+    finally:
+        await rig.close()

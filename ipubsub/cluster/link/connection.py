@@ -67,6 +67,7 @@ class Connection(asyncio.BufferedProtocol):
         self._unflushed: list[Any] = []
         self._flush_handle: asyncio.Handle | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._buffered_at_tick = 0
 
     # -- asyncio protocol ----------------------------------------------------------
 
@@ -173,6 +174,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def _watch(self, ping: bool) -> None:
         now = self.loop.time()
+        if self.writing_paused:
+            # The peer is slow to read what we write (a callee then stops
+            # reading it, so it hears nothing): it is alive while it drains.
+            buffered = self.buffered_bytes
+            if buffered < self._buffered_at_tick:
+                self.last_received = now
+            self._buffered_at_tick = buffered
         silent = now - self.last_received
         if silent > self.limits.silence_timeout:
             self.abort(f"peer silent for {silent:.1f}s")
