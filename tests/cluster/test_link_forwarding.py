@@ -258,3 +258,25 @@ async def test_the_client_refreshes_its_members_when_the_ring_header_changes(pai
             assert client.stats.ring_changes_seen >= 1
         finally:
             await third.stop()
+
+
+async def test_forwarding_reaches_a_restarted_owner_on_its_new_link(pair: Pair) -> None:
+    """The owner stops and starts again (a new incarnation on new ports):
+    the entry node learns the new link address from membership and forwards
+    there; nothing is sent to the old address."""
+    stream = pair.stream_owned_by(pair.owner)
+    old_link = pair.owner.cluster.link_advertise
+    await pair.owner.stop()
+    await wait_until(lambda: len(pair.entry.cluster.ring) == 1, what="n2 gone from n1's ring")
+    again = await _serve("n2", [pair.entry.listen_address])
+    try:
+        await wait_until(lambda: len(pair.entry.cluster.ring) == 2, what="n2 back in n1's ring")
+        assert again.cluster.link_advertise != old_link
+        async with aiohttp.ClientSession() as http:
+            status, _ = await send(http, pair.url(pair.entry), {"streamId": stream, "message": "again"})
+            assert status == 200
+            assert len(again.engine.buffered(stream)) == 1
+            status, got = await receive(http, pair.url(pair.entry), stream, 2)
+            assert status == 200 and got["message"] == "again"
+    finally:
+        await again.stop()
