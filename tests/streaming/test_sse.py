@@ -257,3 +257,28 @@ async def test_subscribers_per_stream_limit(procs: ProcessPool) -> None:
             assert r.status == 200
             assert b'"reason":"timeout"' in await r.read()
 
+
+
+async def test_a_stream_handed_off_ends_its_subscribers_who_reconnect_to_the_new_owner(procs: ProcessPool) -> None:
+    from ipubsub.cluster.ring import Ring
+
+    c = ClusterHarness(procs, 2, cluster=dict(FAST), extra={"stream": STREAM_CONFIG})
+    c.start([0])
+    # a stream that n1 owns alone and n2 will own once it joins
+    ring = Ring({"n1": "n1", "n2": "n2"}, 160)
+    stream = next(s for s in (f"moving-{i}" for i in range(500)) if ring.owner(s) == "n2")
+    n1 = c.nodes[0].url
+    async with aiohttp.ClientSession() as http:
+        sub = await SseStream.open(http, n1, stream)
+        await _waiting(http, n1, 1)
+        c.start([1])
+        await c.wait_ring(["n1", "n2"])
+        assert c.owner(stream) == "n2"
+        end = await sub.next(timeout=20)
+        assert end.kind == "end" and end.json["reason"] == "released", end
+        sub.close()
+        # the client reconnects (anywhere): the subscriber now waits on the new owner
+        sub = await SseStream.open(http, n1, stream, maxMessages=1)
+        await _waiting(http, c.url_of("n2"), 1)
+        expect(await send(http, c.url_of("n2"), {"streamId": stream, "message": "after the move"}))
+        assert (await sub.next()).json["message"] == "after the move"
