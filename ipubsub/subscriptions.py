@@ -28,6 +28,7 @@ import msgspec
 from .calls import Delivery, ReceiveCall, Relayed
 from .engine import Message, format_timestamp
 from .errors import (
+    NodeDraining,
     PersistenceNotConfigured,
     ReceiveTimeout,
     TooManyPolls,
@@ -243,7 +244,8 @@ class Subscriptions:
         Raises:
             InvalidToken: ``token`` is not a token of this stream.
             PersistenceNotConfigured: ``from_db`` on a node without storage.
-            TooManyPolls: the node has ``stream.max_subscribers`` or is stopping.
+            TooManyPolls: the node has ``stream.max_subscribers``.
+            NodeDraining: the node is stopping.
             TooManyStreamPolls: the stream has ``stream.max_subscribers_per_stream``.
         """
         if from_db and self.node.durable is None:
@@ -252,7 +254,7 @@ class Subscriptions:
             )
         after = decode_token(token, stream_id) if from_db and token else None
         if self._closing:
-            raise TooManyPolls("this node is shutting down; subscribe on another node", retry_after=1)
+            raise NodeDraining("this node is shutting down; subscribe on another node", retry_after=1)
         if len(self._open) >= self._max:
             self.node.refusals.add("too_many_subscribers")
             raise TooManyPolls(f"this node has {len(self._open)} subscribers (stream.max_subscribers)", retry_after=1)

@@ -24,7 +24,7 @@ import logging
 import math
 import struct
 import termios
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from aiohttp import web
 
@@ -141,18 +141,20 @@ def _kernel_queued(transport: asyncio.BaseTransport) -> int:
         return 0
 
 
-async def wait_writable(request: web.Request) -> bool:
+async def wait_writable(request: web.Request, stop: Callable[[], bool] | None = None) -> bool:
     """Wait until the connection can take another message: what was written
     has left the process's buffer and at most :data:`MAX_UNACKED_BYTES` wait
     in the kernel for the peer (a reader that stopped reading stops the
     queue there, however big the kernel's buffers).  Polls, backing off to
     100 ms: only slow readers wait here.  False once the connection is
-    closing or gone."""
+    closing or gone, or once ``stop()`` holds."""
     delay = 0.002
     while True:
         transport = request.transport
         if transport is None or transport.is_closing():
             return False
+        if stop is not None and stop():
+            return True
         if not transport.get_write_buffer_size() and _kernel_queued(transport) <= MAX_UNACKED_BYTES:
             return True
         await asyncio.sleep(delay)
@@ -211,8 +213,10 @@ class StreamingRoutes:
             wait = heartbeat
             if deadline is not None:  # timeoutSeconds=0: what is there now, then the end
                 wait = max(0, min(heartbeat, math.ceil(deadline - loop.time() - 0.01)))
-            if not await wait_writable(request):
+            if not await wait_writable(request, lambda: sub.closing):
                 return "disconnected", None
+            if sub.closing:
+                return "shutdown", None
             limit = WRITE_BATCH if q.max_messages is None else min(WRITE_BATCH, q.max_messages - sent)
             try:
                 items = await sub.next_batch(wait, limit)
