@@ -67,6 +67,7 @@ async def test_cancel_poll_tells_the_receiver_its_reason(engine: Engine) -> None
     with pytest.raises(StreamReleased) as raised:
         await poll
     assert raised.value.reason == "the forwarding node's client left"
+    assert raised.value.fields["streamId"] == "c"
 
 
 async def test_cancelling_a_served_poll_twice_gives_its_message_back_once(engine: Engine) -> None:
@@ -76,10 +77,11 @@ async def test_cancelling_a_served_poll_twice_gives_its_message_back_once(engine
     poll = asyncio.ensure_future(engine.receive("d", 30, poll_id="p2"))
     await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the poll waiting")
     engine.send_nowait("d", msg(1), 10)  # handed to the poll; its task has not run yet
-    assert engine.cancel_poll("p2")
+    assert engine.cancel_poll("p2", "client left")
     assert not engine.cancel_poll("p2")
-    with pytest.raises(StreamReleased):
+    with pytest.raises(StreamReleased) as raised:
         await poll
+    assert raised.value.fields["streamId"] == "d" and raised.value.reason == "client left"
     assert [m.uuid for m in engine.buffered("d")] == ["u1"]
     assert engine.stats.requeued_total == 1
 
@@ -88,11 +90,10 @@ async def test_a_finished_receive_does_not_forget_a_later_receive_with_the_same_
     """receiving._forget_poll only removes its own entry (mutant: any entry),
     so the later receive can still be cancelled by its id."""
     first = asyncio.ensure_future(engine.receive("e", 0.05, poll_id="same"))
-    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the first poll waiting")
-    second = asyncio.ensure_future(engine.receive("e", 30, poll_id="same"))
-    await wait_until(lambda: engine.stats.waiting_receivers == 2, what="the second poll waiting")
+    second = asyncio.ensure_future(engine.receive("e", 30, poll_id="same"))  # registers after the first
     with pytest.raises(ReceiveTimeout):
         await first
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the second poll waiting")
     assert engine.cancel_poll("same", "cancelled")
     with pytest.raises(StreamReleased):
         await second
@@ -267,11 +268,26 @@ async def test_a_blocking_send_to_a_stream_with_a_history_sheds_history_for_room
     and the send is refused with BufferFull)."""
     engine = Engine(clock=clock, idle_seconds=60, max_buffered_bytes=4000)
     spec = HistorySpec(size=1000, ttl_seconds=600)
-    for n in range(100):  # the history fills the budget; the queue stays empty
+    for n in range(100):  # small messages: the history fills the budget, the queue stays empty
         engine.send_nowait("h", stamped(clock, n), 100, spec)
         assert (await engine.receive("h", 0)).uuid == f"u{n}"
-    await engine.send("h", stamped(clock, 100), 100, 5)
-    assert [m.uuid for m in engine.buffered("h")] == ["u100"]
+    big = Message("big", b'"' + b"x" * 600 + b'"', clock.time_us())  # more than the budget's slack
+    await engine.send("h", big, 100, 5)
+    assert [m.uuid for m in engine.buffered("h")] == ["big"]
+
+
+async def test_a_stream_a_receiver_created_and_attach_filled_gets_its_history_from_its_first_send(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """engine.attach on a stream only a receiver knew leaves the history
+    settings open too (mutants: closed)."""
+    poll = asyncio.ensure_future(engine.receive("ra", 30))
+    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the poll waiting")
+    engine.attach("ra", 10, [stamped(clock, 1)])
+    assert (await asyncio.wait_for(poll, 5)).uuid == "u1"
+    engine.send_nowait("ra", stamped(clock, 2), 10, HistorySpec(size=10, ttl_seconds=60))
+    read = await engine.read_history("ra", None, 0, 10)
+    assert [e.message.uuid for e in read.entries] == ["u2"]
 
 
 # -- second batch: mutants of matching, stream, receiving and sweep -----------------------
@@ -374,7 +390,8 @@ async def test_receive_refusals_and_timeouts_name_their_stream(engine: Engine) -
         await engine.receive("rf", 0)
     assert timed_out.value.fields["streamId"] == "rf"
     poll = asyncio.ensure_future(engine.receive("rf", 1))
-    await wait_until(lambda: engine.stats.waiting_receivers == 1, what="the 1 s poll waiting")
+    await settle()  # its first step ran: it waits (no real time passed)
+    assert not poll.done() and engine.stats.waiting_receivers == 1
     engine.send_nowait("rf", msg(1), 10)
     assert (await asyncio.wait_for(poll, 5)).uuid == "u1"
 
@@ -399,3 +416,11 @@ async def test_a_sweep_counts_every_stream_it_evicts_and_skips_past_a_kept_histo
     clock.advance(61)
     assert engine.sweep() == 1
     assert engine.stats.evicted_streams_total == 3
+
+
+def test_a_sync_match_send_nowait_without_a_receiver_is_refused_naming_its_stream(engine: Engine) -> None:
+    """engine.send_nowait on a size-0 stream with nobody waiting (mutants: fields, wording)."""
+    with pytest.raises(SendTimeout) as raised:
+        engine.send_nowait("s0", msg(1), 0)
+    assert raised.value.fields == {"streamId": "s0", "timeoutSeconds": 0}
+    assert raised.value.message == "no receiver took the message on stream 's0' within 0 s"
