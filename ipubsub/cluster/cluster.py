@@ -84,7 +84,10 @@ class Cluster:
         self._cluster_name = cluster.name
         self._virtual_nodes = config.hash_ring.virtual_nodes
         self._engine = engine
-        self._ring_changed_at = float("-inf")
+        # A node that just started may be in a ring with peers before any
+        # change is reported to it: count its start as a change, so that
+        # positions and receipts on their way to it are waited for.
+        self._ring_changed_at = time.monotonic()
         self.peers = PeerClient(
             secret=cluster.secret,
             connect_timeout=cluster.peer_connect_timeout_seconds,

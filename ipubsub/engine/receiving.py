@@ -259,13 +259,18 @@ class Receiving(Matcher):
     # -- internals ------------------------------------------------------------------------
 
     def _fill(self, msgs: list[Message], stream: Stream, limit: int) -> list[Message]:
-        """Add to ``msgs`` the messages ``stream`` has now, up to ``limit`` in all."""
+        """Add to ``msgs`` the messages ``stream`` has now, up to ``limit`` in
+        all, oldest first.  The first message was handed over earlier; if
+        older ones were given back to the front since (a poll that could not
+        write its answer), they come before it, as in the stream."""
         if self._streams.get(stream.id) is stream:
             while len(msgs) < limit:
                 msg = self._take(stream)
                 if msg is None:
                     break
                 msgs.append(msg)
+            if len(msgs) > 1 and msgs[1].taken < msgs[0].taken:
+                msgs.sort(key=_first_taken)
         return msgs
 
     def _forget_poll(self, poll_id: str | None, waiter: object) -> None:
@@ -273,3 +278,7 @@ class Receiving(Matcher):
             entry = self._polls.get(poll_id)
             if entry is not None and entry[1] is waiter:
                 del self._polls[poll_id]
+
+
+def _first_taken(msg: Message) -> int:
+    return msg.taken

@@ -332,3 +332,22 @@ async def test_answered_polls_leave_no_entry_behind(engine: Engine) -> None:
     await settle()
     assert len(got) == 2
     assert engine._polls == {}  # the table of polls by id holds only unanswered ones
+
+
+async def test_a_batch_whose_first_message_waited_while_an_older_one_came_back_is_in_stream_order(
+    engine: Engine,
+) -> None:
+    """A batch poll is handed ``u1``; before its answer is made, ``u0``
+    (taken earlier by a poll that could not write it) is given back to the
+    front: the batch answers ``u0, u1, u2``, the stream's order."""
+    single, batch = Outcomes(), Outcomes()
+    engine.park("s", 5, single)
+    engine.send_nowait("s", msg(0), 100)
+    await settle()
+    assert ids(single) == ["u0"]
+    engine.park_many("s", 5, 10, batch)
+    engine.send_nowait("s", msg(1), 100)  # handed to the batch poll, answered on the next loop turn
+    engine.send_nowait("s", msg(2), 100)
+    engine.give_back("s", [single[0]])  # the single poll's answer could not be written
+    await settle()
+    assert [ids(b) for b in batch] == [["u0", "u1", "u2"]]
