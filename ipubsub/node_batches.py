@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import msgspec
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchResult", "Batches"]
 
 #: one item's outcome: accepted here, refused, or the owner's answer as it came
-BatchResult = Union[Sent, IPubSubError, msgspec.Raw]
+BatchResult = Sent | IPubSubError | msgspec.Raw
 
 _decode_reply = msgspec.json.Decoder(SendBatchReply).decode
 
@@ -79,7 +79,8 @@ class Batches:
         error stays that error).  A batch forwarded by a peer
         (``forwarded_by``) is served here entirely.  Never raises for one
         item's failure: that item's result is the error."""
-        results: list[BatchResult] = list(items)
+        # each SendCall is a placeholder until its result replaces it
+        results: list[BatchResult] = list(items)  # type: ignore[arg-type]
         todo = [i for i, item in enumerate(items) if isinstance(item, SendCall)]
         for attempt in (1, 2):
             groups = self._group(items, todo, forwarded_by)
@@ -88,7 +89,7 @@ class Batches:
                 await self._serve_here(items, local, results, forwarded_by)
                 break
             jobs = [self._serve_here(items, local, results, forwarded_by)]
-            jobs += [self._forward(owner, items, indexes, results, request_id) for owner, indexes in groups.items()]
+            jobs += [self._forward(owner, items, indexes, results, request_id) for owner, indexes in groups.items() if owner is not None]
             failed = await asyncio.gather(*jobs)
             todo = [i for indexes in failed for i in indexes]
             if not todo or attempt == 2:
@@ -260,7 +261,7 @@ def _owner_results(reply: Relayed, count: int) -> list[BatchResult]:
 
 
 def _owner_name(result: BatchResult) -> str | None:
-    return result.fields.get("node") if isinstance(result, IPubSubError) else None  # type: ignore[return-value]
+    return result.fields.get("node") if isinstance(result, IPubSubError) else None
 
 
 # -- receiving ---------------------------------------------------------------------------

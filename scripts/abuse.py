@@ -207,10 +207,10 @@ async def waiting_polls(t: Target, n: int) -> Row:
 
 
 async def oversized(t: Target) -> Row:
-    status1, body1, s1 = await t.request(
+    status1, _body1, s1 = await t.request(
         b"POST " + SEND_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n" + t.auth() + b"\r\n{}")
     big = b'{"streamId":"abuse","message":"' + b"x" * (2 * 2**20) + b'"}'
-    status2, body2, _ = await t.request(t.post(SEND_PATH, big))
+    status2, _body2, _ = await t.request(t.post(SEND_PATH, big))
     ok = status1 == 413 and s1 < 1.0 and status2 == 413
     return Row("declared Content-Length 10 GB (2-byte body); a real 2 MiB body",
                f"{status1} in {s1 * 1000:.0f} ms; {status2}", "nothing read past the limit", ok)

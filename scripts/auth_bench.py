@@ -25,11 +25,14 @@ from ipubsub.node import Node  # noqa: E402
 
 KEY = "ipk_bench_0123456789abcdef0123456789abcdef"
 def cpu():
-    u = resource.getrusage(resource.RUSAGE_SELF); return u.ru_utime + u.ru_stime
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
 async def start(auth):
     extra = {"auth": {"api_keys": [{"name": "b", "key_sha256": hashlib.sha256(KEY.encode()).hexdigest(), "allow": {"send": ["*"], "receive": ["*"]}}]}} if auth else {}
     node = Node(Config.from_mapping({"node": {"listen": "127.0.0.1:0"}, "storage": {"backend": "none"}, "log": {"level": "warning"}, **extra}))
-    node.bind(); await node.start(); await node.serve()
+    node.bind()
+    await node.start()
+    await node.serve()
     return node
 async def pairs(node, n, auth):
     host, _, port = node.listen_address.rpartition(":")
@@ -50,7 +53,8 @@ async def pairs(node, n, auth):
     w.close()
 async def main(n_pairs: int, rounds: int) -> None:
     nodes = {False: await start(False), True: await start(True)}
-    await pairs(nodes[False], 500, False); await pairs(nodes[True], 500, True)
+    await pairs(nodes[False], 500, False)
+    await pairs(nodes[True], 500, True)
     res = {False: [], True: []}
     for rnd in range(rounds):
         for auth in (False, True) if rnd % 2 == 0 else (True, False):
@@ -62,7 +66,8 @@ async def main(n_pairs: int, rounds: int) -> None:
     print("ratio of medians", round(statistics.median(res[True]) / statistics.median(res[False]), 3))
     ratios = [a / b for a, b in zip(res[True], res[False])]
     print("median in-round ratio", round(statistics.median(ratios), 3))
-    for n in nodes.values(): await n.stop()
+    for n in nodes.values():
+        await n.stop()
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="CPU per message with and without an API key (in process)")
     parser.add_argument("--pairs", type=int, default=3000)

@@ -226,7 +226,7 @@ class _ParkedAnswer:
         stream_id = cmd.stream_id
         what = f"receive {stream_id}" if calls._access is not None else "receive"
         if type(result) is Message or type(result) is list:
-            msgs: list[Message] = [result] if type(result) is Message else result
+            msgs: list[Message] = [result] if type(result) is Message else result  # type: ignore[assignment]
             engine = calls._node.engine
             if incoming.answered:  # the call ended meanwhile: nobody takes them
                 engine.give_back(stream_id, msgs)

@@ -94,7 +94,7 @@ def authorize(request: web.Request, permission: Permission, stream_ids: Iterable
 
 def _reason(exc: IPubSubError) -> str:
     for cls in type(exc).__mro__:
-        reason = _REFUSAL_REASON.get(cls)  # type: ignore[call-overload]
+        reason = _REFUSAL_REASON.get(cls)
         if reason is not None:
             return reason
     if isinstance(exc, BadRequest):
@@ -164,9 +164,10 @@ class Guard:
                     if rates:
                         auth.check_rate(principal)
                     if query_streams is not None:
-                        streams = request.query.getall(query_streams, ()) if multi else (request.query.get(query_streams),)
-                        if streams != (None,):
-                            principal.require(permission, streams)
+                        if multi:
+                            principal.require(permission, request.query.getall(query_streams, []))
+                        elif (named := request.query.get(query_streams)) is not None:
+                            principal.require(permission, (named,))
                     elif permission is not Permission.AUTHENTICATED:
                         principal.require(permission)
                 except IPubSubError as exc:

@@ -103,7 +103,8 @@ def judge_history(a: Analysis, row_type: type[Row]) -> list[Row]:
                 row.example(f"{reader} read {uuid} {n} times")
         latest = max((a.msgs[u].attempts[0]["t0"] for u in got), default=float("-inf"))
         # per gap told to this reader: when, and the latest send among what it had read before it
-        ends, highest = [], []  # reads by end time, and the latest send read up to each
+        ends: list[float] = []
+        highest: list[float] = []  # reads by end time, and the latest send read up to each
         for end, sent_at in sorted((t["t1"], a.msgs[t["uuid"]].attempts[0]["t0"]) for t in seq if t["uuid"] in a.msgs):
             ends.append(end)
             highest.append(max(sent_at, highest[-1]) if highest else sent_at)

@@ -55,7 +55,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         default=os.environ.get("IPUBSUB_URL") or DEFAULT_URL,
         metavar="URL[,URL...]",
         help="node URL(s), comma-separated; the client routes each call to the "
-        "stream's owner (default: $IPUBSUB_URL, else %s)" % DEFAULT_URL,
+        f"stream's owner (default: $IPUBSUB_URL, else {DEFAULT_URL})",
     )
     common.add_argument(
         "--token",

@@ -230,7 +230,7 @@ class MessageStream:
                     yield parse_received(body)
                     owed += 1
                     if owed * 2 >= window:  # grant the consumed credit back in halves
-                        await ws.send_str('{"op":"credit","sub":"s","n":%d}' % owed)
+                        await ws.send_str(f'{{"op":"credit","sub":"s","n":{owed}}}')
                         owed = 0
                 elif op == "error":
                     raise error_from_response(int(body.get("status", 400)), body)

@@ -417,15 +417,6 @@ class Cluster:
             for receipt in receipts:
                 leases.give_back(stream_id, receipt)
 
-    def _give_back_leases(self, stream_id: str, receipts: list[str]) -> None:
-        """A leased answer forwarded from here never reached its client: end
-        its leases without counting a delivery (a lease no longer held ended
-        already, and its message came back or was acknowledged then)."""
-        leases = self.handoff.leases
-        if leases is not None:
-            for receipt in receipts:
-                leases.give_back(stream_id, receipt)
-
     # -- internals ------------------------------------------------------------------------
 
     def _requeue_locally(self, stream_id: str, msgs: list[Message]) -> None:

@@ -163,7 +163,7 @@ class HistoryState(NamedTuple):
     top: int
     created_us: int
     messages: list[tuple[int, Message]]
-    aliases: dict[str, tuple[int, int]] = {}
+    aliases: dict[str, tuple[int, int]] = {}  # noqa: RUF012 (never mutated: read by the importer only)
 
 
 class HistoryStats:

@@ -121,7 +121,7 @@ async def test_modes_per_client() -> None:
 async def test_owner_of_a_connection_is_found() -> None:
     server = await _echo_server()
     port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         local_port = writer.get_extra_info("sockname")[1]
         other = port + 1 if port < 65535 else port - 1

@@ -51,7 +51,7 @@ async def test_every_node_agrees_on_one_owner_per_stream(procs: ProcessPool) -> 
     assert {m["name"]: m["status"] for m in view["members"]} == {"n1": "alive", "n2": "alive", "n3": "alive"}
     assert view["self"] == "n1"
     assert isinstance(view["ringVersion"], int)
-    status, body = http_json(c.urls()[1] + "/api/v1/streams/owner?streamId=stream-1")
+    _status, body = http_json(c.urls()[1] + "/api/v1/streams/owner?streamId=stream-1")
     assert body["address"] == c.url_of(body["node"]).removeprefix("http://")
 
 
@@ -223,7 +223,7 @@ async def test_graceful_leave_hands_off_every_buffered_message(procs: ProcessPoo
     await _wait_waiting(http, leaving.url, 1)
     started = time.monotonic()
     leaving.signal(signal.SIGTERM)
-    status, body = await asyncio.wait_for(poll, 10)
+    status, _body = await asyncio.wait_for(poll, 10)
     assert status == 424
     assert await leaving.wait_async(10) == 0
     assert time.monotonic() - started < 10

@@ -84,7 +84,7 @@ def _delivered_uuid(raw: bytes) -> str | None:
     """The messageUuid of a complete 200 answer in ``raw``, else None."""
     if not raw.startswith(b"HTTP/1.1 200"):
         return None
-    head, _, body = raw.partition(b"\r\n\r\n")
+    _head, _, body = raw.partition(b"\r\n\r\n")
     try:
         return str(json.loads(body)["messageUuid"])
     except (ValueError, KeyError):

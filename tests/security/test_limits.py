@@ -97,7 +97,7 @@ def test_connections_per_node(tmp_path: Path) -> None:
         for _ in range(20):
             socks.append(socket.create_connection((node.host, node.port), timeout=5))
         # the listener may not have accepted all 20 yet
-        status, body = wait_until_sync(
+        _status, body = wait_until_sync(
             lambda: (answer := raw_request(node.host, node.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
                                            timeout=3))[0] == 503 and answer, 10, "the 21st connection refused")
         assert b'"too_many_connections"' in body

@@ -6,6 +6,7 @@ duplicate (the browser resumes with ``Last-Event-ID``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,7 @@ PAGE = ROOT / "examples" / "browser"
 
 def curl_send(url: str, stream: str, i: int) -> None:
     """Send a durable message with the curl command line tool, as the README does."""
-    body = '{"streamId": "%s", "message": {"n": %d}, "writeToDB": true}' % (stream, i)
+    body = json.dumps({"streamId": stream, "message": {"n": i}, "writeToDB": True})
     done = subprocess.run(["curl", "-sS", "-f", "-X", "POST", url + "/api/v1/streams/send", "-d", body],
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
