@@ -74,6 +74,8 @@ class Followers:
             w.received += len(messages)
             if body.get("position"):
                 position = str(body["position"])
+            elif body.get("recovered") is False:
+                position = None  # no history there yet: go on from its first message (no busy loop)
             if messages:
                 w.empty_poll(name, reset=True)
             elif w.draining:

@@ -132,6 +132,8 @@ class Follower:
                 if not self._accept_gaps:
                     raise HistoryGap(self.stream, batch.gap or "epoch", batch.position)
                 self.gaps += 1
+                if batch.position is None:  # no history here yet: go on from its first message
+                    self.position = None
             self._ready = batch.messages[::-1]
             if not batch.messages and batch.position is not None:
                 self.position = batch.position

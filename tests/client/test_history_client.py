@@ -93,3 +93,17 @@ async def test_the_blocking_client_follows_too(url: str) -> None:
 
     got, position = await asyncio.get_running_loop().run_in_executor(None, run)
     assert got == [0, 1, 2] and position
+
+
+async def test_a_follower_whose_history_is_gone_waits_for_the_next_one(client: AsyncClient) -> None:
+    """A position whose history no longer exists (the owner restarted and
+    the stream has no history yet) is told once; the follower then waits for
+    the new history's first message instead of asking again at once."""
+    await client.send("elsewhere", 0, history_size=10)
+    lost = (await client.read_history("elsewhere", timeout=0)).position
+    follower = client.follow("ghost", lost, accept_gaps=True, timeout=5)
+    first = asyncio.ensure_future(follower.__anext__())
+    await asyncio.sleep(0.5)
+    await client.send("ghost", "new", history_size=10)
+    assert (await asyncio.wait_for(first, 10)).message == "new"
+    assert follower.gaps == 1
