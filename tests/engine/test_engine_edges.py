@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from ipubsub.engine import Engine, HistorySpec, ManualClock, Message, Position
-from ipubsub.errors import ReceiveTimeout, SendTimeout, StreamReleased
+from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
 
 from .helpers import Outcomes, msg, settle
 from tests.support.wait import wait_until
@@ -424,3 +424,32 @@ def test_a_sync_match_send_nowait_without_a_receiver_is_refused_naming_its_strea
         engine.send_nowait("s0", msg(1), 0)
     assert raised.value.fields == {"streamId": "s0", "timeoutSeconds": 0}
     assert raised.value.message == "no receiver took the message on stream 's0' within 0 s"
+
+
+def sized(name: str, n: int) -> Message:
+    return Message(name, b'"' + b"x" * n + b'"', 1000)
+
+
+def test_a_message_larger_than_the_stream_byte_bound_replaces_everything(clock: ManualClock) -> None:
+    """matching._drop_to_fit drops at most every buffered message (mutant:
+    one more, past the end of the buffer)."""
+    engine = Engine(clock=clock, idle_seconds=60, max_stream_bytes=100)
+    engine.send_nowait("s", sized("a", 10), 10)
+    engine.send_nowait("s", sized("b", 10), 10)
+    engine.send_nowait("s", sized("big", 200), 10)
+    assert [m.uuid for m in engine.buffered("s")] == ["big"]
+    assert engine.stats.dropped_total == 2
+
+
+def test_a_send_refused_for_the_node_budget_drops_nothing(clock: ManualClock) -> None:
+    """matching._drop_to_fit checks the node budget, counting the new
+    message, before it drops anything (mutant: the size subtracted, the
+    oldest message dropped and then the send refused anyway)."""
+    engine = Engine(clock=clock, idle_seconds=60, max_buffered_bytes=300)
+    engine.send_nowait("f", sized("f1", 20), 2)
+    engine.send_nowait("f", sized("f2", 20), 2)
+    engine.send_nowait("o", sized("o1", 150), 10)
+    with pytest.raises(BufferFull):
+        engine.send_nowait("f", sized("f3", 120), 2)
+    assert [m.uuid for m in engine.buffered("f")] == ["f1", "f2"]
+    assert engine.stats.dropped_total == 0
