@@ -28,6 +28,7 @@ import msgspec
 from .calls import Delivery, ReceiveCall, Relayed
 from .engine import Message, format_timestamp
 from .errors import (
+    IPubSubError,
     NodeDraining,
     PersistenceNotConfigured,
     ReceiveTimeout,
@@ -41,7 +42,7 @@ from .storage.tokens import decode_token, encode_token
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Item", "Subscriber", "Subscriptions"]
+__all__ = ["Item", "Subscriber", "Subscriptions", "relayed_reply_error"]
 
 log = logging.getLogger("ipubsub.subscriptions")
 
@@ -58,6 +59,8 @@ class Item:
     the resume token after the message)."""
 
     __slots__ = ("body", "event_id", "_back")
+    #: the SSE event name / WebSocket op of a non-message item (``None``: a message)
+    event: str | None = None
 
     def __init__(self, body: bytes, event_id: str, back: object = None) -> None:
         self.body = body
@@ -237,9 +240,12 @@ class Subscriptions:
     def closing(self) -> bool:
         return self._closing
 
-    def open(self, stream_id: str, *, from_db: bool = False, token: str | None = None) -> Subscriber:
+    def open(
+        self, stream_id: str, *, from_db: bool = False, token: str | None = None, kind: type[Subscriber] = Subscriber
+    ) -> Subscriber:
         """Register a subscriber of ``stream_id`` (``token``: resume a
-        durable stream after it); :meth:`close` it when its connection ends.
+        durable stream after it; ``kind``: a :class:`Subscriber` subclass,
+        e.g. a history reader); :meth:`close` it when its connection ends.
 
         Raises:
             InvalidToken: ``token`` is not a token of this stream.
@@ -266,7 +272,7 @@ class Subscriptions:
                 retry_after=1,
                 streamId=stream_id,
             )
-        sub = Subscriber(self, stream_id, from_db, after)
+        sub = kind(self, stream_id, from_db, after)
         sub.task = asyncio.current_task()
         self._open.add(sub)
         self._per_stream[stream_id] = on_stream + 1
@@ -359,6 +365,16 @@ def _relayed_batch(node: Node, stream_id: str, result: Relayed) -> list[Item]:
     return items
 
 
+def relayed_reply_error(reply: Relayed) -> IPubSubError:
+    """The error an owner's non-200 answer stands for (ReceiveTimeout, ...)."""
+    try:
+        body = msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        body = None
+    retry = int(reply.retry_after) if reply.retry_after and reply.retry_after.isdigit() else None
+    return error_from_response(reply.status, body, retry_after=retry)
+
+
 def _relayed(reply: Relayed) -> ReceiveReply:
     """The message of an owner's 200 answer.
 
@@ -366,12 +382,7 @@ def _relayed(reply: Relayed) -> ReceiveReply:
         the error an owner's non-200 answer stands for (ReceiveTimeout, ...).
     """
     if reply.status != 200:
-        try:
-            body = msgspec.json.decode(reply.body)
-        except msgspec.DecodeError:
-            body = None
-        retry = int(reply.retry_after) if reply.retry_after and reply.retry_after.isdigit() else None
-        raise error_from_response(reply.status, body, retry_after=retry)
+        raise relayed_reply_error(reply)
     return _reply_decoder.decode(reply.body)
 
 

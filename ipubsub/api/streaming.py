@@ -3,8 +3,12 @@
 The wire format (see docs/design.md, "Streaming receive"):
 
 * first a ``retry:`` hint; then one event per message: ``id:`` (the
-  messageUuid, or for a durable stream the resume token after the message)
-  and ``data:`` (the JSON a receive answers);
+  messageUuid, for a durable stream the resume token after the message,
+  for a history (``fromHistory``) the message's ``position``) and ``data:``
+  (the JSON a receive answers);
+* history only: ``event: gap`` (data ``{"recovered": false, "gap", "position"}``,
+  id the position reading goes on after) when the position asked for
+  cannot be continued;
 * a ``: keepalive`` comment after ``stream.heartbeat_seconds`` without one;
 * at a chosen end (``maxMessages``, ``timeoutSeconds``) or a forced one
   (node stopping, stream handed off, an error) a final ``event: end`` whose
@@ -33,14 +37,18 @@ from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
 from ..observability.logs import REQUEST_ID
 from ..protocol import (
     EVENT_STREAM_CONTENT_TYPE,
+    FROM_HISTORY_PARAM,
     LAST_EVENT_ID_HEADER,
     LAST_EVENT_ID_PARAM,
+    POSITION_PARAM,
     REQUEST_ID_HEADER,
     SUBSCRIBE_PATH,
     WS_PATH,
 )
 from ..subscriptions import Item, Subscriber
 from .codec import check_stream_id, encode_json, parse_bool
+from .history_codec import check_position
+from .history_stream import HistorySubscriber
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -67,14 +75,17 @@ SSE_HEADERS = {
 class SubscribeQuery:
     """A validated subscribe request."""
 
-    __slots__ = ("stream_id", "from_db", "token", "max_messages", "timeout")
+    __slots__ = ("stream_id", "from_db", "token", "max_messages", "timeout", "from_history", "position")
 
     def __init__(
-        self, stream_id: str, from_db: bool, token: str | None, max_messages: int | None, timeout: int | None
+        self, stream_id: str, from_db: bool, token: str | None, max_messages: int | None, timeout: int | None,
+        from_history: bool = False, position: str | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.from_db = from_db
         self.token = token
+        self.from_history = from_history
+        self.position = position  # fromHistory: read after it (None: from the oldest held)
         self.max_messages = max_messages  # None: no limit
         self.timeout = timeout  # None: no end; 0: deliver what is there, then end
 
@@ -91,18 +102,23 @@ def parse_subscribe(query: Mapping[str, str], last_event_id: str | None) -> Subs
     """Validate a subscribe query.  For a durable stream the resume point is
     ``Last-Event-ID`` (header, else the ``lastEventId`` parameter) when
     given, else ``dbResumeToken``: a reconnecting EventSource repeats the
-    original URL, so the id it last saw must win.
+    original URL, so the id it last saw must win.  For a history
+    (``fromHistory``) the same goes for ``position``.
 
     Raises:
         BadRequest: a parameter is missing, malformed or out of range.
     """
     stream_id = check_stream_id(query.get("streamId"))
     from_db = parse_bool(query.get("readFromDB"), "readFromDB")
+    from_history = parse_bool(query.get(FROM_HISTORY_PARAM), FROM_HISTORY_PARAM)
+    if from_history and from_db:
+        raise BadRequest("fromHistory and readFromDB cannot be combined: choose one", field=FROM_HISTORY_PARAM)
     resume = last_event_id or query.get(LAST_EVENT_ID_PARAM) or None
     token = (resume or query.get("dbResumeToken") or None) if from_db else None
+    position = check_position(resume or query.get(POSITION_PARAM) or None) if from_history else None
     return SubscribeQuery(
         stream_id, from_db, token, _count(query.get("maxMessages"), "maxMessages"),
-        _count(query.get("timeoutSeconds"), "timeoutSeconds"),
+        _count(query.get("timeoutSeconds"), "timeoutSeconds"), from_history, position,
     )
 
 
@@ -116,6 +132,8 @@ def sse_event(item: Item) -> bytes:
     else:
         data = b"data: " + body + b"\n"
     event_id = item.event_id
+    if item.event is not None:
+        data = b"event: " + item.event.encode() + b"\n" + data
     if "\n" in event_id or "\r" in event_id or "\x00" in event_id:
         return data + b"\n"  # an id that cannot travel as an SSE id is left out
     return b"id: " + event_id.encode() + b"\n" + data + b"\n"
@@ -179,7 +197,12 @@ class StreamingRoutes:
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
         q = parse_subscribe(request.query, request.headers.get(LAST_EVENT_ID_HEADER))
-        sub = self._subs.open(q.stream_id, from_db=q.from_db, token=q.token)
+        if q.from_history:
+            sub = self._subs.open(q.stream_id, kind=HistorySubscriber)
+            assert isinstance(sub, HistorySubscriber)
+            sub.position = q.position
+        else:
+            sub = self._subs.open(q.stream_id, from_db=q.from_db, token=q.token)
         try:
             response = web.StreamResponse(headers=SSE_HEADERS)
             request_id = REQUEST_ID.get()
@@ -250,4 +273,4 @@ class StreamingRoutes:
                 # the loop dropped the bytes without raising (a reset already queued)
                 sub.give_back_all(items)
                 return "disconnected", None
-            sent += len(items)
+            sent += sum(1 for item in items if item.event is None)  # a gap event is not a message

@@ -6,6 +6,10 @@ Client → server (each may carry ``ref``, echoed on its answer):
 * ``{"op": "subscribe", "sub": id, "streamId": S, "readFromDB"?, "dbResumeToken"?, "credit"?: N}``
   → ``{"op": "subscribed", "sub": id}``, then ``{"op": "message", "sub": id, <receive answer>}``
   while credit lasts (a message is taken only when the subscription has credit);
+  With ``"fromHistory": true`` (and ``"position"``?) it reads the stream's fan-out
+  history after that position instead (messages carry their ``position``; nothing is
+  taken); a position that cannot be continued gives ``{"op": "gap", "sub": id,
+  "recovered": false, "gap": ..., "position": P}`` and reading goes on after P;
 * ``{"op": "credit", "sub": id, "n": N}`` grants N more;
 * ``{"op": "unsubscribe", "sub": id}`` → ``{"op": "unsubscribed", "sub": id}`` (after any
   message taken but not sent went back);
@@ -30,10 +34,13 @@ from aiohttp import WSMsgType, web
 from ..auth.access import Permission
 from ..calls import Relayed
 from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
+from ..protocol import FROM_HISTORY_PARAM, POSITION_PARAM
 from ..subscriptions import Subscriber
 from .codec import check_stream_id, encode_json, encode_sent, parse_send
 from .streaming import WRITE_BATCH
 from .errors import status_of
+from .history_codec import check_position
+from .history_stream import HistorySubscriber
 from .guard import authorize
 
 if TYPE_CHECKING:
@@ -180,9 +187,15 @@ class _Session:
         token = frame.get("dbResumeToken")
         if token is not None and not isinstance(token, str):
             raise BadRequest("dbResumeToken must be a string", field="dbResumeToken")
+        from_history, position = _history_fields(frame, from_db)
         credit = _credit_value(frame.get("credit", 0), "credit", minimum=0)
         authorize(self._request, Permission.RECEIVE, (stream_id,))
-        subscriber = self._node.subscriptions.open(stream_id, from_db=from_db, token=token or None)
+        if from_history:
+            subscriber = self._node.subscriptions.open(stream_id, kind=HistorySubscriber)
+            assert isinstance(subscriber, HistorySubscriber)
+            subscriber.position = position
+        else:
+            subscriber = self._node.subscriptions.open(stream_id, from_db=from_db, token=token or None)
         s = _Sub(sub_id, subscriber, credit)
         self._subs[sub_id] = s
         subscriber.wake = s.ready.set
@@ -218,6 +231,7 @@ class _Session:
         forced end (with an ``end`` frame)."""
         sub = s.sub
         head = b'{"op":"message","sub":' + s.json_id + b","
+        gap_head = b'{"op":"gap","sub":' + s.json_id + b","
         reason: str = "closed"
         error: IPubSubError | None = None
         try:
@@ -248,7 +262,10 @@ class _Session:
                 try:
                     while k < len(items):
                         # the body is UTF-8 JSON already: a text frame without decoding it
-                        await self._ws.send_frame(_splice(head, items[k].body), WSMsgType.TEXT)
+                        item = items[k]
+                        await self._ws.send_frame(
+                            _splice(head if item.event is None else gap_head, item.body), WSMsgType.TEXT
+                        )
                         k += 1
                 except (ConnectionError, RuntimeError):
                     sub.give_back_all(items[k:])
@@ -283,6 +300,19 @@ class _Session:
         sent go back)."""
         for s in list(self._subs.values()):
             await self._stop(s)
+
+
+def _history_fields(frame: dict[str, Any], from_db: bool) -> tuple[bool, str | None]:
+    """``(fromHistory, position)`` of a subscribe frame, validated."""
+    from_history = frame.get(FROM_HISTORY_PARAM, False)
+    if not isinstance(from_history, bool):
+        raise BadRequest("fromHistory must be true or false", field=FROM_HISTORY_PARAM)
+    if from_history and from_db:
+        raise BadRequest("fromHistory and readFromDB cannot be combined: choose one", field=FROM_HISTORY_PARAM)
+    position = frame.get(POSITION_PARAM)
+    if position is not None and not isinstance(position, str):
+        raise BadRequest("position must be a string", field=POSITION_PARAM)
+    return from_history, check_position(position or None) if from_history else None
 
 
 def _credit_value(raw: Any, field: str, *, minimum: int) -> int:

@@ -704,6 +704,23 @@ async def test_subscribe_answers_an_event_stream(api: Api) -> None:
     assert error["field"] == "maxMessages"
 
 
+async def test_history_subscribe_events_are_history_messages_and_gaps(api: Api) -> None:
+    for i in range(4):
+        await api.send({"streamId": "hsse", "message": i, "historySize": 2})
+    _, body = await api.call("GET", SUBSCRIBE, 200, params={"streamId": "hsse", "fromHistory": "true", "maxMessages": "2"})
+    blocks = [b for b in body.split("\n\n") if "data: " in b and "event: end" not in b]
+    assert len(blocks) == 2
+    for block in blocks:
+        data = json.loads(block.split("data: ", 1)[1].split("\n", 1)[0])
+        assert_valid(data, "#/components/schemas/HistoryMessage", "a history event's data")
+        assert f"id: {data['position']}\n" in block
+    _, body = await api.call("GET", SUBSCRIBE, 200, params={"streamId": "hsse", "fromHistory": "true",
+                                                            "position": "0-0", "timeoutSeconds": "0"})
+    assert "event: gap\n" in body and '"recovered":false' in body
+    _, error = await api.call("GET", SUBSCRIBE, 400, params={"streamId": "hsse", "fromHistory": "true", "position": "x"})
+    assert error["code"] == "invalid_position"
+
+
 @covers(("GET", SUBSCRIBE, 429), ("GET", SUBSCRIBE, 503))
 async def test_subscriber_limits_are_429_and_503(make_api: MakeApi) -> None:
     api = await make_api({"stream": {"max_subscribers_per_stream": 1, "max_subscribers": 2}})
