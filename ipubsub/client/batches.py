@@ -13,7 +13,7 @@ from ..protocol import RECEIVE_PATH, SEND_BATCH_PATH
 from .wire import ReceivedMessage, SendResult, parse_received, receive_query, send_body, whole_seconds
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient
+    from .transport import ClientTransport
 
 __all__ = ["BatchItem", "DEFAULT_CHUNK", "receive_batch", "send_batch"]
 
@@ -35,7 +35,7 @@ class BatchItem:
 
 
 async def send_batch(
-    client: AsyncClient, items: Iterable[BatchItem | tuple[str, Any]], chunk: int = DEFAULT_CHUNK
+    client: ClientTransport, items: Iterable[BatchItem | tuple[str, Any]], chunk: int = DEFAULT_CHUNK
 ) -> list[SendResult | IPubSubError]:
     """Send every item; one result per item, in order: its
     :class:`SendResult`, or the error of that item alone.
@@ -104,7 +104,7 @@ def _parse_results(answer: Any, count: int) -> list[SendResult | IPubSubError]:
 
 
 async def receive_batch(
-    client: AsyncClient,
+    client: ClientTransport,
     stream: str,
     timeout: float,
     max_messages: int,

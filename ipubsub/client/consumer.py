@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Self
 from .wire import LeasedMessage
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient
+    from .leasing import LeaseCalls
 
 __all__ = ["Consumer"]
 
@@ -40,7 +40,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: LeaseCalls,
         stream: str,
         group: str | None,
         consumer: str | None,

@@ -13,7 +13,7 @@ from ..protocol import FROM_HISTORY_PARAM, POSITION_PARAM, STRICT_RECOVERY_PARAM
 from .wire import ReceivedMessage
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient
+    from .reading import ReadCalls
 
 __all__ = ["Follower", "HistoryBatch", "HistoryMessage", "history_query", "parse_history"]
 
@@ -97,7 +97,7 @@ class Follower:
     """
 
     def __init__(
-        self, client: AsyncClient, stream: str, position: str | None, max_messages: int, timeout: float,
+        self, client: ReadCalls, stream: str, position: str | None, max_messages: int, timeout: float,
         accept_gaps: bool,
     ) -> None:
         self.stream = stream

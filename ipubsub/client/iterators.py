@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Self
 from .wire import ReceivedMessage
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient
+    from .reading import ReadCalls
 
 __all__ = ["Replay", "Subscription", "positive"]
 
@@ -17,7 +17,7 @@ __all__ = ["Replay", "Subscription", "positive"]
 class _Polls:
     """What both iterators share: a client, a stream, a poll timeout."""
 
-    def __init__(self, client: AsyncClient, stream: str, timeout: float, batch: int = 1) -> None:
+    def __init__(self, client: ReadCalls, stream: str, timeout: float, batch: int = 1) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.stream = stream
@@ -64,7 +64,7 @@ class Replay(_Polls):
     """
 
     def __init__(
-        self, client: AsyncClient, stream: str, token: str | None, timeout: float, follow: bool, batch: int = 100
+        self, client: ReadCalls, stream: str, token: str | None, timeout: float, follow: bool, batch: int = 100
     ) -> None:
         super().__init__(client, stream, timeout, batch)
         self.token = token

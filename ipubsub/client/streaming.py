@@ -23,7 +23,7 @@ from .retry import Unreachable
 from .wire import ReceivedMessage, parse_received
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient
+    from .transport import ClientTransport
 
 __all__ = ["MessageStream"]
 
@@ -54,7 +54,7 @@ class MessageStream:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: ClientTransport,
         stream: str,
         *,
         from_db: bool,
