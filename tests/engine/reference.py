@@ -268,6 +268,7 @@ class RefEngine:
             if m is None:
                 break
             got.append(m)
+        got.sort(key=lambda m: m.taken)  # older ones given back meanwhile come first, as in the stream
         return ("msgs", tuple(m.id for m in got))
 
     def receive(self, sid: str, timeout: float, poll_id: str | None, limit: int | None, kind: str = "recv") -> Waiter:
