@@ -9,7 +9,7 @@ which wires the components these methods use and owns the lifecycle.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 from .calls import AckCall, Delivery, NackCall, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.forwarder import gives_back
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .limits import NodeLimits
     from .node_batches import Batches
     from .observability.counters import CallCounts
+    from .node import Node
     from .storage.durable import DurableLog
 
 __all__ = ["LEASE_HANDOFF_WAIT_SECONDS", "NodeCalls"]
@@ -156,7 +157,7 @@ class NodeCalls:
         if cmd.from_db:
             assert self.durable is not None
             if cmd.max_messages is not None:
-                return await read_log_batch(self, cmd, after)
+                return await read_log_batch(cast("Node", self), cmd, after)
             row = await self.durable.read(stream_id, after, cmd.timeout)
             return Delivery(Message(row.uuid, row.payload, row.timestamp_us), encode_token(stream_id, row.position))
         if forwarded_by is not None:
@@ -166,7 +167,7 @@ class NodeCalls:
         if cmd.lease_seconds is not None:
             return await self.at_least_once.receive(cmd)
         if cmd.max_messages is not None:
-            return await receive_memory_batch(self, cmd, poll_id)
+            return await receive_memory_batch(cast("Node", self), cmd, poll_id)
         return Delivery(await self.engine.receive(stream_id, cmd.timeout, poll_id))
 
     def give_back(self, cmd: ReceiveCall, deliveries: Sequence[Delivery]) -> None:
