@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import msgspec
 
@@ -47,11 +48,11 @@ from .config_sections import (
 from .security_config import AuthConfig
 
 __all__ = [
+    "ENV_PREFIX",
     "CassandraConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",
-    "ENV_PREFIX",
     "HashRingConfig",
     "HttpConfig",
     "LeasesConfig",

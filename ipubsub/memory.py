@@ -27,7 +27,7 @@ import gc
 import logging
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["MemoryReturner", "rss_bytes", "trim_heap"]
 

@@ -26,15 +26,15 @@ from .leasing import AtLeastOnce
 from .limits import NodeLimits
 from .node_batches import Batches
 from .node_calls import NodeCalls
-from .tls import TlsContexts
 from .observability.counters import CallCounts
 from .observability.history_metrics import HistoryCollector
 from .observability.metrics import NodeMetrics, RequestMetrics
 from .observability.snapshot import NodeSnapshot, NodeState, ProcessSnapshot
-from .storage import create_store
 from .spill import restore_buffers, spill_buffers
+from .storage import create_store
 from .storage.durable import DurableLog, StorageStatus
 from .subscriptions import Subscriptions
+from .tls import TlsContexts
 
 if TYPE_CHECKING:
     from .api.listener import ConnectionGate

@@ -9,7 +9,8 @@ which wires the components these methods use and owns the lifecycle.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 from .calls import AckCall, Delivery, NackCall, ReceiveCall, Relayed, SendCall, Sent
 from .cluster.forwarder import gives_back
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
     from .engine import Clock, Engine
     from .leasing import AtLeastOnce
     from .limits import NodeLimits
+    from .node import Node
     from .node_batches import Batches
     from .observability.counters import CallCounts
-    from .node import Node
     from .storage.durable import DurableLog
 
 __all__ = ["LEASE_HANDOFF_WAIT_SECONDS", "NodeCalls"]

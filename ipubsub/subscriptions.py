@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -167,7 +168,7 @@ class Subscriber:
             for item in items:
                 if isinstance(item._back, Message):
                     item._back = None
-            self._subs.give_back_here_all(self.stream_id, here)  # type: ignore[arg-type]
+            self._subs.give_back_here_all(self.stream_id, here)
         for item in reversed(items):  # relayed ones (one at most): to the front, last first
             item.give_back(self._subs, self.stream_id)
         self._backlog = None
@@ -202,16 +203,17 @@ class Subscriber:
         # Caught up: wait through the owner, whose append wakes it.
         call = ReceiveCall(self.stream_id, timeout, from_db=True, token=self.token)
         result = await node.receive(call)
+        resume: str | None
         if isinstance(result, Relayed):
             reply = _relayed(result)
-            token, body = reply.dbResumeToken, result.body
+            resume, body = reply.dbResumeToken, result.body
         else:
             assert isinstance(result, Delivery)
-            token, body = result.token, _encode_delivery(result)
-        if token is None:  # pragma: no cover - an owner always answers a token
+            resume, body = result.token, _encode_delivery(result)
+        if resume is None:  # pragma: no cover - an owner always answers a token
             raise ReceiveTimeout(self.stream_id, timeout)
-        self._after = decode_token(token, self.stream_id)
-        return Item(body, token)
+        self._after = decode_token(resume, self.stream_id)
+        return Item(body, resume)
 
 
 class Subscriptions:

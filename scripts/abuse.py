@@ -30,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ async def _count_closed(writers: list[asyncio.StreamWriter], within: float) -> t
         try:
             await asyncio.wait_for(reader.read(), max(0.1, within - (time.monotonic() - start)))
             return True
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             return False
 
     results = await asyncio.gather(*(closed(w) for w in writers))

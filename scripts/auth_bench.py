@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ipubsub.config import Config  # noqa: E402
-from ipubsub.node import Node  # noqa: E402
+from ipubsub.config import Config
+from ipubsub.node import Node
 
 KEY = "ipk_bench_0123456789abcdef0123456789abcdef"
 def cpu():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

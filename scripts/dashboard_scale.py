@@ -27,7 +27,8 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -56,7 +57,7 @@ async def measure(node: Node, client: TestClient, stream: str, rounds: int) -> d
             return await r.read()
 
     async def overview() -> None:
-        await dashboard.overview._build()  # noqa: SLF001 - the gathering itself, not its 2 s cache
+        await dashboard.overview._build()
 
     async def sample() -> None:
         dashboard.history.sample()

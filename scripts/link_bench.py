@@ -26,14 +26,15 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ipubsub.cluster.link import Identity, Incoming, LinkClient, LinkServer  # noqa: E402
-from ipubsub.cluster.link.frames import REPLY, FrameReader, FrameWriter  # noqa: E402
+from ipubsub.cluster.link import Identity, Incoming, LinkClient, LinkServer
+from ipubsub.cluster.link.frames import REPLY, FrameReader, FrameWriter
 
 
 class Echo(msgspec.Struct, array_like=True, tag=1):

@@ -36,10 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ipubsub.config import MysqlConfig, PostgresConfig, SqliteConfig, StorageConfig  # noqa: E402
-from ipubsub.engine import SystemClock  # noqa: E402
-from ipubsub.storage import NewMessage, create_store  # noqa: E402
-from ipubsub.storage.durable import DurableLog  # noqa: E402
+from ipubsub.config import MysqlConfig, PostgresConfig, SqliteConfig, StorageConfig
+from ipubsub.engine import SystemClock
+from ipubsub.storage import NewMessage, create_store
+from ipubsub.storage.durable import DurableLog
 
 POSTGRES_DSN = os.environ.get("IPUBSUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_DSN = os.environ.get("IPUBSUB_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")

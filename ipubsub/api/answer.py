@@ -21,7 +21,7 @@ counts as delivered.  An answer counts as not written when
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web

@@ -7,7 +7,8 @@ require ``cluster.secret`` when one is configured (401 otherwise)."""
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 

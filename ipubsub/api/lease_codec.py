@@ -3,7 +3,8 @@ of the consumer-groups endpoint."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..auth.access import Access
-
 from ..protocol import JSON_CONTENT_TYPE, OPENAPI_PATH, REQUEST_ID_HEADER
 
 if TYPE_CHECKING:

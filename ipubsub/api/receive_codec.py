@@ -3,7 +3,7 @@ batches, leases and consumer groups, history reads."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..calls import ReceiveCall
 from ..config import Config

@@ -3,7 +3,8 @@ deliveries (one or a batch), acks and nacks, consumer groups."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 

@@ -4,7 +4,8 @@ functions over bytes and strings."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 

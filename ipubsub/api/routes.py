@@ -9,7 +9,8 @@ from aiohttp import web
 
 from .. import SERVICE_NAME, __version__
 from ..auth.access import Access, Permission
-from ..calls import ReceiveCall, Relayed
+from ..calls import ReceiveCall, Relayed, SendCall
+from ..errors import IPubSubError
 from ..observability.metrics import METRICS_CONTENT_TYPE
 from ..observability.views import cluster_view, health_view, is_healthy
 from ..protocol import (
@@ -22,12 +23,11 @@ from ..protocol import (
     RECEIVE_PATH,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
-    SEND_BATCH_PATH,
     RING_HEADER,
+    SEND_BATCH_PATH,
     SEND_PATH,
 )
-from ..calls import SendCall
-from ..errors import IPubSubError
+from .answer import write_taken
 from .codec import (
     check_stream_id,
     encode_batch_results,
@@ -38,10 +38,9 @@ from .codec import (
     parse_send,
     parse_send_batch,
 )
-from .answer import write_taken
 from .errors import json_response, status_of
-from .history_codec import encode_history
 from .guard import authorize
+from .history_codec import encode_history
 
 if TYPE_CHECKING:
     from ..node import Node

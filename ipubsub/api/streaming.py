@@ -28,7 +28,8 @@ import logging
 import math
 import struct
 import termios
-from typing import TYPE_CHECKING, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 

@@ -37,11 +37,11 @@ from ..errors import BadRequest, IPubSubError, ReceiveTimeout, StreamReleased
 from ..protocol import FROM_HISTORY_PARAM, POSITION_PARAM
 from ..subscriptions import Subscriber
 from .codec import check_stream_id, encode_json, encode_sent, parse_send
-from .streaming import WRITE_BATCH
 from .errors import status_of
+from .guard import authorize
 from .history_codec import check_position
 from .history_stream import HistorySubscriber
-from .guard import authorize
+from .streaming import WRITE_BATCH
 
 if TYPE_CHECKING:
     from ..node import Node

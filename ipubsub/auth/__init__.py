@@ -16,6 +16,6 @@ __all__ = [
     "Principal",
     "StreamPatterns",
     "default_access",
-    "route_access",
     "key_digest",
+    "route_access",
 ]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..errors import AdminRequired, StreamForbidden
 from ..protocol import OPENAPI_PATH

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidCredentials, RateLimited, TooManyAuthFailures, Unauthorized
 from ..security_config import AuthConfig

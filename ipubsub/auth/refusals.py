@@ -4,7 +4,7 @@ streams (auth failures, limits, timeouts), exported to ``/metrics`` as
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 

@@ -81,7 +81,7 @@ class Backend:
             return None
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(*self.target), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             return f"{self.name} at {self.target[0]}:{self.target[1]} is not reachable ({exc or 'timeout'})"
         writer.close()
         return None

@@ -68,7 +68,7 @@ class Caller:
                 status, parsed = resp.status, _json(await resp.read())
         except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
             return Outcome("rejected", 0, _error_name(exc))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Outcome("unknown", 0, _error_name(exc))
         code = str(parsed.get("code", "")) if parsed else ""
         if status == 200:
@@ -85,7 +85,7 @@ class Caller:
                 url + RECEIVE_PATH, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 status, parsed = resp.status, _json(await resp.read())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Outcome("aborted", 0, "client_timeout")
         except (aiohttp.ClientError, OSError) as exc:
             return Outcome("error", 0, _error_name(exc))
@@ -106,7 +106,7 @@ class Caller:
             async with self._http.request(method, url, params=params, data=body, headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 status, parsed = resp.status, _json(await resp.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Outcome("error", 0, _error_name(exc))
         code = str(parsed.get("code", "")) if parsed else ""
         return Outcome("ok" if status == 200 else "error", status, code, parsed)
@@ -138,7 +138,7 @@ class Caller:
                 if not chunk:
                     break
                 received += chunk
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             sock.close()
             return Outcome("error", 0, _error_name(exc), partial=bool(received))
         sock.close()

@@ -23,7 +23,7 @@ from .client import Outcome
 if TYPE_CHECKING:
     from .workload import Workload
 
-__all__ = ["Consumers", "GROUP", "LEASE_SECONDS"]
+__all__ = ["GROUP", "LEASE_SECONDS", "Consumers"]
 
 LEASE_SECONDS = 3
 GROUP = "g"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from .cluster import LocalCluster, LocalNode, Timings
 from .history import History

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .workload import Workload
 
-__all__ = ["Followers", "HISTORY_FIELDS"]
+__all__ = ["HISTORY_FIELDS", "Followers"]
 
 #: what a history stream's sends carry: a history that outlives the run, and
 #: a queue of one (nobody takes from it: each send drops the one before)

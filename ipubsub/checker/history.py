@@ -11,8 +11,9 @@ attempt of a send), ``recv`` (one receive or durable read), ``fault``
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 

@@ -6,7 +6,8 @@ nodes disagreed on who owns what — including the changes no fault caused
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -24,7 +25,7 @@ async def get_json(http: aiohttp.ClientSession, url: str, timeout: float = 2.0) 
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             return await resp.json() if resp.status == 200 else None
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, ValueError):
         return None
 
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Awaitable, Callable, Iterable, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
 
 __all__ = ["Mode", "TcpProxy"]
 

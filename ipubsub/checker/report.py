@@ -3,7 +3,8 @@ fault, and examples of each broken promise."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .analysis import Analysis, Row
 

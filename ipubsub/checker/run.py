@@ -12,9 +12,9 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -251,7 +251,7 @@ async def _keeps_histories(url: str, run_id: str) -> bool:
             async with http.post(url + SEND_PATH, data=body, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status != 200:
                     return False
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
         read = await get_json(http, f"{url}{RECEIVE_PATH}?streamId={stream}&fromHistory=true&timeoutSeconds=0", 5.0)
     return isinstance((read or {}).get("messages"), list)

@@ -15,7 +15,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["connection_owners"]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -187,7 +188,7 @@ class Workload:
                 continue
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _send_one(self, writer: str, mode: str, stream: str, seq: int, rng: random.Random) -> None:

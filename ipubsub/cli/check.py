@@ -7,8 +7,8 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["add_check_command"]
 

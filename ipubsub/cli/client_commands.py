@@ -13,7 +13,8 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -23,12 +24,12 @@ from ..errors import IPubSubError
 
 __all__ = [
     "DEFAULT_URL",
-    "Work",
     "EXIT_NOTHING",
     "EXIT_OK",
     "EXIT_REJECTED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "Work",
     "add_client_commands",
     "non_negative",
     "positive_int",

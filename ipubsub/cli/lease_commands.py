@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .client_commands import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, Work, non_negative, positive_int, print_json
 

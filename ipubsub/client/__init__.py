@@ -26,7 +26,6 @@ from .sync import Client, SyncConsumer, SyncFollower, SyncReplay, SyncSubscripti
 from .wire import ClusterView, GroupInfo, LeasedMessage, Member, ReceivedMessage, SendResult
 
 
-
 def mint_token(secret: str, *, receive: list[str], send: list[str] | None = None, ttl_seconds: float = 3600.0,
                **claims: Any) -> str:
     """A JWT signed with ``auth.jwt.secret`` (HS256) letting its bearer

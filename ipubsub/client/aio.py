@@ -8,7 +8,8 @@ durable log, history, the iterators); the sends are here."""
 from __future__ import annotations
 
 import uuid as uuid_module
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import IPubSubError
 from .batches import DEFAULT_CHUNK, BatchItem, send_batch

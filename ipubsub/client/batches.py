@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuid_module
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IPubSubError, ReceiveTimeout, StreamReleased, error_from_response
 from ..protocol import RECEIVE_PATH, SEND_BATCH_PATH
@@ -15,7 +16,7 @@ from .wire import ReceivedMessage, SendResult, parse_received, receive_query, se
 if TYPE_CHECKING:
     from .transport import ClientTransport
 
-__all__ = ["BatchItem", "DEFAULT_CHUNK", "receive_batch", "send_batch"]
+__all__ = ["DEFAULT_CHUNK", "BatchItem", "receive_batch", "send_batch"]
 
 #: items per ``sendBatch`` call (the server's default ``limits.max_batch_messages``)
 DEFAULT_CHUNK = 1000

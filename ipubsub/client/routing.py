@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from ..cluster.ring import Ring

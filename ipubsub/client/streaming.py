@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Self
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aiohttp
 import msgspec
@@ -123,7 +124,7 @@ class MessageStream:
             if client.router.refreshed_at is None:
                 try:
                     await client._refresh(force=True)
-                except Exception:  # noqa: BLE001 - any node will do for now
+                except Exception:
                     pass
             url = client.router.pick(self.stream, tried) or client.router.seeds[0]
             got = False
@@ -167,7 +168,7 @@ class MessageStream:
                 tried.clear()
             try:
                 await client._refresh(force=True)
-            except Exception:  # noqa: BLE001 - keep the view we have
+            except Exception:
                 pass
 
     # -- Server-Sent Events -------------------------------------------------------

@@ -11,9 +11,10 @@ import asyncio
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Callable, Concatenate, Coroutine, Iterable, Iterator, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .aio import AsyncClient
 from .consumer import Consumer

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as ssl_module
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Iterable, Self
+from typing import Any, Self
 
 import aiohttp
 import msgspec

@@ -4,9 +4,10 @@ typed results parsed from the server's JSON.  Pure functions, no I/O."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from ..engine import Engine, Leases, new_uuid
 from ..errors import WrongCluster
 from ..tasks import cancel_tasks
+from .carried import PackedStream, pack_stream, release_history_readers, restore_stream, unpack_stream
 from .link import LinkError
 from .link_calls import HandoffBatch
 from .links import Links
-from .ring import Ring
-from .carried import PackedStream, pack_stream, release_history_readers, restore_stream, unpack_stream
 from .messages import HandedStream, Handoff, decode, encode
+from .ring import Ring
 
 __all__ = ["HandoffManager"]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .link import Call, Identity, Incoming, LinkClient, LinkDown, LinkLimits, LinkServer, Reply
 from .link_calls import Answer, LinkCall

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import ClusterConfig
 from ..engine import Clock, SystemClock
 from ..errors import WrongCluster
+from ..protocol import INTERNAL_GOSSIP_PATH, INTERNAL_LEAVE_PATH
 from ..tasks import cancel_tasks
+from .messages import Gossip, Leave, MemberInfo, decode, encode
 from .peers import PeerClient, PeerUnreachable
 from .ring import Ring
-from ..protocol import INTERNAL_GOSSIP_PATH, INTERNAL_LEAVE_PATH
-from .messages import Gossip, Leave, MemberInfo, decode, encode
 
 __all__ = ["MemberState", "MemberStatus", "Membership"]
 

@@ -9,7 +9,7 @@ Python client) building a ring from the same member names and
 from __future__ import annotations
 
 import zlib
-from typing import Mapping
+from collections.abc import Mapping
 
 from uhashring import HashRing
 

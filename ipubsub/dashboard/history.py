@@ -12,11 +12,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..tasks import cancel_tasks
 
-__all__ = ["COUNTERS", "GAUGES", "History", "SERIES", "Sample"]
+__all__ = ["COUNTERS", "GAUGES", "SERIES", "History", "Sample"]
 
 log = logging.getLogger("ipubsub.dashboard")
 

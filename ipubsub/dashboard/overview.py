@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import BadRequest
 from ..observability.views import cluster_view

@@ -17,10 +17,10 @@ from .history import (
 )
 from .history_reads import ParkedRead, ReadDeliver
 from .leases import HeldLease, Lease, Leases, LeaseStats
-from .parked import Deliver, Parked
-from .stream import Released
-from .stats import EngineStats, StreamInfo
 from .message import Message, format_timestamp, new_uuid, parse_timestamp
+from .parked import Deliver, Parked
+from .stats import EngineStats, StreamInfo
+from .stream import Released
 
 __all__ = [
     "DEFAULT_STREAM_SIZE",
@@ -29,20 +29,20 @@ __all__ = [
     "Engine",
     "EngineStats",
     "HeldLease",
-    "Lease",
-    "LeaseStats",
-    "Leases",
     "HistoryEntry",
     "HistoryRead",
     "HistorySpec",
     "HistoryState",
     "HistoryStats",
-    "ParkedRead",
-    "Position",
-    "ReadDeliver",
+    "Lease",
+    "LeaseStats",
+    "Leases",
     "ManualClock",
     "Message",
     "Parked",
+    "ParkedRead",
+    "Position",
+    "ReadDeliver",
     "Released",
     "StreamInfo",
     "SystemClock",

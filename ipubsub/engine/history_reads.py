@@ -17,7 +17,8 @@ exactly the accepted messages, in the order they were accepted.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BufferFull, HistoryNotKept, StreamReleased
 from .history import History, HistoryEntry, HistoryRead, HistorySpec, Position, entry_cost

@@ -4,7 +4,7 @@ scanning every stream: O(1) per idle transition, O(evicted) per sweep."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from .clock import Clock
 from .stream import Stream

@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .message import Message
 
@@ -222,7 +223,7 @@ class Leases:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 

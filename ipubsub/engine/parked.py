@@ -9,7 +9,8 @@ matching, same counters) and answers through a callback, once.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .message import Message
 from .stream import Released, Stream

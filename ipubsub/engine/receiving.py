@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import ReceiveTimeout, StreamReleased
 from .matching import DEFAULT_STREAM_SIZE, GONE, Matcher

@@ -5,4 +5,4 @@ from .groups import ConsumerGroups
 from .receipts import group_receipt, is_group_receipt, parse_group_receipt
 from .service import AtLeastOnce, Settle
 
-__all__ = ["AtLeastOnce", "ConsumerGroups", "group_receipt", "is_group_receipt", "parse_group_receipt", "Settle"]
+__all__ = ["AtLeastOnce", "ConsumerGroups", "Settle", "group_receipt", "is_group_receipt", "parse_group_receipt"]

@@ -12,7 +12,7 @@ node (normally the stream's owner) serves it.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..calls import AckCall, Delivery, NackCall, ReceiveCall
 from ..engine import Message

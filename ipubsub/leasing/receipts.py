@@ -18,7 +18,7 @@ import msgspec
 from ..errors import InvalidToken
 from ..storage.tokens import decode_receipt, encode_receipt
 
-__all__ = ["GroupReceipt", "group_receipt", "parse_group_receipt", "is_group_receipt"]
+__all__ = ["GroupReceipt", "group_receipt", "is_group_receipt", "parse_group_receipt"]
 
 _GROUP_PREFIX = "g."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-__all__ = ["CallCounts", "LatencyHistogram", "REQUEST_BUCKETS", "STORAGE_BUCKETS"]
+__all__ = ["REQUEST_BUCKETS", "STORAGE_BUCKETS", "CallCounts", "LatencyHistogram"]
 
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -3,7 +3,7 @@ engine's :class:`~ipubsub.engine.HistoryStats` at scrape time."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 

@@ -34,7 +34,7 @@ reached; the layer above retries and reports status.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -42,8 +42,8 @@ __all__ = [
     "AppendResult",
     "Claim",
     "GroupInfo",
-    "Leased",
     "LeaseRef",
+    "Leased",
     "MessageStore",
     "NewMessage",
     "SpilledMessage",

@@ -34,7 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 try:
     from cassandra import ConsistencyLevel, DriverException

@@ -27,7 +27,8 @@ rows included.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from .base import Claim, GroupInfo, Leased, LeaseRef, SpilledMessage, SpilledStream, StoredMessage
 

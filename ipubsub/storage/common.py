@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ..config import ConfigError

@@ -21,7 +21,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import StorageUnavailable
 from .base import AppendResult, MessageStore, NewMessage

@@ -22,7 +22,8 @@ import asyncio
 import enum
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..config import StorageConfig
 from ..errors import StorageUnavailable

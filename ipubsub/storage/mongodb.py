@@ -27,8 +27,9 @@ because the TTL monitor lags; ``delete_expired`` also deletes (bounded).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 try:
     from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -54,7 +55,7 @@ from .mongodb_groups import MongoGroups
 
 __all__ = ["MongodbStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DUPLICATE_KEY = 11000
 _FIELDS = {"_id": 0, "position": 1, "message_uuid": 1, "payload": 1, "timestamp_us": 1, "expires_at_us": 1}
 

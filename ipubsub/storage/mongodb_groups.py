@@ -24,7 +24,8 @@ message lost or leased twice.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .base import Claim, GroupInfo, Leased, LeaseRef, SpilledMessage, SpilledStream, StoredMessage
 

@@ -16,8 +16,9 @@ are bound as hex text and decoded by ``UNHEX``.  The server's
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 try:
@@ -28,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the mysql backend needs aiomysql: pip install 'ipubsub[mysql]'") from exc
 
 from ..config import ConfigError, MysqlConfig
-from .common import url_location, url_password
 from .base import StoredMessage
+from .common import url_location, url_password
 from .groups_sql import SqlGroups
 from .sql import SqlConnection, SqlStore
 

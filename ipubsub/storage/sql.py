@@ -21,8 +21,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import StorageUnavailable
 from .base import (

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import re
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import InvalidToken
 

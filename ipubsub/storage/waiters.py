@@ -9,8 +9,8 @@ registers for one round (read, then maybe wait) and unregisters in
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 __all__ = ["StreamWaiters", "Wakeup"]
 

@@ -4,7 +4,8 @@ a node costs about a second), and a unique stream name per test."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -36,8 +36,8 @@ async def test_send_receive_round_trip_keeps_json_types(node: NodeProcess, strea
     for result, message in zip(sent, got):
         assert message is not None
         assert message.uuid == result.uuid and result.token is None and message.token is None
-        assert isinstance(message.timestamp, datetime) and message.timestamp.tzinfo == timezone.utc
-        assert abs((datetime.now(timezone.utc) - message.timestamp).total_seconds()) < 30
+        assert isinstance(message.timestamp, datetime) and message.timestamp.tzinfo == UTC
+        assert abs((datetime.now(UTC) - message.timestamp).total_seconds()) < 30
     assert [type(m.message) for m in got if m is not None] == [type(v) for v in VALUES]
 
 

@@ -3,7 +3,7 @@ with the servers' Ring, and fallbacks are ordered as documented."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -84,7 +84,7 @@ def test_wire_parsing_and_encoding() -> None:
     msg = parse_received({"messageUuid": "u", "message": {"a": [1, 2.5, None]},
                           "timestamp": "2026-11-22T10:00:00.123456Z", "dbResumeToken": "t"})
     assert msg == ReceivedMessage("u", {"a": [1, 2.5, None]},
-                                  datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone.utc), "t")
+                                  datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC), "t")
     assert msg.to_dict()["timestamp"] == "2026-11-22T10:00:00.123456Z"
     with pytest.raises(ValueError):
         parse_received({"messageUuid": "u"})

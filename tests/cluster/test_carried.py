@@ -12,9 +12,9 @@ import pytest
 from ipubsub.calls import AckCall, NackCall
 from ipubsub.cluster.carried import pack_stream, release_history_readers, restore_stream, unpack_stream
 from ipubsub.cluster.messages import Handoff, decode, encode
+from ipubsub.config import LeasesConfig
 from ipubsub.engine import Engine, HistorySpec, Leases, ManualClock, Message
 from ipubsub.engine.history import Position
-from ipubsub.config import LeasesConfig
 from ipubsub.errors import StreamReleased
 from ipubsub.leasing import AtLeastOnce
 

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest

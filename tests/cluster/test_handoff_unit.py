@@ -7,7 +7,7 @@ order, ahead of what the new owner accepted meanwhile."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 

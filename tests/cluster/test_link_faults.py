@@ -4,7 +4,7 @@ drop mid-call, a peer that restarts, peers that stop reading or go silent."""
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 

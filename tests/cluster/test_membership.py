@@ -53,7 +53,7 @@ class View:
             step = min(self.config.heartbeat_interval_seconds, seconds)
             self.clock.advance(step)
             seconds -= step
-            self.m._detect_failures()  # noqa: SLF001
+            self.m._detect_failures()
 
     def status(self, name: str) -> MemberStatus | None:
         return next((m.status for m in self.m.members() if m.name == name), None)

@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from ipubsub.cluster.messages import Gossip, MemberInfo
 from ipubsub.cluster.ring import Ring
 from ipubsub.protocol import INTERNAL_DASHBOARD_SUMMARY_PATH, INTERNAL_GOSSIP_PATH
-from ipubsub.cluster.messages import Gossip, MemberInfo
 
 __all__ = ["FakePeers"]
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.support.config import node_config
 from tests.dashboard.fake_peers import FakePeers
+from tests.support.config import node_config
 from tests.support.procs import NodeProcess, ProcessPool
 from tests.support.wait import wait_until
 

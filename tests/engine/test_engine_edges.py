@@ -10,9 +10,9 @@ import pytest
 
 from ipubsub.engine import Engine, HistorySpec, ManualClock, Message, Position
 from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased
+from tests.support.wait import wait_until
 
 from .helpers import Outcomes, msg, settle
-from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

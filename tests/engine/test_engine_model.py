@@ -24,11 +24,10 @@ import os
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import event as hypothesis_event
-from hypothesis import note
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from ipubsub.engine import Engine, Message, Parked, Released
 from ipubsub.errors import BufferFull, ReceiveTimeout, SendTimeout, StreamReleased

@@ -18,8 +18,9 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest

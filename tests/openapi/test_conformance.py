@@ -19,8 +19,9 @@ import functools
 import itertools
 import json
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import jsonschema_rs
 import pytest

@@ -22,8 +22,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import hypothesis
 import pytest

@@ -7,8 +7,9 @@ import asyncio
 import json
 import os
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tests.support.config import deep_merge
 from tests.support.procs import NodeProcess
@@ -75,7 +76,7 @@ def raw_request(host: str, port: int, data: bytes, timeout: float = 5.0) -> tupl
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break

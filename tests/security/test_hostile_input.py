@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import aiohttp
 import pytest
@@ -133,7 +133,7 @@ def test_slow_body_gets_408(node: ServedNode) -> None:
                 sock.send(b" ")
                 sock.settimeout(0.3)
                 answer += sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -79,7 +79,7 @@ async def test_public_listener_over_tls_and_reload_on_sighup(tmp_path: Path) -> 
             # the connection opened before the reload still works
             status, _ = await get_json(session, node.url("/health", "https"), ctx)
             assert status == 200
-            assert connector._conns, "the keep-alive connection was dropped"  # noqa: SLF001
+            assert connector._conns, "the keep-alive connection was dropped"
         assert "TLS certificates reloaded" in node.log()
         # a broken file keeps the old certificate and says so
         Path(key).write_text("not a key")

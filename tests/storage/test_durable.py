@@ -7,8 +7,8 @@ import asyncio
 import itertools
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import pytest
@@ -18,7 +18,6 @@ from ipubsub.errors import ReceiveTimeout, StorageUnavailable
 from ipubsub.storage import NewMessage, create_store
 from ipubsub.storage.base import LeaseRef, SpilledMessage, SpilledStream
 from ipubsub.storage.durable import MAX_READ_BATCH, DurableLog
-
 from tests.support.wait import wait_until
 
 from .conftest import drop_tables, proxied_dsn, start_proxy, storage_config

@@ -8,7 +8,7 @@ machines)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pymongo import ASCENDING, AsyncMongoClient
@@ -41,8 +41,8 @@ NOW = 1_800_000_000_123_456
 
 
 def test_dates_keep_millisecond_precision_for_the_ttl_index() -> None:
-    assert _date(NOW) == datetime(2027, 1, 15, 8, 0, 0, 123456, tzinfo=timezone.utc)
-    assert _date(0) == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert _date(NOW) == datetime(2027, 1, 15, 8, 0, 0, 123456, tzinfo=UTC)
+    assert _date(0) == datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_message_documents_round_trip() -> None:

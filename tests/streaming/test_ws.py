@@ -52,7 +52,7 @@ class Socket:
         """Assert no frame arrives for ``seconds``."""
         try:
             frame = await self.get(seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected frame {frame}")
 

@@ -19,7 +19,7 @@ from tests.support.http import http_json
 from tests.support.procs import NodeProcess, ProcessPool
 from tests.support.wait import wait_until
 
-__all__ = ["ClusterHarness", "FAST"]
+__all__ = ["FAST", "ClusterHarness"]
 
 # Faster failure detection for tests that are not about the default timings.
 FAST = {"heartbeat_interval_seconds": 0.2, "suspect_after_seconds": 0.8, "dead_after_seconds": 2.0}

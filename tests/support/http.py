@@ -17,7 +17,8 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient

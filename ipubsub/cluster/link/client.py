@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -14,7 +15,19 @@ from ...config import parse_address
 from .connection import Connection, LinkLimits
 from .errors import CallAborted, CallRefused, CallTimeout, LinkBusy, LinkDown, LinkError, LinkRejected
 from .frames import (
-    ABORTED, CALL, CANCEL, CHALLENGE, GOAWAY, HELLO, PING, PONG, REFUSED, REJECT, REPLY, WELCOME, FrameError,
+    ABORTED,
+    CALL,
+    CANCEL,
+    CHALLENGE,
+    GOAWAY,
+    HELLO,
+    PING,
+    PONG,
+    REFUSED,
+    REJECT,
+    REPLY,
+    WELCOME,
+    FrameError,
 )  # fmt: skip
 from .handshake import Challenge, Hello, Identity, Welcome, check_welcome, client_proof, new_nonce
 

@@ -19,7 +19,8 @@ payload handed to its owner.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
 from .connection import Connection, LinkLimits
 from .frames import ABORTED, CALL, CANCEL, CHALLENGE, GOAWAY, HELLO, PING, PONG, REFUSED, REJECT, REPLY, WELCOME
-from .handshake import Challenge, FailedAttempts, Hello, Identity, Reason, Welcome, check_hello, new_nonce
-from .handshake import server_proof
+from .handshake import Challenge, FailedAttempts, Hello, Identity, Reason, Welcome, check_hello, new_nonce, server_proof
 
 __all__ = ["Handler", "Incoming", "LinkServer", "Peer"]
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-
-import msgspec
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+
+import msgspec
 
 from ipubsub.protocol import RECEIVE_PATH, SEND_BATCH_PATH
 
