@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_readme_examples import README, matches
+from tests.e2e.test_readme_examples import curl_pairs, matches
 from tests.support.config import node_config
 from tests.support.procs import ProcessPool
 
@@ -17,21 +17,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 def batch_session() -> list[tuple[str, str]]:
     """(command, expected answer) pairs of the curl block of the README's batches section."""
-    section = README.split("## Batches: many messages per request", 1)[1]
-    lines = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
-    pairs = []
-    i = 0
-    while i < len(lines):
-        command = lines[i]
-        i += 1
-        if not command.startswith("curl "):
-            continue
-        while command.endswith("\\"):
-            command = command[:-1] + lines[i].strip()
-            i += 1
-        assert lines[i].startswith("# "), command
-        pairs.append((command, lines[i][2:]))
-    return pairs
+    return curl_pairs("## Batches: many messages per request")
 
 
 def test_the_batch_session_answers_as_written(procs: ProcessPool, tmp_path: Path) -> None:

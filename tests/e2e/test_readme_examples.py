@@ -45,6 +45,27 @@ def curl_session() -> list[tuple[str, str | None]]:
     return pairs
 
 
+def curl_pairs(heading: str) -> list[tuple[str, str]]:
+    """(command, expected answer) pairs of the first ``sh`` block after the
+    README heading ``heading``: each ``curl`` command (continued lines
+    joined) followed by a ``# answer`` line."""
+    section = README.split(heading, 1)[1]
+    lines = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    pairs = []
+    i = 0
+    while i < len(lines):
+        command = lines[i]
+        i += 1
+        if not command.startswith("curl "):
+            continue
+        while command.endswith("\\"):
+            command = command[:-1] + lines[i].strip()
+            i += 1
+        assert lines[i].startswith("# "), command
+        pairs.append((command, lines[i][2:]))
+    return pairs
+
+
 def matches(expected: str, actual: str) -> bool:
     """``…`` stands for any text; timestamps may differ."""
     pattern = re.escape(TIMESTAMP.sub("\0", expected)).replace("…", ".+?").replace("\0", TIMESTAMP.pattern)

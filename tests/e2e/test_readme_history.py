@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.test_readme_examples import README, matches
+from tests.e2e.test_readme_examples import curl_pairs, matches
 from tests.support.config import node_config
 from tests.support.procs import ProcessPool
 
@@ -17,21 +17,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 def history_session() -> list[tuple[str, str]]:
     """(command, expected answer) pairs of the curl block of the README's fan-out section."""
-    section = README.split("## Fan-out: every reader gets every message", 1)[1]
-    lines = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
-    pairs = []
-    i = 0
-    while i < len(lines):
-        command = lines[i]
-        i += 1
-        if not command.startswith("curl "):
-            continue
-        while command.endswith("\\"):
-            command = command[:-1] + lines[i].strip()
-            i += 1
-        assert lines[i].startswith("# "), command
-        pairs.append((command, lines[i][2:]))
-    return pairs
+    return curl_pairs("## Fan-out: every reader gets every message")
 
 
 def test_the_history_session_answers_as_written(procs: ProcessPool) -> None:

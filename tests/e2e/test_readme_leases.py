@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_readme_examples import README, matches
+from tests.e2e.test_readme_examples import curl_pairs, matches
 from tests.support.config import node_config
 from tests.support.http import http_json
 from tests.support.procs import ProcessPool
@@ -20,15 +20,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 def lease_session() -> list[tuple[str, str]]:
     """(command, expected answer) pairs of the curl block of the README's
     at-least-once section."""
-    section = README.split("## At-most-once and at-least-once", 1)[1]
-    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
-    lines = block.splitlines()
-    pairs = []
-    for i, line in enumerate(lines):
-        if line.startswith("curl "):
-            assert lines[i + 1].startswith("# "), line
-            pairs.append((line, lines[i + 1][2:]))
-    return pairs
+    return curl_pairs("## At-most-once and at-least-once")
 
 
 def test_the_lease_session_answers_as_written(procs: ProcessPool, tmp_path: Path) -> None:
