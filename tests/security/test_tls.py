@@ -53,6 +53,25 @@ async def get_json(session: aiohttp.ClientSession, url: str, ctx: ssl.SSLContext
         return resp.status, await resp.json()
 
 
+async def wait_both_alive(session: aiohttp.ClientSession, node: ServedNode, ctx: ssl.SSLContext) -> None:
+    """Wait (bounded) until ``node`` sees both members of a two-node cluster alive over HTTPS."""
+
+    async def both_alive() -> bool:
+        _, view = await get_json(session, node.url("/api/v1/cluster", "https"), ctx)
+        return len([m for m in view["members"] if m["status"] == "alive"]) == 2
+
+    await wait_until(both_alive, 20, "both members alive over HTTPS", interval=0.2)
+
+
+async def stream_owned_by(session: aiohttp.ClientSession, node: ServedNode, owner: str, ctx: ssl.SSLContext) -> str:
+    """A stream id that ``node`` says ``owner`` owns."""
+    for i in range(200):
+        _, found = await get_json(session, node.url(f"/api/v1/streams/owner?streamId=s{i}", "https"), ctx)
+        if found["node"] == owner:
+            return f"s{i}"
+    raise AssertionError(f"no stream of s0..s199 is owned by {owner}")
+
+
 @pytest.mark.slow
 async def test_public_listener_over_tls_and_reload_on_sighup(tmp_path: Path) -> None:
     ca = trustme.CA()
@@ -104,19 +123,9 @@ async def test_two_nodes_talk_over_https(tmp_path: Path) -> None:
         try:
             ctx = client_context(ca)
             async with aiohttp.ClientSession() as session:
-                async def both_alive() -> bool:
-                    _, view = await get_json(session, second.url("/api/v1/cluster", "https"), ctx)
-                    return len([m for m in view["members"] if m["status"] == "alive"]) == 2
-
-                await wait_until(both_alive, 20, "both members alive over HTTPS", interval=0.2)
+                await wait_both_alive(session, second, ctx)
                 # a stream owned by n1, sent through n2 (forwarded over HTTPS)
-                stream = None
-                for i in range(200):
-                    _, owner = await get_json(session, second.url(f"/api/v1/streams/owner?streamId=s{i}", "https"), ctx)
-                    if owner["node"] == "n1":
-                        stream = f"s{i}"
-                        break
-                assert stream is not None
+                stream = await stream_owned_by(session, second, "n1", ctx)
                 async with session.post(second.url("/api/v1/streams/send", "https"), ssl=ctx,
                                         json={"streamId": stream, "message": {"over": "tls"}}) as resp:
                     assert resp.status == 200, await resp.text()
@@ -201,18 +210,8 @@ async def test_cluster_link_speaks_mutual_tls(tmp_path: Path) -> None:
         try:
             ctx = client_context(ca)
             async with aiohttp.ClientSession() as session:
-                async def both_alive() -> bool:
-                    _, view = await get_json(session, second.url("/api/v1/cluster", "https"), ctx)
-                    return len([m for m in view["members"] if m["status"] == "alive"]) == 2
-
-                await wait_until(both_alive, 20, "both members alive over HTTPS", interval=0.2)
-                stream = None
-                for i in range(200):
-                    _, owner = await get_json(session, second.url(f"/api/v1/streams/owner?streamId=s{i}", "https"), ctx)
-                    if owner["node"] == "n1":
-                        stream = f"s{i}"
-                        break
-                assert stream is not None
+                await wait_both_alive(session, second, ctx)
+                stream = await stream_owned_by(session, second, "n1", ctx)
                 async with session.post(second.url("/api/v1/streams/send", "https"), ssl=ctx,
                                         json={"streamId": stream, "message": "via the link"}) as resp:
                     assert resp.status == 200, await resp.text()
